@@ -1,0 +1,1 @@
+"""Running the stack: the local launcher, PostgreSQL and Meilisearch processes, migrations, CLI."""

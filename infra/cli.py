@@ -1,0 +1,49 @@
+"""The `ipx` command: bring up the stack, migrate, serve one service."""
+
+from __future__ import annotations
+
+import typer
+import uvicorn
+
+from shared.settings import SERVICE_NAMES, ServiceName, get_settings
+
+app = typer.Typer(no_args_is_help=True, help="Jing-Jin-Ji IP exchange backend.")
+
+
+@app.command()
+def up() -> None:
+    """Start PostgreSQL, Meilisearch, the migrations and the three services; Ctrl-C stops all."""
+    from infra.launcher import run_stack
+
+    run_stack()
+
+
+@app.command()
+def migrate() -> None:
+    """Apply the migrations of all three schemas to IPX_DATABASE_URL."""
+    from infra.migrations import upgrade_all
+
+    upgrade_all(get_settings().database_url)
+    typer.echo("migrations applied")
+
+
+@app.command()
+def serve(name: str = typer.Argument(help="listing, matching or gateway")) -> None:
+    """Run one service with uvicorn on IPX_HOST and its port."""
+    if name not in SERVICE_NAMES:
+        raise typer.BadParameter(f"must be one of {', '.join(SERVICE_NAMES)}")
+    service: ServiceName = name  # type: ignore[assignment]
+    settings = get_settings()
+    uvicorn.run(
+        f"services.{service}.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port_of(service),
+        log_config=None,
+        access_log=settings.access_log,
+        proxy_headers=True,
+    )
+
+
+if __name__ == "__main__":
+    app()

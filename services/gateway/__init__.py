@@ -1,0 +1,1 @@
+"""Gateway: the open catalogue, partner sync in and out, outbound webhooks."""

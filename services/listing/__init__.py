@@ -1,0 +1,1 @@
+"""Listing: the system of record (organisations, API keys, assets, listings, deals, change feed)."""

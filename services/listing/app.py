@@ -1,0 +1,36 @@
+"""The listing service app: create_app() and its lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from infra.migrations import head_revision
+from services.listing.auth import DatabaseAuthenticator
+from services.listing.models import SCHEMA
+from services.listing.router import router
+from shared.app import build_app, open_database
+from shared.settings import Settings, get_settings
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    async with open_database(app, settings, schema=SCHEMA, expected_revision=head_revision(SCHEMA)):
+        app.state.authenticator = DatabaseAuthenticator(settings, app.state.sessionmaker)
+        yield
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    return build_app(
+        name="listing",
+        settings=settings,
+        lifespan=lifespan,
+        routers=[router],
+        description="System of record: organisations, API keys, IP assets, listings, deals, "
+        "and the change feed.",
+        body_limits=[("/v1/imports", settings.max_import_bytes)],
+    )

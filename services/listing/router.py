@@ -1,0 +1,132 @@
+"""Thin endpoints of the listing service: parse, call the service, return."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Request, Response, status
+
+from services.listing import service
+from services.listing.models import ApiKey
+from services.listing.schemas import (
+    ApiKeyCreate,
+    ApiKeyIssued,
+    ApiKeyPublic,
+    OrganizationCreate,
+    OrganizationPublic,
+    OrganizationSignedUp,
+)
+from shared.auth import CallerDep, KeyMaterial, Principal, require_roles
+from shared.contracts.auth import IntrospectionRequest, IntrospectionResponse
+from shared.db import SessionDep
+from shared.errors import problem_responses
+
+router = APIRouter(prefix="/v1")
+
+
+def _issued(key: ApiKey, material: KeyMaterial) -> ApiKeyIssued:
+    return ApiKeyIssued(
+        **ApiKeyPublic.model_validate(key, from_attributes=True).model_dump(),
+        key=material.plaintext,
+    )
+
+
+@router.post(
+    "/organizations",
+    status_code=status.HTTP_201_CREATED,
+    response_model=OrganizationSignedUp,
+    tags=["organizations"],
+    responses=problem_responses(409, 422),
+)
+async def sign_up(data: OrganizationCreate, session: SessionDep) -> OrganizationSignedUp:
+    """Self sign-up: the organisation (unverified until an operator verifies it) and its first
+    admin key, shown this once."""
+    organization, key, material = await service.sign_up(session, data)
+    return OrganizationSignedUp(
+        organization=OrganizationPublic.model_validate(organization, from_attributes=True),
+        api_key=_issued(key, material),
+    )
+
+
+@router.get(
+    "/organizations/{organization_id}",
+    response_model=OrganizationPublic,
+    tags=["organizations"],
+    responses=problem_responses(401, 403, 404),
+)
+async def read_organization(
+    organization_id: UUID, session: SessionDep, principal: CallerDep
+) -> OrganizationPublic:
+    service.ensure_member(principal, organization_id)
+    organization = await service.get_organization(session, organization_id)
+    return OrganizationPublic.model_validate(organization, from_attributes=True)
+
+
+@router.post(
+    "/organizations/{organization_id}/api-keys",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ApiKeyIssued,
+    tags=["api keys"],
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def issue_key(
+    organization_id: UUID, data: ApiKeyCreate, session: SessionDep, principal: CallerDep
+) -> ApiKeyIssued:
+    """A new key for the organisation, shown this once (stored only as a hash)."""
+    service.ensure_member(principal, organization_id, admin=True)
+    key, material = await service.issue_key(session, organization_id, data)
+    return _issued(key, material)
+
+
+@router.get(
+    "/organizations/{organization_id}/api-keys",
+    response_model=list[ApiKeyPublic],
+    tags=["api keys"],
+    responses=problem_responses(401, 403, 404),
+)
+async def list_keys(
+    organization_id: UUID, session: SessionDep, principal: CallerDep
+) -> list[ApiKeyPublic]:
+    service.ensure_member(principal, organization_id, admin=True)
+    keys = await service.list_keys(session, organization_id)
+    return [ApiKeyPublic.model_validate(key, from_attributes=True) for key in keys]
+
+
+@router.delete(
+    "/organizations/{organization_id}/api-keys/{key_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    tags=["api keys"],
+    responses=problem_responses(401, 403, 404),
+)
+async def revoke_key(
+    organization_id: UUID, key_id: UUID, session: SessionDep, principal: CallerDep
+) -> Response:
+    """Revoke a key: it stops working at once here, and within the cache time elsewhere."""
+    service.ensure_member(principal, organization_id, admin=True)
+    await service.revoke_key(session, organization_id, key_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/auth/introspect",
+    response_model=IntrospectionResponse,
+    tags=["auth"],
+    responses=problem_responses(401, 403, 422),
+)
+async def introspect(
+    data: IntrospectionRequest,
+    request: Request,
+    session: SessionDep,
+    _: Annotated[Principal, Depends(require_roles("service", "operator"))],
+) -> IntrospectionResponse:
+    """RFC 7662-style: which organisation and roles a key stands for (services only)."""
+    principal = await service.authenticate(session, request.app.state.settings, data.token)
+    if principal is None:
+        return IntrospectionResponse(active=False)
+    return IntrospectionResponse(
+        active=True,
+        key_id=principal.key_id,
+        organization_id=principal.organization_id,
+        roles=sorted(principal.roles),
+    )

@@ -1,0 +1,72 @@
+"""Request and response models of the listing API (validated; copied into table models)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.contracts.auth import Role
+
+OrganizationKind = Literal[
+    "enterprise", "university", "research_institute", "individual", "service_agency", "exchange"
+]
+KeyRole = Literal["member", "admin"]
+
+
+class StrictModel(BaseModel):
+    """Request bodies refuse unknown fields, so a typo is an error rather than silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class OrganizationCreate(StrictModel):
+    name: str = Field(min_length=1, max_length=200, examples=["北京理工大学"])
+    kind: OrganizationKind = Field(examples=["university"])
+    region: str = Field(
+        min_length=6, max_length=6, description="GB/T 2260 code of the seat", examples=["110108"]
+    )
+    uscc: str | None = Field(
+        default=None,
+        max_length=24,
+        description="Unified social credit code (GB 32100-2015), check characters verified",
+        examples=["12100000400000624D"],
+    )
+
+
+class OrganizationPublic(BaseModel):
+    id: UUID
+    name: str
+    kind: OrganizationKind
+    region: str
+    uscc: str | None
+    verified: bool
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class ApiKeyCreate(StrictModel):
+    name: str = Field(min_length=1, max_length=100, examples=["tech-transfer office"])
+    roles: list[KeyRole] = Field(default=["member"], min_length=1, max_length=2)
+
+
+class ApiKeyPublic(BaseModel):
+    id: UUID
+    organization_id: UUID | None
+    name: str
+    prefix: str
+    roles: list[Role]
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class ApiKeyIssued(ApiKeyPublic):
+    key: str = Field(description="The key itself: shown this once, stored only as a hash")
+
+
+class OrganizationSignedUp(BaseModel):
+    organization: OrganizationPublic
+    api_key: ApiKeyIssued

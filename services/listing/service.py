@@ -1,0 +1,119 @@
+"""Domain logic of organisations and API keys: plain functions over repositories; never commits."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from uuid import UUID
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.listing.models import ApiKey, Organization
+from services.listing.repository import ApiKeyRepository, OrganizationRepository
+from services.listing.schemas import ApiKeyCreate, OrganizationCreate
+from shared.auth import (
+    KeyMaterial,
+    Principal,
+    environment_principal,
+    generate_api_key,
+    hashes_match,
+    key_prefix,
+)
+from shared.contracts.auth import Role
+from shared.errors import Conflict, Forbidden, NotFound, UnprocessableEntity
+from shared.identifiers import IdentifierError, validate_region_code, validate_uscc
+from shared.settings import Settings
+
+
+def checked(field: str, validate: Callable[[str], str], value: str) -> str:
+    """Run an identifier rule; its failure becomes a 422 naming our field and the rule."""
+    try:
+        return validate(value)
+    except IdentifierError as exc:
+        raise UnprocessableEntity.single(field, exc.rule, exc.message) from exc
+
+
+async def sign_up(
+    session: AsyncSession, data: OrganizationCreate
+) -> tuple[Organization, ApiKey, KeyMaterial]:
+    """A new, unverified organisation and its first admin key (returned once, in plaintext)."""
+    region = checked("region", validate_region_code, data.region)
+    uscc = checked("uscc", validate_uscc, data.uscc) if data.uscc else None
+    organizations = OrganizationRepository(session)
+    if uscc and await organizations.by_uscc(uscc):
+        raise Conflict(f"an organisation with the credit code {uscc} is already registered")
+    organization = await organizations.add(
+        Organization(name=data.name, kind=data.kind, region=region, uscc=uscc)
+    )
+    key, material = await _issue(session, organization.id, "first admin key", ["admin"])
+    return organization, key, material
+
+
+async def _issue(
+    session: AsyncSession, organization_id: UUID | None, name: str, roles: list[str]
+) -> tuple[ApiKey, KeyMaterial]:
+    material = generate_api_key()
+    key = await ApiKeyRepository(session).add(
+        ApiKey(
+            organization_id=organization_id,
+            name=name,
+            prefix=material.prefix,
+            key_hash=material.hash,
+            roles=sorted(set(roles)),
+        )
+    )
+    return key, material
+
+
+async def get_organization(session: AsyncSession, organization_id: UUID) -> Organization:
+    organization = await OrganizationRepository(session).get(organization_id)
+    if organization is None:
+        raise NotFound(f"no organisation {organization_id}")
+    return organization
+
+
+def ensure_member(principal: Principal, organization_id: UUID, *, admin: bool = False) -> None:
+    """Operators may act on any organisation; others only on their own (admins where asked)."""
+    if principal.is_operator:
+        return
+    if principal.organization_id != organization_id:
+        raise Forbidden("this organisation is not the caller's")
+    if admin and not principal.has("admin"):
+        raise Forbidden("this needs an admin key of the organisation")
+
+
+async def issue_key(
+    session: AsyncSession, organization_id: UUID, data: ApiKeyCreate
+) -> tuple[ApiKey, KeyMaterial]:
+    await get_organization(session, organization_id)
+    return await _issue(session, organization_id, data.name, list(data.roles))
+
+
+async def list_keys(session: AsyncSession, organization_id: UUID) -> list[ApiKey]:
+    await get_organization(session, organization_id)
+    return await ApiKeyRepository(session).of_organization(organization_id)
+
+
+async def revoke_key(session: AsyncSession, organization_id: UUID, key_id: UUID) -> None:
+    keys = ApiKeyRepository(session)
+    key = await keys.get(key_id)
+    if key is None or key.organization_id != organization_id:
+        raise NotFound(f"no key {key_id} in organisation {organization_id}")
+    await keys.revoke(key_id, datetime.now(UTC))
+
+
+async def authenticate(
+    session: AsyncSession, settings: Settings, plaintext: str
+) -> Principal | None:
+    """The caller a key stands for, or None when unknown, revoked or malformed."""
+    known = environment_principal(settings, plaintext)
+    if known is not None:
+        return known
+    prefix = key_prefix(plaintext)
+    if prefix is None:
+        return None
+    key = await ApiKeyRepository(session).by_prefix(prefix)
+    if key is None or key.revoked_at is not None or not hashes_match(key.key_hash, plaintext):
+        return None
+    roles: frozenset[Role] = frozenset(key.roles)  # type: ignore[arg-type]
+    return Principal(roles=roles, organization_id=key.organization_id, key_id=key.id)

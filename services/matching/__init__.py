@@ -1,0 +1,1 @@
+"""Matching: the catalogue index in Meilisearch, catalogue search, demands and matches."""

@@ -1,0 +1,3 @@
+"""Table models of the `matching` schema. They never leave this service."""
+
+SCHEMA = "matching"

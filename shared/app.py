@@ -1,0 +1,192 @@
+"""What every service app has: middleware, error handlers, /healthz, /readyz, /metrics.
+
+Each service's ``create_app()`` calls :func:`build_app` with its own lifespan and routers; the
+lifespan puts its resources on ``app.state`` (engine, sessionmaker, authenticator, clients) and
+its readiness checks in ``app.state.readiness_checks``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+import httpx
+from asgi_correlation_id import CorrelationIdMiddleware
+from fastapi import APIRouter, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from prometheus_client import CollectorRegistry
+from prometheus_fastapi_instrumentator import Instrumentator
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared.auth import IntrospectingAuthenticator
+from shared.db import create_engine, create_sessionmaker
+from shared.errors import ProblemResponse, ServiceUnavailable, install_error_handlers
+from shared.health import ReadinessCheck, database_check, http_check
+from shared.logging import configure_logging
+from shared.middleware import BodySizeLimitMiddleware
+from shared.settings import ServiceName, Settings
+
+__all__ = ["build_app", "open_database", "open_http_client", "open_upstreams"]
+
+READINESS_TIMEOUT_SECONDS = 3.0
+
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
+class Health(BaseModel):
+    status: str
+    service: str
+
+
+class Readiness(BaseModel):
+    status: str
+    service: str
+    checks: dict[str, str]
+
+
+def build_app(
+    *,
+    name: ServiceName,
+    settings: Settings,
+    lifespan: Lifespan,
+    routers: Sequence[APIRouter],
+    description: str,
+    body_limits: Sequence[tuple[str, int]] = (),
+    http_mounts: Mapping[str, httpx.AsyncBaseTransport] | None = None,
+) -> FastAPI:
+    """`http_mounts` routes the service's outgoing HTTP by URL prefix (tests mount another
+    service's real app in process through httpx's ASGI transport)."""
+    configure_logging(settings.log_level, settings.log_format)
+
+    @asynccontextmanager
+    async def app_lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.readiness_checks = {}
+        async with lifespan(app):
+            yield
+
+    app = FastAPI(
+        title=f"ipx {name}",
+        description=description,
+        version="1.0.0",
+        lifespan=app_lifespan,
+    )
+    app.state.settings = settings
+    app.state.service_name = name
+    app.state.http_mounts = dict(http_mounts or {})
+    install_error_handlers(app)
+
+    # Added innermost first: the request id wraps everything, so every log line carries it.
+    app.add_middleware(
+        BodySizeLimitMiddleware, default_limit=settings.max_body_bytes, path_limits=body_limits
+    )
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_methods=["*"],
+        allow_headers=["*"],
+        expose_headers=["ETag", "X-Request-ID", "RateLimit", "RateLimit-Policy", "Retry-After"],
+    )
+    # Our own registry per app: the global one raises on a second create_app() in one process.
+    Instrumentator(
+        registry=CollectorRegistry(),
+        excluded_handlers=["/metrics", "/healthz", "/readyz"],
+    ).instrument(app).expose(app, endpoint="/metrics", include_in_schema=False)
+    app.add_middleware(CorrelationIdMiddleware, header_name="X-Request-ID", validator=None)
+
+    @app.get("/healthz", tags=["health"], response_model=Health)
+    async def healthz() -> Health:
+        """The process is up (no dependency is checked)."""
+        return Health(status="ok", service=name)
+
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        response_model=Readiness,
+        responses={
+            503: {
+                "description": "A dependency is not ready",
+                "content": {"application/problem+json": {}},
+            }
+        },
+    )
+    async def readyz() -> Any:
+        """Every dependency this service needs is reachable and its schema is migrated."""
+        checks: dict[str, ReadinessCheck] = app.state.readiness_checks
+        results = await asyncio.gather(
+            *(asyncio.wait_for(check(), READINESS_TIMEOUT_SECONDS) for check in checks.values()),
+            return_exceptions=True,
+        )
+        report = {}
+        for check_name, result in zip(checks, results, strict=True):
+            if isinstance(result, TimeoutError):
+                report[check_name] = "timed out"
+            elif isinstance(result, BaseException):
+                report[check_name] = str(result) or type(result).__name__
+            else:
+                report[check_name] = "ok"
+        failing = sorted(k for k, v in report.items() if v != "ok")
+        if failing:
+            error = ServiceUnavailable(
+                "not ready: " + "; ".join(f"{k}: {report[k]}" for k in failing),
+                extra={"checks": report},
+                headers={"Retry-After": "2"},
+            )
+            return ProblemResponse(
+                error.to_problem("/readyz"), status_code=503, headers=error.headers
+            )
+        return Readiness(status="ready", service=name, checks=report)
+
+    for router in routers:
+        app.include_router(router)
+    return app
+
+
+@asynccontextmanager
+async def open_database(
+    app: FastAPI, settings: Settings, *, schema: str, expected_revision: str
+) -> AsyncIterator[AsyncEngine]:
+    """Engine and sessionmaker on app.state, plus the database readiness check."""
+    engine = create_engine(settings, application_name=f"ipx-{schema}")
+    app.state.engine = engine
+    app.state.sessionmaker = create_sessionmaker(engine)
+    app.state.readiness_checks["database"] = database_check(engine, schema, expected_revision)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+@asynccontextmanager
+async def open_http_client(
+    settings: Settings, mounts: Mapping[str, httpx.AsyncBaseTransport] | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The client for calls to other services and Meilisearch.
+
+    Identity encoding: compressing responses on the internal hop costs more than it saves.
+    """
+    async with httpx.AsyncClient(
+        mounts=dict(mounts or {}),
+        timeout=settings.upstream_timeout_seconds,
+        headers={"Accept-Encoding": "identity"},
+        limits=httpx.Limits(max_connections=100, max_keepalive_connections=50),
+    ) as client:
+        yield client
+
+
+@asynccontextmanager
+async def open_upstreams(
+    app: FastAPI, settings: Settings, upstreams: dict[str, str]
+) -> AsyncIterator[httpx.AsyncClient]:
+    """For matching and gateway: the HTTP client, key checks through listing, and a readiness
+    check per service called (`upstreams` maps a name to its base URL)."""
+    async with open_http_client(settings, app.state.http_mounts) as client:
+        app.state.http = client
+        app.state.authenticator = IntrospectingAuthenticator(
+            settings, client, ttl=settings.auth_cache_seconds
+        )
+        for upstream, url in upstreams.items():
+            app.state.readiness_checks[upstream] = http_check(client, upstream, url)
+        yield client

@@ -1,0 +1,1 @@
+"""What crosses a service boundary: plain, versioned pydantic models (never table models)."""

@@ -1,0 +1,67 @@
+"""Settings read from the environment (prefix ``IPX_``), one object per process."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ServiceName = Literal["listing", "matching", "gateway"]
+SERVICE_NAMES: tuple[ServiceName, ...] = ("listing", "matching", "gateway")
+
+
+class Settings(BaseSettings):
+    """Everything configurable. Defaults suit the local launcher; production sets them all."""
+
+    model_config = SettingsConfigDict(env_prefix="IPX_", extra="ignore")
+
+    database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:54329/ipx"
+    db_pool_size: int = 10
+    db_max_overflow: int = 10
+    meili_url: str = "http://127.0.0.1:7700"
+    meili_master_key: SecretStr = SecretStr("")
+
+    # Service-to-service calls carry this key; listing accepts it as the "service" role.
+    service_key: SecretStr = SecretStr("")
+    # Bootstrap operator key: lets the first operator in before any key exists in the database.
+    operator_key: SecretStr = SecretStr("")
+
+    host: str = "127.0.0.1"
+    listing_port: int = 8001
+    matching_port: int = 8002
+    gateway_port: int = 8000
+    listing_url: str = "http://127.0.0.1:8001"
+    matching_url: str = "http://127.0.0.1:8002"
+    gateway_url: str = "http://127.0.0.1:8000"
+
+    log_level: str = "INFO"
+    log_format: Literal["json", "text"] = "json"
+    access_log: bool = True
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["*"])
+    # Request bodies above this are refused with 413; bulk import has its own larger limit.
+    max_body_bytes: int = 1024 * 1024
+    max_import_bytes: int = 512 * 1024 * 1024
+    # How long matching and gateway trust an introspected API key.
+    auth_cache_seconds: float = 30.0
+    upstream_timeout_seconds: float = 5.0
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    def port_of(self, service: ServiceName) -> int:
+        return {
+            "listing": self.listing_port,
+            "matching": self.matching_port,
+            "gateway": self.gateway_port,
+        }[service]
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

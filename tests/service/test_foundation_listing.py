@@ -1,0 +1,204 @@
+"""The listing app in process against a real PostgreSQL: health, errors, keys, limits."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from shared.settings import Settings
+from support import assert_problem, bearer
+
+ORG = {"name": "天津大学", "kind": "university", "region": "120104"}
+
+
+async def sign_up(client: httpx.AsyncClient, **overrides: object) -> dict[str, object]:
+    response = await client.post("/v1/organizations", json={**ORG, **overrides})
+    assert response.status_code == 201, response.text
+    body: dict[str, object] = response.json()
+    return body
+
+
+@pytest.fixture(scope="module")
+async def org(listing: httpx.AsyncClient) -> AsyncIterator[dict[str, object]]:
+    yield await sign_up(listing)
+
+
+async def test_health_and_readiness(listing: httpx.AsyncClient) -> None:
+    assert (await listing.get("/healthz")).json() == {"status": "ok", "service": "listing"}
+    ready = await listing.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"database": "ok"}
+
+
+async def test_metrics_are_exposed_per_app(listing: httpx.AsyncClient) -> None:
+    await listing.get("/v1/organizations/not-a-uuid")
+    metrics = await listing.get("/metrics")
+    assert metrics.status_code == 200
+    assert "http_requests_total" in metrics.text
+
+
+async def test_request_id_is_echoed_and_in_problems(listing: httpx.AsyncClient) -> None:
+    response = await listing.get("/nowhere", headers={"X-Request-ID": "req-123"})
+    body = assert_problem(response, 404)
+    assert response.headers["x-request-id"] == "req-123"
+    assert body["request_id"] == "req-123"
+    generated = await listing.get("/healthz")
+    assert len(generated.headers["x-request-id"]) == 32
+
+
+async def test_sign_up_returns_a_working_key_shown_once(
+    listing: httpx.AsyncClient, org: dict[str, object], settings: Settings
+) -> None:
+    organization = org["organization"]
+    key = org["api_key"]
+    assert isinstance(organization, dict) and isinstance(key, dict)
+    assert organization["verified"] is False
+    assert key["roles"] == ["admin"] and str(key["key"]).startswith("ipx_")
+    read = await listing.get(f"/v1/organizations/{organization['id']}", headers=bearer(key["key"]))
+    assert read.status_code == 200 and read.json()["name"] == "天津大学"
+    listed = await listing.get(
+        f"/v1/organizations/{organization['id']}/api-keys", headers=bearer(key["key"])
+    )
+    assert listed.status_code == 200
+    assert all("key" not in item for item in listed.json())
+    # Stored only as a hash: the plaintext appears nowhere in the table.
+    engine = create_async_engine(settings.database_url)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(text("SELECT * FROM listing.api_keys"))).all()
+    await engine.dispose()
+    assert rows and all(str(key["key"]) not in " ".join(map(str, row)) for row in rows)
+
+
+async def test_missing_malformed_unknown_and_revoked_keys_are_401(
+    listing: httpx.AsyncClient, org: dict[str, object]
+) -> None:
+    organization, admin = org["organization"], org["api_key"]
+    assert isinstance(organization, dict) and isinstance(admin, dict)
+    path = f"/v1/organizations/{organization['id']}"
+    missing = await listing.get(path)
+    assert_problem(missing, 401)
+    assert missing.headers["www-authenticate"].startswith("Bearer")
+    assert_problem(await listing.get(path, headers={"Authorization": "Basic abc"}), 401)
+    assert_problem(await listing.get(path, headers=bearer("ipx_000000000000_nope")), 401)
+    assert_problem(await listing.get(path, headers=bearer("garbage")), 401)
+
+    issued = await listing.post(
+        f"{path}/api-keys", json={"name": "temp", "roles": ["member"]}, headers=bearer(admin["key"])
+    )
+    assert issued.status_code == 201
+    member = issued.json()
+    assert (await listing.get(path, headers=bearer(member["key"]))).status_code == 200
+    revoked = await listing.delete(f"{path}/api-keys/{member['id']}", headers=bearer(admin["key"]))
+    assert revoked.status_code == 204
+    assert_problem(await listing.get(path, headers=bearer(member["key"])), 401)
+
+
+async def test_roles_and_organisations_are_enforced(
+    listing: httpx.AsyncClient, org: dict[str, object], operator_key: str
+) -> None:
+    organization, admin = org["organization"], org["api_key"]
+    assert isinstance(organization, dict) and isinstance(admin, dict)
+    other = await sign_up(listing, name="河北工业大学", region="130000")
+    other_key = other["api_key"]
+    assert isinstance(other_key, dict)
+    path = f"/v1/organizations/{organization['id']}"
+    assert_problem(await listing.get(path, headers=bearer(other_key["key"])), 403)
+    member = (
+        await listing.post(f"{path}/api-keys", json={"name": "m"}, headers=bearer(admin["key"]))
+    ).json()
+    denied = await listing.post(
+        f"{path}/api-keys", json={"name": "x"}, headers=bearer(member["key"])
+    )
+    assert_problem(denied, 403)
+    # The bootstrap operator key from the environment reads any organisation.
+    assert (await listing.get(path, headers=bearer(operator_key))).status_code == 200
+
+
+async def test_introspection_is_for_services_only(
+    listing: httpx.AsyncClient, org: dict[str, object], service_key: str
+) -> None:
+    admin = org["api_key"]
+    assert isinstance(admin, dict)
+    body = {"token": admin["key"]}
+    assert_problem(await listing.post("/v1/auth/introspect", json=body), 401)
+    forbidden = await listing.post("/v1/auth/introspect", json=body, headers=bearer(admin["key"]))
+    assert_problem(forbidden, 403)
+    answer = await listing.post("/v1/auth/introspect", json=body, headers=bearer(service_key))
+    assert answer.status_code == 200
+    assert answer.json()["active"] is True and answer.json()["roles"] == ["admin"]
+    unknown = await listing.post(
+        "/v1/auth/introspect", json={"token": "ipx_abcdefabcdef_x"}, headers=bearer(service_key)
+    )
+    assert unknown.json() == {"active": False, "key_id": None, "organization_id": None,
+                              "roles": []}
+
+
+@pytest.mark.parametrize(
+    ("payload", "field", "rule"),
+    [
+        ({**ORG, "kind": "pirate"}, "kind", "literal_error"),
+        ({**ORG, "name": 42}, "name", "string_type"),
+        ({**ORG, "name": ""}, "name", "string_too_short"),
+        ({**ORG, "colour": "red"}, "colour", "extra_forbidden"),
+        ({"kind": "university", "region": "120104"}, "name", "missing"),
+        ({**ORG, "region": "12010"}, "region", "string_too_short"),
+        ({**ORG, "region": "990000"}, "region", None),
+        ({**ORG, "uscc": "9144030071526726XH"}, "uscc", None),
+        ([1, 2], "body", "model_attributes_type"),
+    ],
+)
+async def test_bad_sign_up_bodies_name_the_field_and_rule(
+    listing: httpx.AsyncClient, payload: object, field: str, rule: str | None
+) -> None:
+    body = assert_problem(await listing.post("/v1/organizations", json=payload), 422)
+    errors = body["errors"]
+    assert isinstance(errors, list)
+    assert any(e["field"] == field and (rule is None or e["rule"] == rule) for e in errors), errors
+    assert all(e["message"] for e in errors)
+
+
+async def test_malformed_json_and_wrong_content_are_422_problems(
+    listing: httpx.AsyncClient,
+) -> None:
+    response = await listing.post(
+        "/v1/organizations", content=b'{"name": "x",', headers={"Content-Type": "application/json"}
+    )
+    body = assert_problem(response, 422)
+    assert body["errors"] == [
+        {"field": "body", "rule": "json_invalid", "message": "JSON decode error"}
+    ]
+    path = await listing.get("/v1/organizations/not-a-uuid", headers=bearer("x"))
+    assert path.status_code in (401, 422)
+    assert_problem(await listing.put("/v1/organizations"), 405)
+
+
+async def test_duplicate_credit_code_is_a_conflict(listing: httpx.AsyncClient) -> None:
+    await sign_up(listing, name="A", uscc="91330100716105852F")
+    again = await listing.post(
+        "/v1/organizations", json={**ORG, "name": "B", "uscc": "91330100716105852F"}
+    )
+    assert_problem(again, 409)
+
+
+async def test_oversized_bodies_are_refused_before_reading_them(
+    listing: httpx.AsyncClient, settings: Settings
+) -> None:
+    big = b'{"name": "' + b"x" * settings.max_body_bytes + b'"}'
+    declared = await listing.post(
+        "/v1/organizations", content=big, headers={"Content-Type": "application/json"}
+    )
+    assert_problem(declared, 413)
+
+    async def chunks() -> AsyncIterator[bytes]:  # chunked: no Content-Length to trust
+        for _ in range(20):
+            yield b" " * 65536
+        yield b"{}"
+
+    streamed = await listing.post(
+        "/v1/organizations", content=chunks(), headers={"Content-Type": "application/json"}
+    )
+    assert_problem(streamed, 413)
