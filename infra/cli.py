@@ -32,7 +32,7 @@ def serve(name: str = typer.Argument(help="listing, matching or gateway")) -> No
     """Run one service with uvicorn on IPX_HOST and its port."""
     if name not in SERVICE_NAMES:
         raise typer.BadParameter(f"must be one of {', '.join(SERVICE_NAMES)}")
-    service: ServiceName = name  # type: ignore[assignment]
+    service: ServiceName = name
     settings = get_settings()
     uvicorn.run(
         f"services.{service}.app:create_app",

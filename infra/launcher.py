@@ -100,7 +100,7 @@ def run_stack() -> None:
         console.print("Migrations: applying…")
         upgrade_all(env["IPX_DATABASE_URL"])
 
-        settings = Settings(**{k.removeprefix("IPX_").lower(): v for k, v in env.items()})
+        settings = Settings()  # the services' ports, as the environment sets them
         services: list[ServiceProcess] = []
         for name in SERVICE_NAMES:
             service = start_service(

@@ -7,19 +7,22 @@ persists, so data survives a restart of the launcher.
 
 from __future__ import annotations
 
-import asyncio
+import atexit
 import glob
 import hashlib
 import os
 import re
 import shutil
 import subprocess
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import asyncpg
+
+from infra.blocking import run_blocking
 
 __all__ = ["PostgresHandle", "find_system_bindir", "start_postgres"]
 
@@ -188,12 +191,21 @@ def _start_system(bindir: Path, data_dir: Path, port: int, durable: bool) -> Pos
 
 
 def _start_pgserver(data_dir: Path) -> PostgresHandle:
-    import pgserver
+    with warnings.catch_warnings():
+        # pgserver asks platformdirs for a runtime folder at import; without XDG_RUNTIME_DIR it
+        # warns and uses /tmp/runtime-<uid>, which is fine for a lock file.
+        warnings.simplefilter("ignore")
+        from pgserver.postgres_server import get_server
 
     cluster = data_dir / "pgserver"
     cluster.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(cluster, cleanup_mode="stop")
+    server = get_server(cluster, cleanup_mode="stop")
     info = server.get_postmaster_info()
+
+    def stop() -> None:
+        server.cleanup()
+        atexit.unregister(server._cleanup)  # already done; at exit it would log to closed streams
+
     # pgserver listens on a unix socket only; asyncpg takes the socket folder as host.
     return PostgresHandle(
         "pgserver",
@@ -201,12 +213,12 @@ def _start_pgserver(data_dir: Path) -> PostgresHandle:
         str(info.socket_dir),
         int(info.port or 5432),
         "postgres",
-        server.cleanup,
+        stop,
     )
 
 
 async def _ensure_database(handle: PostgresHandle, database: str) -> None:
-    conn = await asyncpg.connect(database="postgres", **handle.connect_kwargs())  # type: ignore[arg-type]
+    conn = await asyncpg.connect(database="postgres", **handle.connect_kwargs())
     try:
         exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database)
         if not exists:
@@ -233,7 +245,7 @@ def start_postgres(
         else _start_pgserver(data_dir)
     )
     try:
-        asyncio.run(_ensure_database(handle, database))
+        run_blocking(lambda: _ensure_database(handle, database))
     except BaseException:
         handle.stop()
         raise

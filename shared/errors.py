@@ -264,7 +264,7 @@ async def _validation_handler(request: Request, exc: Exception) -> Response:
     return render(request, UnprocessableEntity(detail, errors=errors))
 
 
-_HTTP_SLUGS = {
+_HTTP_SLUGS: dict[int, type[ProblemError]] = {
     400: BadRequest,
     401: Unauthorized,
     403: Forbidden,

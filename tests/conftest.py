@@ -15,7 +15,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -63,7 +63,7 @@ def meili(test_root: Path, meili_key: str) -> Iterator[MeiliHandle]:
     handle.stop()
 
 
-def janitor(postgres: PostgresHandle, dbname: str, **kwargs: object) -> DatabaseJanitor:
+def janitor(postgres: PostgresHandle, dbname: str, **kwargs: Any) -> DatabaseJanitor:
     return DatabaseJanitor(
         user=postgres.user, host=postgres.host, port=postgres.port, dbname=dbname, **kwargs
     )
@@ -104,9 +104,9 @@ def settings(
     return Settings(
         database_url=database_url,
         meili_url=meili.url,
-        meili_master_key=meili_key,  # type: ignore[arg-type]
-        service_key=service_key,  # type: ignore[arg-type]
-        operator_key=operator_key,  # type: ignore[arg-type]
+        meili_master_key=meili_key,
+        service_key=service_key,
+        operator_key=operator_key,
         listing_url="http://listing.test",
         matching_url="http://matching.test",
         log_format="text",

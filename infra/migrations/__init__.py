@@ -6,7 +6,6 @@ SQLModel's metadata is global and every service's models are imported in the tes
 
 from __future__ import annotations
 
-import asyncio
 from functools import cache
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from infra.blocking import run_blocking
 from shared.settings import SERVICE_NAMES
 
 __all__ = ["SCHEMAS", "alembic_config", "head_revision", "upgrade", "upgrade_all"]
@@ -67,4 +67,4 @@ def upgrade_all(database_url: str) -> None:
         finally:
             await engine.dispose()
 
-    asyncio.run(run())
+    run_blocking(run)

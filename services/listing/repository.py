@@ -7,6 +7,7 @@ from uuid import UUID
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from services.listing.models import ApiKey, Organization
 
@@ -19,7 +20,9 @@ class OrganizationRepository:
         return await self.session.get(Organization, organization_id)
 
     async def by_uscc(self, uscc: str) -> Organization | None:
-        result = await self.session.execute(select(Organization).where(Organization.uscc == uscc))
+        result = await self.session.execute(
+            select(Organization).where(col(Organization.uscc) == uscc)
+        )
         return result.scalar_one_or_none()
 
     async def add(self, organization: Organization) -> Organization:
@@ -33,7 +36,7 @@ class ApiKeyRepository:
         self.session = session
 
     async def by_prefix(self, prefix: str) -> ApiKey | None:
-        result = await self.session.execute(select(ApiKey).where(ApiKey.prefix == prefix))
+        result = await self.session.execute(select(ApiKey).where(col(ApiKey.prefix) == prefix))
         return result.scalar_one_or_none()
 
     async def get(self, key_id: UUID) -> ApiKey | None:
@@ -42,8 +45,8 @@ class ApiKeyRepository:
     async def of_organization(self, organization_id: UUID) -> list[ApiKey]:
         result = await self.session.execute(
             select(ApiKey)
-            .where(ApiKey.organization_id == organization_id)
-            .order_by(ApiKey.created_at, ApiKey.id)
+            .where(col(ApiKey.organization_id) == organization_id)
+            .order_by(col(ApiKey.created_at), col(ApiKey.id))
         )
         return list(result.scalars())
 
@@ -55,6 +58,6 @@ class ApiKeyRepository:
     async def revoke(self, key_id: UUID, at: datetime) -> None:
         await self.session.execute(
             update(ApiKey)
-            .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))  # type: ignore[union-attr]
+            .where(col(ApiKey.id) == key_id, col(ApiKey.revoked_at).is_(None))
             .values(revoked_at=at)
         )

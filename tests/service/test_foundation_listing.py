@@ -8,9 +8,9 @@ import httpx
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
+from support import assert_problem, bearer
 
 from shared.settings import Settings
-from support import assert_problem, bearer
 
 ORG = {"name": "天津大学", "kind": "university", "region": "120104"}
 
@@ -133,8 +133,7 @@ async def test_introspection_is_for_services_only(
     unknown = await listing.post(
         "/v1/auth/introspect", json={"token": "ipx_abcdefabcdef_x"}, headers=bearer(service_key)
     )
-    assert unknown.json() == {"active": False, "key_id": None, "organization_id": None,
-                              "roles": []}
+    assert unknown.json() == {"active": False, "key_id": None, "organization_id": None, "roles": []}
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,7 @@ def test_key_prefix_rejects_foreign_shapes() -> None:
 
 
 def test_environment_keys_map_to_service_and_operator() -> None:
-    settings = Settings(service_key="s" * 20, operator_key="o" * 20)  # type: ignore[arg-type]
+    settings = Settings(service_key="s" * 20, operator_key="o" * 20)
     service = environment_principal(settings, "s" * 20)
     operator = environment_principal(settings, "o" * 20)
     assert service is not None and service.is_service and not service.is_operator
@@ -37,8 +37,11 @@ def test_environment_keys_map_to_service_and_operator() -> None:
 def test_validation_errors_name_nested_fields() -> None:
     errors = field_errors_from_validation(
         [
-            {"loc": ("body", "transaction", "price", "amount"), "type": "greater_than_equal",
-             "msg": "Input should be >= 0"},
+            {
+                "loc": ("body", "transaction", "price", "amount"),
+                "type": "greater_than_equal",
+                "msg": "Input should be >= 0",
+            },
             {"loc": ("query", "page_size"), "type": "int_parsing", "msg": "not an int"},
             {"loc": ("body", "holders", 2, "name"), "type": "missing", "msg": "required"},
             {"loc": ("body", 17), "type": "json_invalid", "msg": "JSON decode error"},
