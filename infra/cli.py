@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 import uvicorn
 
+from shared.logging import configure_logging
 from shared.settings import SERVICE_NAMES, ServiceName, get_settings
 
 app = typer.Typer(no_args_is_help=True, help="Jing-Jin-Ji IP exchange backend.")
@@ -34,6 +35,7 @@ def serve(name: str = typer.Argument(help="listing, matching or gateway")) -> No
         raise typer.BadParameter(f"must be one of {', '.join(SERVICE_NAMES)}")
     service: ServiceName = name
     settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
     uvicorn.run(
         f"services.{service}.app:create_app",
         factory=True,

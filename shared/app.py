@@ -25,7 +25,6 @@ from shared.auth import IntrospectingAuthenticator
 from shared.db import create_engine, create_sessionmaker
 from shared.errors import ProblemResponse, ServiceUnavailable, install_error_handlers
 from shared.health import ReadinessCheck, database_check, http_check
-from shared.logging import configure_logging
 from shared.middleware import BodySizeLimitMiddleware
 from shared.settings import ServiceName, Settings
 
@@ -59,7 +58,6 @@ def build_app(
 ) -> FastAPI:
     """`http_mounts` routes the service's outgoing HTTP by URL prefix (tests mount another
     service's real app in process through httpx's ASGI transport)."""
-    configure_logging(settings.log_level, settings.log_format)
 
     @asynccontextmanager
     async def app_lifespan(app: FastAPI) -> AsyncIterator[None]:

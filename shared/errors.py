@@ -301,7 +301,13 @@ async def _unhandled_handler(request: Request, exc: Exception) -> Response:
                 "the database is unavailable, retry shortly", headers={"Retry-After": "2"}
             ),
         )
-    logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    logger.error(
+        "unhandled error on %s %s (request %s)",
+        request.method,
+        request.url.path,
+        correlation_id.get(),
+        exc_info=exc,
+    )
     return render(request, ProblemError("an unexpected error occurred; quote the request id"))
 
 

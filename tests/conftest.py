@@ -22,12 +22,12 @@ import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from pytest_postgresql.janitor import DatabaseJanitor
-from support import free_port
 
 from infra.meili import MeiliHandle, start_meilisearch
 from infra.migrations import upgrade_all
 from infra.postgres import Backend, PostgresHandle, start_postgres
 from shared.settings import Settings
+from support import free_port
 
 TEMPLATE_DB = "ipx_template"
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from support import bearer, free_port
 
 pytestmark = pytest.mark.e2e

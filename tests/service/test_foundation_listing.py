@@ -8,9 +8,9 @@ import httpx
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
-from support import assert_problem, bearer
 
 from shared.settings import Settings
+from support import assert_problem, bearer
 
 ORG = {"name": "天津大学", "kind": "university", "region": "120104"}
 

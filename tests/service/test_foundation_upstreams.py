@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import httpx
 from fastapi import FastAPI
-from support import assert_problem, free_port, serve_in_process
 
 from shared.auth import IntrospectingAuthenticator
 from shared.errors import ServiceUnavailable
 from shared.settings import Settings
+from support import assert_problem, free_port, serve_in_process
 
 
 async def test_matching_is_ready_with_database_meilisearch_and_listing(

@@ -8,19 +8,19 @@ from collections.abc import Iterator
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from conftest import janitor
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import SQLModel
-from support import assert_problem, serve_in_process
 
 import services.gateway.models
 import services.listing.models
 import services.matching.models  # noqa: F401  (registers every table)
+from conftest import janitor
 from infra.migrations import SCHEMAS, head_revision, upgrade_all
 from infra.migrations.env_common import _include_object_in
 from infra.postgres import PostgresHandle
 from shared.settings import Settings
+from support import assert_problem, serve_in_process
 
 
 def _diff(connection: Connection, schema: str) -> list[object]:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from support import serve_in_process
-
 from infra.migrations import upgrade_all
 from infra.postgres import start_postgres
 from shared.settings import Settings
+from support import serve_in_process
 
 
 async def test_the_stack_runs_on_pgserver(test_root: Path, settings: Settings) -> None:

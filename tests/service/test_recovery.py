@@ -10,12 +10,12 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
-from support import assert_problem, free_port, serve_in_process
 
 from infra.meili import start_meilisearch
 from infra.migrations import upgrade_all
 from infra.postgres import PostgresHandle, start_postgres
 from shared.settings import Settings
+from support import assert_problem, free_port, serve_in_process
 
 
 @pytest.fixture(scope="module")
