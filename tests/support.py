@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from typing import cast
+from pathlib import Path
+from typing import Any, cast
 
 import httpx
 from asgi_lifespan import LifespanManager
@@ -31,7 +33,7 @@ def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-def assert_problem(response: httpx.Response, status: int) -> dict[str, object]:
+def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
     """The response is an RFC 9457 problem with `status`; returns its body."""
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
@@ -39,4 +41,71 @@ def assert_problem(response: httpx.Response, status: int) -> dict[str, object]:
     assert body["status"] == status
     assert body["type"].startswith("/problems/")
     assert body["title"]
-    return cast(dict[str, object], body)
+    return cast(dict[str, Any], body)
+
+
+async def new_organization(
+    listing: httpx.AsyncClient,
+    operator_key: str,
+    *,
+    name: str,
+    region: str = "110108",
+    kind: str = "university",
+    uscc: str | None = None,
+    verified: bool = True,
+) -> tuple[str, str]:
+    """Sign an organisation up (verified by the operator unless told not to): (id, admin key)."""
+    body: dict[str, object] = {"name": name, "kind": kind, "region": region}
+    if uscc:
+        body["uscc"] = uscc
+    response = await listing.post("/v1/organizations", json=body)
+    assert response.status_code == 201, response.text
+    org_id, key = response.json()["organization"]["id"], response.json()["api_key"]["key"]
+    if verified:
+        verify = await listing.patch(
+            f"/v1/organizations/{org_id}", json={"verified": True}, headers=bearer(operator_key)
+        )
+        assert verify.status_code == 200, verify.text
+    return str(org_id), str(key)
+
+
+def patent(
+    holder: str,
+    identifier: str = "201710601862.3",
+    *,
+    kind: str = "invention_patent",
+    filed_on: str = "2017-07-21",
+    **extra: object,
+) -> dict[str, object]:
+    """An asset document for a real CN application number."""
+    return {
+        "kind": kind,
+        "identifier": identifier,
+        "title": {"zh": "一种锂离子电池隔膜及其制备方法"},
+        "classifications": {"ipc": ["H01M  2/16", "H01M10/0525"]},
+        "holders": [{"name": holder, "region": "110108"}],
+        "filed_on": filed_on,
+        "legal_status": "granted",
+        **extra,
+    }
+
+
+def terms(
+    type_: str = "exclusive_license",
+    mode: str = "fixed",
+    amount: str | None = "1200000.00",
+    **extra: object,
+) -> dict[str, object]:
+    return {"type": type_, "price": {"mode": mode, "amount": amount}, **extra}
+
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def real_application_numbers(kind: str) -> Iterator[str]:
+    """Real CN application numbers of `kind` (12-digit form) from tests/data, in file order."""
+    with (DATA / "identifiers" / "cn_applications.csv").open() as handle:
+        for row in csv.DictReader(handle):
+            number = row["application_number"].removeprefix("CN")
+            if row["kind"] == kind and len(number) == 14:
+                yield number

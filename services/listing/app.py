@@ -8,9 +8,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from infra.migrations import head_revision
+from services.listing.assets.router import router as assets_router
 from services.listing.auth import DatabaseAuthenticator
+from services.listing.feed.notifier import FeedNotifier
+from services.listing.feed.router import router as feed_router
+from services.listing.listings.router import router as listings_router
 from services.listing.models import SCHEMA
-from services.listing.router import router
+from services.listing.organizations.router import router as organizations_router
 from shared.app import build_app, open_database
 from shared.settings import Settings, get_settings
 
@@ -20,7 +24,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     async with open_database(app, settings, schema=SCHEMA, expected_revision=head_revision(SCHEMA)):
         app.state.authenticator = DatabaseAuthenticator(settings, app.state.sessionmaker)
-        yield
+        app.state.feed_notifier = FeedNotifier(settings.database_url)
+        await app.state.feed_notifier.start()
+        try:
+            yield
+        finally:
+            await app.state.feed_notifier.stop()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -29,7 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         name="listing",
         settings=settings,
         lifespan=lifespan,
-        routers=[router],
+        routers=[organizations_router, assets_router, listings_router, feed_router],
         description="System of record: organisations, API keys, IP assets, listings, deals, "
         "and the change feed.",
         body_limits=[("/v1/imports", settings.max_import_bytes)],

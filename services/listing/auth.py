@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.listing import service
+from services.listing.organizations import service
 from shared.auth import Principal
 from shared.settings import Settings
 

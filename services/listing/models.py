@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
 from uuid import UUID, uuid4
 
-from sqlalchemy import ARRAY, DateTime, String
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    Date,
+    DateTime,
+    Identity,
+    Index,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql.base import ischema_names
+from sqlalchemy.types import UserDefinedType
 from sqlmodel import Column, Field, SQLModel
 
 SCHEMA = "listing"
@@ -13,6 +30,22 @@ SCHEMA = "listing"
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+class Xid8(UserDefinedType[int]):
+    """PostgreSQL's 64-bit transaction id (the change feed's cursor is built on it)."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "xid8"
+
+
+ischema_names["xid8"] = Xid8  # so reflection (migration checks) knows the type
+
+
+def _timestamp(**kwargs: Any) -> Any:
+    return Field(default_factory=utcnow, sa_type=DateTime(timezone=True), **kwargs)
 
 
 class Organization(SQLModel, table=True):
@@ -24,10 +57,12 @@ class Organization(SQLModel, table=True):
     kind: str = Field(max_length=32)
     uscc: str | None = Field(default=None, max_length=18, unique=True)
     region: str = Field(max_length=6)
+    # Partner exchanges only: their short code (`tipei`), the prefix of their offer ids.
+    code: str | None = Field(default=None, max_length=32, unique=True)
     verified: bool = False
     version: int = 1
-    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
-    updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    created_at: datetime = _timestamp()
+    updated_at: datetime = _timestamp()
 
 
 class ApiKey(SQLModel, table=True):
@@ -42,5 +77,213 @@ class ApiKey(SQLModel, table=True):
     prefix: str = Field(max_length=16, unique=True)
     key_hash: str = Field(max_length=64)
     roles: list[str] = Field(sa_column=Column(ARRAY(String(16)), nullable=False))
-    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    created_at: datetime = _timestamp()
     revoked_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+
+class Asset(SQLModel, table=True):
+    """One IP right, unique by (kind, normalised identifier)."""
+
+    __tablename__ = "assets"
+    __table_args__ = (UniqueConstraint("kind", "identifier"), {"schema": SCHEMA})
+
+    id: UUID = Field(default_factory=uuid4, primary_key=True)
+    kind: str = Field(max_length=32)
+    identifier: str = Field(max_length=200)
+    publication_number: str | None = Field(default=None, max_length=40)
+    title_zh: str | None = Field(default=None, sa_type=Text)
+    title_en: str | None = Field(default=None, sa_type=Text)
+    abstract_zh: str | None = Field(default=None, sa_type=Text)
+    abstract_en: str | None = Field(default=None, sa_type=Text)
+    classifications: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column(JSONB, nullable=False)
+    )
+    holders: list[dict[str, Any]] = Field(sa_column=Column(JSONB, nullable=False))
+    region: str | None = Field(default=None, max_length=6)
+    filed_on: date | None = Field(default=None, sa_type=Date)
+    granted_on: date | None = Field(default=None, sa_type=Date)
+    expires_on: date | None = Field(default=None, sa_type=Date)
+    legal_status: str = Field(max_length=16)
+    encumbrances: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSONB, nullable=False)
+    )
+    registered_by: UUID | None = Field(default=None, foreign_key=f"{SCHEMA}.organizations.id")
+    # Set when a partner's holder names differ from ours: an operator should look.
+    needs_review: bool = False
+    version: int = 1
+    created_at: datetime = _timestamp()
+    updated_at: datetime = _timestamp()
+
+
+class Listing(SQLModel, table=True):
+    """An offer to transact one asset, by one seller, on one exchange (ours is `jjj`)."""
+
+    __tablename__ = "listings"
+    __table_args__ = (
+        UniqueConstraint("exchange", "external_id"),
+        Index("ix_listing_listings_seller_status", "seller_id", "status"),
+        {"schema": SCHEMA},
+    )
+
+    id: UUID = Field(default_factory=uuid4, primary_key=True)
+    asset_id: UUID = Field(foreign_key=f"{SCHEMA}.assets.id", index=True)
+    seller_id: UUID = Field(foreign_key=f"{SCHEMA}.organizations.id")
+    exchange: str = Field(max_length=32)
+    external_id: str = Field(max_length=200)
+    source_url: str | None = Field(default=None, max_length=2000)
+    source_version: int | None = None
+    source_updated_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    seller_name: str | None = Field(default=None, max_length=200)
+    transaction_type: str = Field(max_length=32)
+    price_mode: str = Field(max_length=16)
+    amount: Decimal | None = Field(default=None, sa_type=Numeric(18, 2))
+    currency: str = Field(default="CNY", max_length=3)
+    royalty_rate: Decimal | None = Field(default=None, sa_type=Numeric(9, 6))
+    term_months: int | None = None
+    territory: str | None = Field(default=None, max_length=100)
+    field_of_use: str | None = Field(default=None, max_length=500)
+    pledge_disclosed: bool = False
+    status: str = Field(max_length=24, index=True)
+    rejection_reason: str | None = Field(default=None, sa_type=Text)
+    version: int = 1
+    published_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    created_at: datetime = _timestamp()
+    updated_at: datetime = _timestamp()
+
+
+class ListingHistory(SQLModel, table=True):
+    """The audit trail: who changed a listing, when, and what."""
+
+    __tablename__ = "listing_history"
+    __table_args__ = {"schema": SCHEMA}
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, Identity(), primary_key=True))
+    listing_id: UUID = Field(foreign_key=f"{SCHEMA}.listings.id", index=True)
+    version: int
+    action: str = Field(max_length=32)
+    actor_organization_id: UUID | None = None
+    actor_key_id: UUID | None = None
+    actor_roles: list[str] = Field(sa_column=Column(ARRAY(String(16)), nullable=False))
+    changes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONB, nullable=False))
+    reason: str | None = Field(default=None, sa_type=Text)
+    at: datetime = _timestamp()
+
+
+class ChangeEvent(SQLModel, table=True):
+    """The outbox: written in the same transaction as the change it describes.
+
+    The feed's cursor is (xid, seq); only events of transactions older than every transaction
+    still in flight are handed out, so a late commit of an earlier sequence is never skipped.
+    """
+
+    __tablename__ = "change_events"
+    __table_args__ = (
+        Index("ix_listing_change_events_xid_seq", "xid", "seq"),
+        {"schema": SCHEMA},
+    )
+
+    seq: int | None = Field(
+        default=None, sa_column=Column(BigInteger, Identity(), primary_key=True)
+    )
+    xid: int | None = Field(
+        default=None,
+        sa_column=Column(Xid8(), nullable=False, server_default=text("pg_current_xact_id()")),
+    )
+    entity: str = Field(max_length=16)
+    entity_id: UUID
+    type: str = Field(max_length=40)
+    version: int
+    payload: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
+    occurred_at: datetime = _timestamp()
+
+
+class IdempotencyRecord(SQLModel, table=True):
+    """The first response to a create with an `Idempotency-Key`, replayed for repeats."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = {"schema": SCHEMA}
+
+    organization_id: UUID = Field(primary_key=True)
+    scope: str = Field(primary_key=True, max_length=64)
+    key: str = Field(primary_key=True, max_length=200)
+    request_hash: str = Field(max_length=64)
+    status_code: int
+    response: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
+    created_at: datetime = _timestamp()
+
+
+class Inquiry(SQLModel, table=True):
+    """One buyer's thread on one listing."""
+
+    __tablename__ = "inquiries"
+    __table_args__ = (UniqueConstraint("listing_id", "buyer_id"), {"schema": SCHEMA})
+
+    id: UUID = Field(default_factory=uuid4, primary_key=True)
+    listing_id: UUID = Field(foreign_key=f"{SCHEMA}.listings.id", index=True)
+    buyer_id: UUID = Field(foreign_key=f"{SCHEMA}.organizations.id")
+    status: str = Field(default="open", max_length=16)
+    created_at: datetime = _timestamp()
+    updated_at: datetime = _timestamp()
+
+
+class InquiryMessage(SQLModel, table=True):
+    __tablename__ = "inquiry_messages"
+    __table_args__ = {"schema": SCHEMA}
+
+    id: UUID = Field(default_factory=uuid4, primary_key=True)
+    inquiry_id: UUID = Field(foreign_key=f"{SCHEMA}.inquiries.id", index=True)
+    author_id: UUID = Field(foreign_key=f"{SCHEMA}.organizations.id")
+    body: str = Field(sa_type=Text)
+    offer_amount: Decimal | None = Field(default=None, sa_type=Numeric(18, 2))
+    created_at: datetime = _timestamp()
+
+
+class Deal(SQLModel, table=True):
+    """A closed deal; announced publicly, its amount unless the seller keeps it confidential."""
+
+    __tablename__ = "deals"
+    __table_args__ = {"schema": SCHEMA}
+
+    id: UUID = Field(default_factory=uuid4, primary_key=True)
+    listing_id: UUID = Field(foreign_key=f"{SCHEMA}.listings.id", unique=True)
+    inquiry_id: UUID | None = Field(default=None, foreign_key=f"{SCHEMA}.inquiries.id")
+    seller_id: UUID = Field(foreign_key=f"{SCHEMA}.organizations.id", index=True)
+    buyer_id: UUID | None = Field(default=None, foreign_key=f"{SCHEMA}.organizations.id")
+    buyer_name: str = Field(max_length=200)
+    transaction_type: str = Field(max_length=32)
+    asset_kind: str = Field(max_length=32)
+    amount: Decimal | None = Field(default=None, sa_type=Numeric(18, 2))
+    confidential: bool = False
+    closed_on: date = Field(sa_type=Date, index=True)
+    region: str = Field(max_length=6)
+    created_at: datetime = _timestamp()
+
+
+class ImportJob(SQLModel, table=True):
+    __tablename__ = "imports"
+    __table_args__ = {"schema": SCHEMA}
+
+    id: UUID = Field(default_factory=uuid4, primary_key=True)
+    organization_id: UUID = Field(foreign_key=f"{SCHEMA}.organizations.id", index=True)
+    format: str = Field(max_length=8)
+    status: str = Field(max_length=16)
+    submit: bool = False
+    total_rows: int = 0
+    created_count: int = 0
+    updated_count: int = 0
+    unchanged_count: int = 0
+    rejected_count: int = 0
+    created_at: datetime = _timestamp()
+    finished_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+
+class ImportRejection(SQLModel, table=True):
+    __tablename__ = "import_rejections"
+    __table_args__ = {"schema": SCHEMA}
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, Identity(), primary_key=True))
+    import_id: UUID = Field(foreign_key=f"{SCHEMA}.imports.id", index=True)
+    line: int
+    field: str = Field(max_length=200)
+    rule: str = Field(max_length=64)
+    message: str = Field(sa_type=Text)

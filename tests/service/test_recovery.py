@@ -49,7 +49,7 @@ async def test_listing_survives_a_postgres_restart(
 
         own_postgres.stop()
         body = assert_problem(await client.get("/readyz"), 503)
-        assert body["checks"]["database"].startswith("PostgreSQL is unreachable")  # type: ignore[index]
+        assert body["checks"]["database"].startswith("PostgreSQL is unreachable")
         down = await client.post("/v1/organizations", json=org)
         assert_problem(down, 503)
         assert "database" in down.json()["detail"]
@@ -72,7 +72,7 @@ async def test_matching_recovers_when_meilisearch_comes_back(
     mounts = {"http://listing.test": httpx.ASGITransport(app=listing_app)}
     async with serve_in_process(create_app(moved, mounts), "http://matching.test") as client:
         body = assert_problem(await client.get("/readyz"), 503)
-        assert body["checks"]["meilisearch"].startswith("Meilisearch is unreachable")  # type: ignore[index]
+        assert body["checks"]["meilisearch"].startswith("Meilisearch is unreachable")
         meili = start_meilisearch(test_root / "meili-recovery", port=port, master_key=meili_key)
         try:
             ready = await wait_status(client, "/readyz", 200)

@@ -6,20 +6,15 @@ from datetime import datetime
 from typing import Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from shared.contracts.auth import Role
+from shared.schemas import StrictModel
 
 OrganizationKind = Literal[
     "enterprise", "university", "research_institute", "individual", "service_agency", "exchange"
 ]
 KeyRole = Literal["member", "admin"]
-
-
-class StrictModel(BaseModel):
-    """Request bodies refuse unknown fields, so a typo is an error rather than silently ignored."""
-
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
 class OrganizationCreate(StrictModel):
@@ -33,6 +28,18 @@ class OrganizationCreate(StrictModel):
         max_length=24,
         description="Unified social credit code (GB 32100-2015), check characters verified",
         examples=["12100000400000624D"],
+    )
+
+
+class OrganizationUpdate(StrictModel):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    region: str | None = Field(default=None, min_length=6, max_length=6)
+    uscc: str | None = Field(default=None, max_length=24)
+    verified: bool | None = Field(default=None, description="operators only")
+    uscc_check_override: bool = Field(
+        default=False,
+        description="operators only: accept an early-pilot code whose check "
+        "character fails (recorded)",
     )
 
 

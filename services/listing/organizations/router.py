@@ -7,15 +7,16 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Request, Response, status
 
-from services.listing import service
 from services.listing.models import ApiKey
-from services.listing.schemas import (
+from services.listing.organizations import service
+from services.listing.organizations.schemas import (
     ApiKeyCreate,
     ApiKeyIssued,
     ApiKeyPublic,
     OrganizationCreate,
     OrganizationPublic,
     OrganizationSignedUp,
+    OrganizationUpdate,
 )
 from shared.auth import CallerDep, KeyMaterial, Principal, require_roles
 from shared.contracts.auth import IntrospectionRequest, IntrospectionResponse
@@ -60,6 +61,20 @@ async def read_organization(
 ) -> OrganizationPublic:
     service.ensure_member(principal, organization_id)
     organization = await service.get_organization(session, organization_id)
+    return OrganizationPublic.model_validate(organization, from_attributes=True)
+
+
+@router.patch(
+    "/organizations/{organization_id}",
+    response_model=OrganizationPublic,
+    tags=["organizations"],
+    responses=problem_responses(401, 403, 404, 409, 422),
+)
+async def update_organization(
+    organization_id: UUID, data: OrganizationUpdate, session: SessionDep, principal: CallerDep
+) -> OrganizationPublic:
+    """Admins edit their organisation; operators also verify it."""
+    organization = await service.update_organization(session, principal, organization_id, data)
     return OrganizationPublic.model_validate(organization, from_attributes=True)
 
 

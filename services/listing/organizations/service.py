@@ -9,8 +9,12 @@ from uuid import UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.listing.models import ApiKey, Organization
-from services.listing.repository import ApiKeyRepository, OrganizationRepository
-from services.listing.schemas import ApiKeyCreate, OrganizationCreate
+from services.listing.organizations.repository import ApiKeyRepository, OrganizationRepository
+from services.listing.organizations.schemas import (
+    ApiKeyCreate,
+    OrganizationCreate,
+    OrganizationUpdate,
+)
 from shared.auth import (
     KeyMaterial,
     Principal,
@@ -20,7 +24,7 @@ from shared.auth import (
     key_prefix,
 )
 from shared.contracts.auth import Role
-from shared.errors import Conflict, Forbidden, NotFound, UnprocessableEntity
+from shared.errors import Conflict, FieldError, Forbidden, NotFound, UnprocessableEntity
 from shared.identifiers import IdentifierError, validate_region_code, validate_uscc
 from shared.settings import Settings
 
@@ -47,6 +51,42 @@ async def sign_up(
     )
     key, material = await _issue(session, organization.id, "first admin key", ["admin"])
     return organization, key, material
+
+
+async def update_organization(
+    session: AsyncSession, principal: Principal, organization_id: UUID, data: OrganizationUpdate
+) -> Organization:
+    """Members (admins) edit their organisation; only operators verify or override a credit
+    code's check character."""
+    ensure_member(principal, organization_id, admin=True)
+    if (data.verified is not None or data.uscc_check_override) and not principal.is_operator:
+        raise Forbidden(
+            "only an exchange operator verifies organisations",
+            errors=[
+                FieldError(
+                    field="verified", rule="operator_only", message="only an operator sets this"
+                )
+            ],
+        )
+    organization = await get_organization(session, organization_id)
+    if data.name is not None:
+        organization.name = data.name
+    if data.region is not None:
+        organization.region = checked("region", validate_region_code, data.region)
+    if data.uscc is not None:
+        uscc = checked(
+            "uscc", lambda v: validate_uscc(v, allow_bad_check=data.uscc_check_override), data.uscc
+        )
+        other = await OrganizationRepository(session).by_uscc(uscc)
+        if other is not None and other.id != organization.id:
+            raise Conflict(f"an organisation with the credit code {uscc} is already registered")
+        organization.uscc = uscc
+    if data.verified is not None:
+        organization.verified = data.verified
+    organization.version += 1
+    organization.updated_at = datetime.now(UTC)
+    await session.flush()
+    return organization
 
 
 async def _issue(

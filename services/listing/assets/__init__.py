@@ -1,0 +1,1 @@
+"""IP assets: registration with validated identifiers, dedupe by (kind, identifier)."""

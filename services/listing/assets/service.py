@@ -1,0 +1,123 @@
+"""Registering and reading assets. Never commits."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.listing.assets.repository import AssetRepository
+from services.listing.assets.rules import is_holder, normalize_asset
+from services.listing.assets.schemas import AssetCreate, AssetPublic
+from services.listing.models import Asset, Organization
+from shared.auth import Principal
+from shared.contracts.catalogue import AssetDocument
+from shared.errors import Conflict, Forbidden, NotFound, UnprocessableEntity
+
+__all__ = ["get", "lookup", "register", "row_values", "to_document", "to_public"]
+from shared.identifiers import IdentifierError, normalize_identifier
+
+
+def to_document(asset: Asset) -> AssetDocument:
+    return AssetDocument.model_validate(
+        {
+            "kind": asset.kind,
+            "identifier": asset.identifier,
+            "publication_number": asset.publication_number,
+            "title": {"zh": asset.title_zh, "en": asset.title_en},
+            "abstract": {"zh": asset.abstract_zh, "en": asset.abstract_en},
+            "classifications": asset.classifications,
+            "holders": asset.holders,
+            "filed_on": asset.filed_on,
+            "granted_on": asset.granted_on,
+            "expires_on": asset.expires_on,
+            "legal_status": asset.legal_status,
+            "encumbrances": asset.encumbrances,
+        }
+    )
+
+
+def to_public(asset: Asset) -> AssetPublic:
+    return AssetPublic(
+        **to_document(asset).model_dump(),
+        id=asset.id,
+        version=asset.version,
+        needs_review=asset.needs_review,
+        created_at=asset.created_at,
+        updated_at=asset.updated_at,
+    )
+
+
+def row_values(doc: AssetDocument) -> dict[str, Any]:
+    """The columns of an asset row from a normalised document."""
+    data = doc.model_dump(mode="json")
+    return {
+        "kind": doc.kind,
+        "identifier": doc.identifier,
+        "publication_number": doc.publication_number,
+        "title_zh": doc.title.zh,
+        "title_en": doc.title.en,
+        "abstract_zh": doc.abstract.zh,
+        "abstract_en": doc.abstract.en,
+        "classifications": data["classifications"],
+        "holders": data["holders"],
+        "region": next((h.region for h in doc.holders if h.region), None),
+        "filed_on": doc.filed_on,
+        "granted_on": doc.granted_on,
+        "expires_on": doc.expires_on,
+        "legal_status": doc.legal_status,
+        "encumbrances": data["encumbrances"],
+    }
+
+
+async def register(
+    session: AsyncSession,
+    principal: Principal,
+    organization: Organization | None,
+    data: AssetCreate,
+    *,
+    today: date,
+) -> tuple[Asset, bool]:
+    """The asset for this right: created, or the existing one (same holder) — 409 when the
+    right is registered to another holder."""
+    if data.uscc_check_override and not principal.is_operator:
+        raise Forbidden("only an operator may override a credit code's check character")
+    doc = normalize_asset(
+        AssetDocument.model_validate(data.model_dump(exclude={"uscc_check_override"})),
+        today=today,
+        allow_bad_uscc_check=data.uscc_check_override,
+    )
+    asset, created = await AssetRepository(session).insert_or_get(
+        Asset(**row_values(doc), registered_by=principal.organization_id)
+    )
+    if not created and not principal.is_operator:
+        # The same right again: it is the caller's when they are among its holders, either as
+        # registered or as they describe it now.
+        own = organization is not None and (
+            is_holder(asset.holders, organization.name, organization.uscc)
+        )
+        same_holders = {h.name for h in doc.holders} & {str(h["name"]) for h in asset.holders}
+        if not own and not same_holders:
+            raise Conflict(
+                "this right is registered to another holder",
+                extra={"asset_id": str(asset.id)},
+            )
+    return asset, created
+
+
+async def get(session: AsyncSession, asset_id: UUID) -> Asset:
+    asset = await AssetRepository(session).get(asset_id)
+    if asset is None:
+        raise NotFound(f"no asset {asset_id}")
+    return asset
+
+
+async def lookup(session: AsyncSession, kind: str, identifier: str) -> Asset | None:
+    """By any typed form of an identifier (normalised with the registration rules)."""
+    try:
+        normalized = normalize_identifier(kind, identifier)
+    except IdentifierError as exc:
+        raise UnprocessableEntity.single("identifier", exc.rule, exc.message) from exc
+    return await AssetRepository(session).by_identity(kind, normalized)

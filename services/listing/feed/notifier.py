@@ -1,0 +1,74 @@
+"""Wakes long-polling feed readers when events commit, from one dedicated LISTEN connection.
+
+Readers never hold a pooled connection while they wait. If the LISTEN connection is lost, readers
+fall back to short sleeps until it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import asyncpg
+from sqlalchemy.engine import make_url
+
+logger = logging.getLogger("ipx.listing.feed")
+CHANNEL = "listing_changes"
+# While a transaction holds the feed back, no NOTIFY marks the moment it ends: re-check this often.
+RECHECK_SECONDS = 0.25
+
+
+class FeedNotifier:
+    def __init__(self, database_url: str) -> None:
+        url = make_url(database_url)
+        host = url.query.get("host") or url.host
+        port = url.query.get("port") or url.port or 5432
+        self._connect_kwargs: dict[str, Any] = {
+            "user": url.username,
+            "password": url.password,
+            "database": url.database,
+            "host": str(host),
+            "port": int(str(port)),
+        }
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._listen(), name="feed-notifier")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def _notify(self, *args: object) -> None:
+        self._changed.set()
+
+    async def _listen(self) -> None:
+        while True:
+            conn = None
+            try:
+                conn = await asyncpg.connect(timeout=5, **self._connect_kwargs)
+                closed = asyncio.Event()
+                conn.add_termination_listener(lambda _conn, closed=closed: closed.set())
+                await conn.add_listener(CHANNEL, self._notify)
+                self._changed.set()  # events may have arrived while we were not listening
+                await closed.wait()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("feed listener unavailable (%s); retrying", type(exc).__name__)
+                await asyncio.sleep(1)
+            finally:
+                if conn is not None and not conn.is_closed():
+                    with contextlib.suppress(Exception):
+                        await conn.close(timeout=1)
+
+    async def wait(self, seconds: float) -> None:
+        """Until events may have committed, or `seconds` (at most RECHECK_SECONDS) pass."""
+        self._changed.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), min(seconds, RECHECK_SECONDS))

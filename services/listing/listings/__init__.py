@@ -1,0 +1,1 @@
+"""Listings: terms, lifecycle and review, publishability, concurrency, audit history."""

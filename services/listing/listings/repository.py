@@ -1,0 +1,77 @@
+"""SQL of listings and their history."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+from sqlalchemy import exists, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from services.listing.listings.rules import ACTIVE
+from services.listing.models import Asset, Listing, ListingHistory, Organization
+
+
+class ListingRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, listing_id: UUID, *, lock: bool = False) -> Listing | None:
+        query = select(Listing).where(col(Listing.id) == listing_id)
+        if lock:
+            query = query.with_for_update()
+        return (await self.session.execute(query)).scalar_one_or_none()
+
+    async def with_asset(self, listing_id: UUID) -> tuple[Listing, Asset, Organization] | None:
+        row = (
+            await self.session.execute(
+                select(Listing, Asset, Organization)
+                .join(Asset, col(Asset.id) == col(Listing.asset_id))
+                .join(Organization, col(Organization.id) == col(Listing.seller_id))
+                .where(col(Listing.id) == listing_id)
+            )
+        ).first()
+        return (row[0], row[1], row[2]) if row else None
+
+    async def other_active_exclusive(self, asset_id: UUID, listing_id: UUID) -> bool:
+        query = select(
+            exists().where(
+                col(Listing.asset_id) == asset_id,
+                col(Listing.id) != listing_id,
+                col(Listing.transaction_type) == "exclusive_license",
+                col(Listing.status).in_(ACTIVE),
+            )
+        )
+        return bool(await self.session.scalar(query))
+
+    async def page(
+        self,
+        *,
+        seller_id: UUID | None,
+        status: str | None,
+        after: tuple[datetime, UUID] | None,
+        limit: int,
+    ) -> list[tuple[Listing, Asset, Organization]]:
+        query = (
+            select(Listing, Asset, Organization)
+            .join(Asset, col(Asset.id) == col(Listing.asset_id))
+            .join(Organization, col(Organization.id) == col(Listing.seller_id))
+            .order_by(col(Listing.created_at), col(Listing.id))
+            .limit(limit)
+        )
+        if seller_id is not None:
+            query = query.where(col(Listing.seller_id) == seller_id)
+        if status is not None:
+            query = query.where(col(Listing.status) == status)
+        if after is not None:
+            query = query.where(tuple_(col(Listing.created_at), col(Listing.id)) > after)
+        return [(r[0], r[1], r[2]) for r in await self.session.execute(query)]
+
+    async def history(self, listing_id: UUID) -> list[ListingHistory]:
+        rows = await self.session.execute(
+            select(ListingHistory)
+            .where(col(ListingHistory.listing_id) == listing_id)
+            .order_by(col(ListingHistory.id))
+        )
+        return list(rows.scalars())

@@ -1,0 +1,434 @@
+"""Listings: creation, edits with optimistic concurrency, the reviewed lifecycle, the audit
+history, and the change event of every state change. Never commits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.listing.assets import service as assets
+from services.listing.assets.rules import is_holder
+from services.listing.feed import events
+from services.listing.listings.repository import ListingRepository
+from services.listing.listings.rules import (
+    EDITABLE,
+    VISIBLE,
+    Action,
+    check_publishable,
+    check_terms,
+    next_status,
+)
+from services.listing.listings.schemas import (
+    HistoryEntry,
+    ListingCreate,
+    ListingPublic,
+    ListingUpdate,
+)
+from services.listing.models import Asset, Listing, ListingHistory, Organization
+from shared.auth import Principal
+from shared.contracts.catalogue import (
+    OUR_EXCHANGE,
+    CatalogueDocument,
+    ListingStatus,
+    TransactionTerms,
+    offer_id,
+)
+from shared.contracts.events import EventType
+from shared.errors import (
+    Conflict,
+    FieldError,
+    Forbidden,
+    NotFound,
+    PreconditionRequired,
+    UnprocessableEntity,
+)
+from shared.schemas import Page, decode_page_token, encode_page_token
+
+EVENT_OF_ACTION: dict[Action, EventType] = {
+    "submit": "listing.submitted",
+    "approve": "listing.published",
+    "reject": "listing.rejected",
+    "withdraw": "listing.withdrawn",
+    "negotiate": "listing.negotiation",
+    "reopen": "listing.reopened",
+    "close": "listing.closed",
+    "expire": "listing.expired",
+}
+SELLER_ACTIONS: frozenset[Action] = frozenset({"submit", "withdraw", "reopen"})
+OPERATOR_ACTIONS: frozenset[Action] = frozenset({"approve", "reject", "expire"})
+
+
+@dataclass(frozen=True)
+class Context:
+    """Who acts, on which day, and where the public catalogue lives (for documents' URLs)."""
+
+    session: AsyncSession
+    principal: Principal
+    organization: Organization | None
+    today: date
+    catalogue_url: str
+
+
+def terms_of(listing: Listing) -> TransactionTerms:
+    return TransactionTerms.model_validate(
+        {
+            "type": listing.transaction_type,
+            "price": {
+                "mode": listing.price_mode,
+                "amount": listing.amount,
+                "currency": listing.currency,
+            },
+            "royalty_rate": listing.royalty_rate,
+            "term_months": listing.term_months,
+            "territory": listing.territory,
+            "field_of_use": listing.field_of_use,
+        }
+    )
+
+
+def _terms_columns(terms: TransactionTerms) -> dict[str, Any]:
+    return {
+        "transaction_type": terms.type,
+        "price_mode": terms.price.mode,
+        "amount": terms.price.amount,
+        "currency": terms.price.currency,
+        "royalty_rate": terms.royalty_rate,
+        "term_months": terms.term_months,
+        "territory": terms.territory,
+        "field_of_use": terms.field_of_use,
+    }
+
+
+def document(
+    listing: Listing, asset: Asset, seller: Organization, catalogue_url: str
+) -> CatalogueDocument:
+    """The catalogue document of a listing (what the feed carries and partners read)."""
+    ours = listing.exchange == OUR_EXCHANGE
+    return CatalogueDocument.model_validate(
+        {
+            "offer_id": offer_id(listing.exchange, listing.external_id),
+            "source": {
+                "exchange": listing.exchange,
+                "listing_id": listing.external_id,
+                "url": f"{catalogue_url}/v1/catalogue/listings/{listing.id}"
+                if ours
+                else listing.source_url,
+                "updated_at": listing.updated_at if ours else listing.source_updated_at,
+                "version": listing.version if ours else listing.source_version,
+            },
+            "asset": assets.to_document(asset),
+            "transaction": terms_of(listing),
+            "status": listing.status,
+            "published_at": listing.published_at,
+            "seller": listing.seller_name or seller.name,
+        }
+    )
+
+
+def to_public(listing: Listing, asset: Asset, seller: Organization) -> ListingPublic:
+    return ListingPublic(
+        id=listing.id,
+        offer_id=offer_id(listing.exchange, listing.external_id),
+        asset_id=listing.asset_id,
+        seller_id=listing.seller_id,
+        seller_name=listing.seller_name or seller.name,
+        exchange=listing.exchange,
+        source_url=listing.source_url,
+        status=listing.status,
+        version=listing.version,
+        transaction=terms_of(listing),
+        pledge_disclosed=listing.pledge_disclosed,
+        rejection_reason=listing.rejection_reason,
+        published_at=listing.published_at,
+        created_at=listing.created_at,
+        updated_at=listing.updated_at,
+        asset=assets.to_public(asset),
+    )
+
+
+def emit(
+    ctx_session: AsyncSession,
+    type: EventType,
+    listing: Listing,
+    asset: Asset,
+    seller: Organization,
+    catalogue_url: str,
+) -> None:
+    events.record(
+        ctx_session,
+        type=type,
+        entity_id=listing.id,
+        version=listing.version,
+        data=document(listing, asset, seller, catalogue_url).model_dump(mode="json", by_alias=True),
+        asset_id=asset.id,
+        seller_id=listing.seller_id,
+    )
+
+
+def audit(
+    ctx: Context, listing: Listing, action: str, changes: dict[str, Any], reason: str | None = None
+) -> None:
+    ctx.session.add(
+        ListingHistory(
+            listing_id=listing.id,
+            version=listing.version,
+            action=action,
+            actor_organization_id=ctx.principal.organization_id,
+            actor_key_id=ctx.principal.key_id,
+            actor_roles=sorted(ctx.principal.roles),
+            changes=changes,
+            reason=reason,
+        )
+    )
+
+
+def _raise_if(errors: list[FieldError], *, conflict: bool = False) -> None:
+    if not errors:
+        return
+    detail = "; ".join(e.message for e in errors)
+    if conflict:
+        raise Conflict(
+            detail, errors=errors, slug="not-publishable", title="This listing cannot be published"
+        )
+    raise UnprocessableEntity(detail, errors=errors)
+
+
+def _publishable(ctx_today: date, listing: Listing, asset: Asset, other_exclusive: bool) -> None:
+    _raise_if(
+        check_publishable(
+            legal_status=asset.legal_status,
+            expires_on=asset.expires_on,
+            encumbrances=asset.encumbrances,
+            terms=terms_of(listing),
+            pledge_disclosed=listing.pledge_disclosed,
+            other_exclusive_listing=other_exclusive,
+            today=ctx_today,
+        ),
+        conflict=True,
+    )
+
+
+async def create(ctx: Context, data: ListingCreate) -> tuple[Listing, Asset, Organization]:
+    if ctx.organization is None:
+        raise Forbidden("listings are created with an organisation's key")
+    _raise_if(check_terms(data.transaction))
+    if data.asset is not None:
+        asset, _ = await assets.register(
+            ctx.session, ctx.principal, ctx.organization, data.asset, today=ctx.today
+        )
+    else:
+        assert data.asset_id is not None
+        asset = await assets.get(ctx.session, data.asset_id)
+    if not is_holder(asset.holders, ctx.organization.name, ctx.organization.uscc):
+        raise Forbidden(
+            "this right is registered to another holder",
+            errors=[
+                FieldError(
+                    field="asset_id",
+                    rule="not_a_holder",
+                    message="the seller must be one of the holders",
+                )
+            ],
+        )
+    listing = Listing(
+        asset_id=asset.id,
+        seller_id=ctx.organization.id,
+        exchange=OUR_EXCHANGE,
+        external_id="",
+        status="draft",
+        pledge_disclosed=data.pledge_disclosed,
+        **_terms_columns(data.transaction),
+    )
+    listing.external_id = str(listing.id)
+    ctx.session.add(listing)
+    audit(ctx, listing, "created", {"transaction": data.transaction.model_dump(mode="json")})
+    emit(ctx.session, "listing.created", listing, asset, ctx.organization, ctx.catalogue_url)
+    await ctx.session.flush()
+    return listing, asset, ctx.organization
+
+
+async def _locked(ctx: Context, listing_id: UUID) -> tuple[Listing, Asset, Organization]:
+    repo = ListingRepository(ctx.session)
+    if await repo.get(listing_id, lock=True) is None:
+        raise NotFound(f"no listing {listing_id}")
+    found = await repo.with_asset(listing_id)
+    assert found is not None
+    return found
+
+
+def _ensure_seller(ctx: Context, listing: Listing) -> None:
+    if ctx.principal.is_operator:
+        return
+    if ctx.principal.organization_id != listing.seller_id:
+        raise Forbidden("this listing is not the caller's")
+
+
+def _check_version(listing: Listing, expected: int | None, *, required: bool) -> None:
+    if expected is None:
+        if required:
+            raise PreconditionRequired(
+                "send If-Match with the listing's ETag (or `version` in the body)"
+            )
+        return
+    if expected != listing.version:
+        raise Conflict(
+            f"the listing is at version {listing.version}, not {expected}: reload and retry",
+            slug="version-conflict",
+            title="The listing changed since it was read",
+            extra={"current_version": listing.version},
+        )
+
+
+async def update(
+    ctx: Context, listing_id: UUID, data: ListingUpdate, if_match: int | None
+) -> tuple[Listing, Asset, Organization]:
+    listing, asset, seller = await _locked(ctx, listing_id)
+    _ensure_seller(ctx, listing)
+    _check_version(listing, if_match if if_match is not None else data.version, required=True)
+    if listing.status not in EDITABLE:
+        raise Conflict(
+            f"a listing that is {listing.status} cannot be edited",
+            slug="invalid-transition",
+            extra={"current_status": listing.status},
+        )
+    changes: dict[str, Any] = {}
+    if data.transaction is not None:
+        _raise_if(check_terms(data.transaction))
+        before = terms_of(listing).model_dump(mode="json")
+        after = data.transaction.model_dump(mode="json")
+        changes.update({k: [before[k], after[k]] for k in after if before[k] != after[k]})
+        for column, value in _terms_columns(data.transaction).items():
+            setattr(listing, column, value)
+    if data.pledge_disclosed is not None and data.pledge_disclosed != listing.pledge_disclosed:
+        changes["pledge_disclosed"] = [listing.pledge_disclosed, data.pledge_disclosed]
+        listing.pledge_disclosed = data.pledge_disclosed
+    if not changes:
+        return listing, asset, seller
+    if listing.status != "draft":  # a live offer stays lawful after an edit
+        other = await ListingRepository(ctx.session).other_active_exclusive(asset.id, listing.id)
+        _publishable(ctx.today, listing, asset, other)
+    listing.version += 1
+    listing.updated_at = datetime.now(UTC)
+    audit(ctx, listing, "updated", changes)
+    emit(ctx.session, "listing.updated", listing, asset, seller, ctx.catalogue_url)
+    await ctx.session.flush()
+    return listing, asset, seller
+
+
+async def transition(
+    ctx: Context,
+    listing_id: UUID,
+    action: Action,
+    *,
+    reason: str | None = None,
+    expected_version: int | None = None,
+    on_behalf: bool = False,
+) -> tuple[Listing, Asset, Organization]:
+    """Move a listing along its lifecycle. `on_behalf`: the service itself acts (an offer opens
+    negotiation, a deal closes the listing), after its own permission checks."""
+    listing, asset, seller = await _locked(ctx, listing_id)
+    if not on_behalf:
+        if action in OPERATOR_ACTIONS and not ctx.principal.is_operator:
+            raise Forbidden(f"only an exchange operator may {action} a listing")
+        if action in SELLER_ACTIONS:
+            _ensure_seller(ctx, listing)
+    _check_version(listing, expected_version, required=False)
+    current: ListingStatus = listing.status  # type: ignore[assignment]
+    target = next_status(action, current)
+    if action == "submit" and not seller.verified:
+        raise Forbidden(
+            "the seller's organisation is not verified yet: an operator verifies it",
+            errors=[
+                FieldError(
+                    field="seller",
+                    rule="organization_not_verified",
+                    message="only verified organisations submit",
+                )
+            ],
+        )
+    if action == "reject" and not reason:
+        raise UnprocessableEntity.single("reason", "missing", "a rejection needs its reason")
+    if action in ("submit", "approve", "reopen"):
+        other = await ListingRepository(ctx.session).other_active_exclusive(asset.id, listing.id)
+        _publishable(ctx.today, listing, asset, other)
+    listing.status = target
+    listing.version += 1
+    listing.updated_at = datetime.now(UTC)
+    listing.rejection_reason = reason if action == "reject" else None
+    if target == "published" and listing.published_at is None:
+        listing.published_at = listing.updated_at
+    audit(ctx, listing, action, {"status": [current, target]}, reason)
+    emit(ctx.session, EVENT_OF_ACTION[action], listing, asset, seller, ctx.catalogue_url)
+    await ctx.session.flush()
+    return listing, asset, seller
+
+
+def may_see_everything(principal: Principal | None, listing: Listing) -> bool:
+    return principal is not None and (
+        principal.is_operator
+        or principal.is_service
+        or principal.organization_id == listing.seller_id
+    )
+
+
+async def read(
+    session: AsyncSession, principal: Principal | None, listing_id: UUID
+) -> tuple[Listing, Asset, Organization]:
+    """Published (and closed, withdrawn, expired) listings are public; drafts and listings in
+    review only to their seller and operators (404 to others: their existence is private)."""
+    found = await ListingRepository(session).with_asset(listing_id)
+    if found is None or (
+        found[0].status not in VISIBLE and not may_see_everything(principal, found[0])
+    ):
+        raise NotFound(f"no listing {listing_id}")
+    return found
+
+
+async def history(
+    session: AsyncSession, principal: Principal, listing_id: UUID
+) -> list[HistoryEntry]:
+    listing = await ListingRepository(session).get(listing_id)
+    if listing is None or not may_see_everything(principal, listing):
+        raise NotFound(f"no listing {listing_id}")
+    return [
+        HistoryEntry.model_validate(entry, from_attributes=True)
+        for entry in await ListingRepository(session).history(listing_id)
+    ]
+
+
+async def list_page(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    status: str | None,
+    seller: UUID | None,
+    page_size: int,
+    page_token: str,
+) -> Page[ListingPublic]:
+    """Members see their own organisation's listings; operators any seller's (the review queue
+    is `status=pending_review`)."""
+    if not principal.is_operator:
+        if seller is not None and seller != principal.organization_id:
+            raise Forbidden("members list their own organisation's listings")
+        seller = principal.organization_id
+    position = decode_page_token(page_token, "created_at", "id")
+    after = (
+        (datetime.fromisoformat(position["created_at"]), UUID(position["id"])) if position else None
+    )
+    rows = await ListingRepository(session).page(
+        seller_id=seller, status=status, after=after, limit=page_size + 1
+    )
+    more = len(rows) > page_size
+    rows = rows[:page_size]
+    token = (
+        encode_page_token(
+            {"created_at": rows[-1][0].created_at.isoformat(), "id": str(rows[-1][0].id)}
+        )
+        if more
+        else ""
+    )
+    return Page(items=[to_public(*row) for row in rows], next_page_token=token)

@@ -1,0 +1,1 @@
+"""Organisations, their API keys, and key introspection for the other services."""

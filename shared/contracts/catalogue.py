@@ -1,0 +1,150 @@
+"""The open catalogue document, v1 (API.md): one offer with its asset inline.
+
+What partners push, what frontends read and what the change feed carries. Amounts and royalty
+rates are decimal strings in JSON, never floats.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+
+AssetKind = Literal[
+    "invention_patent",
+    "utility_model",
+    "design_patent",
+    "trademark",
+    "software_copyright",
+    "copyright_work",
+    "ic_layout",
+    "plant_variety",
+    "geographical_indication",
+]
+TransactionType = Literal[
+    "assignment",
+    "exclusive_license",
+    "sole_license",
+    "nonexclusive_license",
+    "open_license",
+    "pledge_financing",
+    "equity_contribution",
+]
+LegalStatus = Literal[
+    "pending", "granted", "lapsed", "expired", "invalidated", "rejected", "withdrawn"
+]
+ListingStatus = Literal[
+    "draft",
+    "pending_review",
+    "published",
+    "under_negotiation",
+    "closed",
+    "withdrawn",
+    "expired",
+]
+PriceMode = Literal["fixed", "negotiable", "royalty"]
+OUR_EXCHANGE = "jjj"
+SCHEMA_V1: Literal["ipx.catalogue/v1"] = "ipx.catalogue/v1"
+
+ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+Money = Annotated[Decimal, Field(ge=0, max_digits=16, decimal_places=2)]
+
+
+class Contract(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class LocalizedText(Contract):
+    zh: str | None = Field(default=None, max_length=20_000)
+    en: str | None = Field(default=None, max_length=20_000)
+
+
+class Holder(Contract):
+    name: ShortText = Field(examples=["北京理工大学"])
+    uscc: str | None = Field(default=None, max_length=24, examples=[None])
+    region: str | None = Field(default=None, max_length=6, examples=["110000"])
+
+
+class PlantTaxon(Contract):
+    genus: ShortText = Field(examples=["Zea"])
+    species: str | None = Field(default=None, max_length=200, examples=["Zea mays L."])
+    crop_zh: str | None = Field(default=None, max_length=100, examples=["玉米"])
+    woody: bool = Field(default=False, description="vines and trees: 20-year term, else 15")
+
+
+class Classifications(Contract):
+    ipc: list[str] = Field(default_factory=list, max_length=100, examples=[["A61B 34/20"]])
+    nice: list[int] = Field(default_factory=list, max_length=45, examples=[[9, 42]])
+    locarno: list[str] = Field(default_factory=list, max_length=20, examples=[["14-02"]])
+    plant: PlantTaxon | None = None
+
+
+class Encumbrance(Contract):
+    type: Literal["pledge", "exclusive_license"]
+    holder: ShortText
+    until: date | None = None
+
+
+class AssetDocument(Contract):
+    """One IP right. `identifier` in its normalised form (any typed form is accepted in)."""
+
+    kind: AssetKind = Field(examples=["invention_patent"])
+    identifier: str = Field(min_length=1, max_length=200, examples=["202111476668.X"])
+    publication_number: str | None = Field(default=None, max_length=40, examples=["CN114145846A"])
+    title: LocalizedText
+    abstract: LocalizedText = Field(default_factory=LocalizedText)
+    classifications: Classifications = Field(default_factory=Classifications)
+    holders: list[Holder] = Field(min_length=1, max_length=50)
+    filed_on: date | None = Field(default=None, examples=["2021-12-06"])
+    granted_on: date | None = None
+    expires_on: date | None = Field(default=None, description="computed from kind and dates")
+    legal_status: LegalStatus = "pending"
+    encumbrances: list[Encumbrance] = Field(default_factory=list, max_length=20)
+
+
+class Price(Contract):
+    mode: PriceMode = Field(examples=["negotiable"])
+    amount: Money | None = Field(default=None, examples=["1200000.00"])
+    currency: Literal["CNY"] = "CNY"
+
+
+class TransactionTerms(Contract):
+    type: TransactionType = Field(examples=["exclusive_license"])
+    price: Price
+    royalty_rate: Decimal | None = Field(
+        default=None, ge=0, le=1, max_digits=7, decimal_places=6, examples=["0.035"]
+    )
+    term_months: int | None = Field(default=None, ge=1, le=1200, examples=[60])
+    territory: str | None = Field(default=None, max_length=100, examples=["CN"])
+    field_of_use: str | None = Field(default=None, max_length=500, examples=["medical devices"])
+
+
+class Source(Contract):
+    exchange: str = Field(pattern=r"^[a-z][a-z0-9_-]{1,31}$", examples=["tipei"])
+    listing_id: str = Field(min_length=1, max_length=200, examples=["L-2024-00017"])
+    url: str | None = Field(default=None, max_length=2000)
+    updated_at: AwareDatetime
+    version: int = Field(ge=1)
+
+
+class CatalogueDocument(Contract):
+    """One offer on one exchange, with its asset inline (`offer_id` = `<exchange>:<id>`)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    schema_: Literal["ipx.catalogue/v1"] = Field(default=SCHEMA_V1, alias="schema")
+    offer_id: str = Field(examples=["tipei:L-2024-00017"])
+    source: Source
+    asset: AssetDocument
+    transaction: TransactionTerms
+    status: ListingStatus = "published"
+    published_at: AwareDatetime | None = None
+    seller: str | None = Field(
+        default=None, max_length=200, description="the seller's name as the exchange shows it"
+    )
+
+
+def offer_id(exchange: str, listing_id: str) -> str:
+    return f"{exchange}:{listing_id}"

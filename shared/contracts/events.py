@@ -1,0 +1,43 @@
+"""The listing change feed, contract v1: what matching and gateway consume."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, Field
+
+EventType = Literal[
+    "listing.created",
+    "listing.updated",
+    "listing.submitted",
+    "listing.published",
+    "listing.rejected",
+    "listing.negotiation",
+    "listing.reopened",
+    "listing.closed",
+    "listing.withdrawn",
+    "listing.expired",
+    "deal.closed",
+]
+
+
+class ChangeEvent(BaseModel):
+    """One change. For a listing, `data` is its catalogue document at `version` (a withdrawn or
+    closed listing stays in the feed as a tombstone: its document with that status)."""
+
+    cursor: str = Field(description="pass as `after` to read what follows this event")
+    type: EventType
+    entity: Literal["listing", "deal"]
+    entity_id: UUID
+    version: int
+    occurred_at: datetime
+    asset_id: UUID | None = None
+    seller_id: UUID | None = None
+    data: dict[str, Any]
+
+
+class ChangeFeedPage(BaseModel):
+    events: list[ChangeEvent]
+    next_cursor: str = Field(description="the cursor to continue from (unchanged when empty)")
