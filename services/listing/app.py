@@ -10,8 +10,10 @@ from fastapi import FastAPI
 from infra.migrations import head_revision
 from services.listing.assets.router import router as assets_router
 from services.listing.auth import DatabaseAuthenticator
+from services.listing.deals.router import router as deals_router
 from services.listing.feed.notifier import FeedNotifier
 from services.listing.feed.router import router as feed_router
+from services.listing.imports.router import router as imports_router
 from services.listing.listings.router import router as listings_router
 from services.listing.models import SCHEMA
 from services.listing.organizations.router import router as organizations_router
@@ -38,7 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         name="listing",
         settings=settings,
         lifespan=lifespan,
-        routers=[organizations_router, assets_router, listings_router, feed_router],
+        routers=[organizations_router, assets_router, listings_router, feed_router, imports_router],
         description="System of record: organisations, API keys, IP assets, listings, deals, "
         "and the change feed.",
         body_limits=[("/v1/imports", settings.max_import_bytes)],

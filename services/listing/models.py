@@ -267,7 +267,7 @@ class ImportJob(SQLModel, table=True):
     organization_id: UUID = Field(foreign_key=f"{SCHEMA}.organizations.id", index=True)
     format: str = Field(max_length=8)
     status: str = Field(max_length=16)
-    submit: bool = False
+    mode: str = Field(default="draft", max_length=8)
     total_rows: int = 0
     created_count: int = 0
     updated_count: int = 0

@@ -89,7 +89,7 @@ def upgrade() -> None:
         sa.Column("organization_id", sa.Uuid(), nullable=False),
         sa.Column("format", sa.String(length=8), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
-        sa.Column("submit", sa.Boolean(), nullable=False),
+        sa.Column("mode", sa.String(length=8), nullable=False),
         sa.Column("total_rows", sa.Integer(), nullable=False),
         sa.Column("created_count", sa.Integer(), nullable=False),
         sa.Column("updated_count", sa.Integer(), nullable=False),

@@ -1,0 +1,1 @@
+"""Bulk import of assets and listings from CSV or JSONL: streamed, batched, idempotent."""
