@@ -5,10 +5,12 @@ from __future__ import annotations
 import typer
 import uvicorn
 
+from services.listing.imports.cli import import_file
 from shared.logging import configure_logging
 from shared.settings import SERVICE_NAMES, ServiceName, get_settings
 
 app = typer.Typer(no_args_is_help=True, help="Jing-Jin-Ji IP exchange backend.")
+app.command("import")(import_file)
 
 
 @app.command()

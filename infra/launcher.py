@@ -23,6 +23,7 @@ from infra.meili import start_meilisearch
 from infra.migrations import upgrade_all
 from infra.postgres import Backend, start_postgres
 from infra.processes import ServiceProcess, start_service, wait_ready
+from infra.seed.demo import seed_demo
 from shared.settings import SERVICE_NAMES, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,6 +41,8 @@ class LauncherSettings(BaseSettings):
     meili_port: int = 7700
     database_url: str | None = None
     meili_url: str | None = None
+    seed: bool = True
+    seed_limit: int = 5000
 
 
 def load_secrets(path: Path) -> dict[str, str]:
@@ -113,6 +116,16 @@ def run_stack() -> None:
             services.append(service)
         for service in services:
             wait_ready(service)
+        if launcher.seed:
+            console.print("Demo data: listing real patent records of Beijing, Tianjin, Hebei…")
+            listing = next(s for s in services if s.name == "listing")
+            summary = seed_demo(listing.url, env["IPX_OPERATOR_KEY"], limit=launcher.seed_limit)
+            console.print(
+                "Demo data: already there"
+                if summary.skipped
+                else f"Demo data: {summary.listings} published listings of "
+                f"{summary.organizations} organisations"
+            )
         _print_urls(services, data_dir, env["IPX_OPERATOR_KEY"])
         while True:
             for service in services:

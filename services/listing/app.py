@@ -40,7 +40,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         name="listing",
         settings=settings,
         lifespan=lifespan,
-        routers=[organizations_router, assets_router, listings_router, feed_router, imports_router],
+        routers=[
+            organizations_router,
+            assets_router,
+            listings_router,
+            deals_router,
+            feed_router,
+            imports_router,
+        ],
         description="System of record: organisations, API keys, IP assets, listings, deals, "
         "and the change feed.",
         body_limits=[("/v1/imports", settings.max_import_bytes)],

@@ -3,6 +3,7 @@ data survives a restart."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -64,9 +65,11 @@ class Stack:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 180
         pending = {"gateway", "listing", "matching"}
-        while pending and time.monotonic() < deadline:
+        while (pending or "Press Ctrl-C" not in self.log.read_text()) and (
+            time.monotonic() < deadline
+        ):
             assert self.process.poll() is None, self.log.read_text()[-3000:]
             for service in list(pending):
                 try:
@@ -106,6 +109,16 @@ def test_launcher_runs_the_stack_stops_it_and_keeps_data(stack: Stack) -> None:
     )
     assert created.status_code == 201
     org_id, key = created.json()["organization"]["id"], created.json()["api_key"]["key"]
+    # The demo seed: real records, published, of Beijing / Tianjin / Hebei organisations.
+    operator = json.loads((stack.data_dir / "secrets.json").read_text())["operator_key"]
+    seeded = httpx.get(
+        f"{stack.url('listing')}/v1/listings",
+        params={"status": "published", "page_size": 200},
+        headers=bearer(operator),
+    )
+    assert len(seeded.json()["items"]) == 200 and seeded.json()["next_page_token"]
+    assert all(i["asset"]["holders"][0]["name"] for i in seeded.json()["items"])
+    assert "Demo data: " in stack.log.read_text() and "published listings" in stack.log.read_text()
     metrics = httpx.get(f"{stack.url('listing')}/metrics").text
     assert 'handler="/v1/organizations"' in metrics
 
@@ -116,6 +129,7 @@ def test_launcher_runs_the_stack_stops_it_and_keeps_data(stack: Stack) -> None:
         assert not port_open(port), f"{name} still listening on {port}"
 
     stack.start()  # same data folder: the organisation and its key are still there
+    assert "Demo data: already there" in stack.log.read_text()
     again = httpx.get(f"{stack.url('listing')}/v1/organizations/{org_id}", headers=bearer(key))
     assert again.status_code == 200 and again.json()["name"] == "北京航空航天大学"
     stack.interrupt()
