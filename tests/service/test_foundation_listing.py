@@ -201,3 +201,70 @@ async def test_oversized_bodies_are_refused_before_reading_them(
         "/v1/organizations", content=chunks(), headers={"Content-Type": "application/json"}
     )
     assert_problem(streamed, 413)
+
+
+async def test_rotation_replaces_a_key_and_revokes_the_old_one(
+    listing: httpx.AsyncClient, operator_key: str
+) -> None:
+    signed_up = await sign_up(listing, name="河北大学", region="130600")
+    org, admin = signed_up["organization"], signed_up["api_key"]
+    assert isinstance(org, dict) and isinstance(admin, dict)
+    path = f"/v1/organizations/{org['id']}"
+    rotated = await listing.post(
+        f"{path}/api-keys/{admin['id']}/rotate", headers=bearer(admin["key"])
+    )
+    assert rotated.status_code == 201
+    new = rotated.json()
+    assert new["roles"] == ["admin"] and new["key"] != admin["key"]
+    assert_problem(await listing.get(path, headers=bearer(admin["key"])), 401)
+    assert (await listing.get(path, headers=bearer(new["key"]))).status_code == 200
+    again = await listing.post(f"{path}/api-keys/{admin['id']}/rotate", headers=bearer(new["key"]))
+    assert_problem(again, 404)
+
+
+async def test_partner_and_operator_keys_come_from_operators(
+    listing: httpx.AsyncClient, operator_key: str
+) -> None:
+    exchange = await sign_up(listing, name="天津知识产权交易中心", kind="exchange", region="120000")
+    org, admin = exchange["organization"], exchange["api_key"]
+    assert isinstance(org, dict) and isinstance(admin, dict)
+    path = f"/v1/organizations/{org['id']}/api-keys"
+    partner = {"name": "sync", "roles": ["partner"]}
+    body = assert_problem(await listing.post(path, json=partner, headers=bearer(admin["key"])), 403)
+    assert body["errors"][0]["rule"] == "operator_only"
+    issued = await listing.post(path, json=partner, headers=bearer(operator_key))
+    assert issued.status_code == 201 and issued.json()["roles"] == ["partner"]
+    university = await sign_up(listing, name="南开大学", region="120104")
+    uni = university["organization"]
+    assert isinstance(uni, dict)
+    wrong = await listing.post(
+        f"/v1/organizations/{uni['id']}/api-keys", json=partner, headers=bearer(operator_key)
+    )
+    assert assert_problem(wrong, 422)["errors"][0]["rule"] == "partner_needs_exchange"
+    operator = await listing.post(
+        f"/v1/organizations/{uni['id']}/api-keys",
+        json={"name": "ops", "roles": ["operator"]},
+        headers=bearer(operator_key),
+    )
+    assert operator.status_code == 201
+    queue = await listing.get(
+        "/v1/listings", params={"status": "pending_review"}, headers=bearer(operator.json()["key"])
+    )
+    assert queue.status_code == 200
+
+
+async def test_only_operators_verify(listing: httpx.AsyncClient, operator_key: str) -> None:
+    signed_up = await sign_up(listing, name="唐山某公司", kind="enterprise", region="130200")
+    org, admin = signed_up["organization"], signed_up["api_key"]
+    assert isinstance(org, dict) and isinstance(admin, dict)
+    path = f"/v1/organizations/{org['id']}"
+    denied = await listing.patch(path, json={"verified": True}, headers=bearer(admin["key"]))
+    assert assert_problem(denied, 403)["errors"][0]["rule"] == "operator_only"
+    renamed = await listing.patch(
+        path, json={"name": "唐山某科技有限公司"}, headers=bearer(admin["key"])
+    )
+    assert renamed.json()["name"] == "唐山某科技有限公司" and renamed.json()["verified"] is False
+    verified = await listing.patch(path, json={"verified": True}, headers=bearer(operator_key))
+    assert verified.json()["verified"] is True and verified.json()["version"] == 3
+    bad = await listing.patch(path, json={"region": "999999"}, headers=bearer(admin["key"]))
+    assert assert_problem(bad, 422)["errors"][0]["field"] == "region"

@@ -90,7 +90,24 @@ async def issue_key(
 ) -> ApiKeyIssued:
     """A new key for the organisation, shown this once (stored only as a hash)."""
     service.ensure_member(principal, organization_id, admin=True)
-    key, material = await service.issue_key(session, organization_id, data)
+    key, material = await service.issue_key(session, principal, organization_id, data)
+    return _issued(key, material)
+
+
+@router.post(
+    "/organizations/{organization_id}/api-keys/{key_id}/rotate",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ApiKeyIssued,
+    tags=["api keys"],
+    responses=problem_responses(401, 403, 404),
+)
+async def rotate_key(
+    organization_id: UUID, key_id: UUID, session: SessionDep, principal: CallerDep
+) -> ApiKeyIssued:
+    """Replace a key: the new one (shown once) has the same name and roles; the old one is
+    revoked at once."""
+    service.ensure_member(principal, organization_id, admin=True)
+    key, material = await service.rotate_key(session, organization_id, key_id)
     return _issued(key, material)
 
 

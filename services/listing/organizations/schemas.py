@@ -14,7 +14,7 @@ from shared.schemas import StrictModel
 OrganizationKind = Literal[
     "enterprise", "university", "research_institute", "individual", "service_agency", "exchange"
 ]
-KeyRole = Literal["member", "admin"]
+KeyRole = Literal["member", "admin", "partner", "operator"]
 
 
 class OrganizationCreate(StrictModel):
@@ -57,7 +57,13 @@ class OrganizationPublic(BaseModel):
 
 class ApiKeyCreate(StrictModel):
     name: str = Field(min_length=1, max_length=100, examples=["tech-transfer office"])
-    roles: list[KeyRole] = Field(default=["member"], min_length=1, max_length=2)
+    roles: list[KeyRole] = Field(
+        default=["member"],
+        min_length=1,
+        max_length=4,
+        description="member or admin; operators also issue `partner` keys (to exchanges) and "
+        "`operator` keys (to the exchange operator's own organisation)",
+    )
 
 
 class ApiKeyPublic(BaseModel):

@@ -123,10 +123,42 @@ def ensure_member(principal: Principal, organization_id: UUID, *, admin: bool = 
 
 
 async def issue_key(
-    session: AsyncSession, organization_id: UUID, data: ApiKeyCreate
+    session: AsyncSession, principal: Principal, organization_id: UUID, data: ApiKeyCreate
 ) -> tuple[ApiKey, KeyMaterial]:
-    await get_organization(session, organization_id)
+    """Admins issue member and admin keys; partner and operator keys come from operators only,
+    partner keys only to partner exchanges."""
+    organization = await get_organization(session, organization_id)
+    privileged = {"partner", "operator"} & set(data.roles)
+    if privileged and not principal.is_operator:
+        raise Forbidden(
+            f"only an exchange operator issues {', '.join(sorted(privileged))} keys",
+            errors=[
+                FieldError(
+                    field="roles",
+                    rule="operator_only",
+                    message="partner and operator keys are issued by operators",
+                )
+            ],
+        )
+    if "partner" in data.roles and organization.kind != "exchange":
+        raise UnprocessableEntity.single(
+            "roles",
+            "partner_needs_exchange",
+            "partner keys belong to organisations of kind exchange",
+        )
     return await _issue(session, organization_id, data.name, list(data.roles))
+
+
+async def rotate_key(
+    session: AsyncSession, organization_id: UUID, key_id: UUID
+) -> tuple[ApiKey, KeyMaterial]:
+    """A new key with the old one's name and roles; the old one is revoked in the same step."""
+    keys = ApiKeyRepository(session)
+    old = await keys.get(key_id)
+    if old is None or old.organization_id != organization_id or old.revoked_at is not None:
+        raise NotFound(f"no active key {key_id} in organisation {organization_id}")
+    await keys.revoke(key_id, datetime.now(UTC))
+    return await _issue(session, organization_id, old.name, list(old.roles))
 
 
 async def list_keys(session: AsyncSession, organization_id: UUID) -> list[ApiKey]:
