@@ -1,0 +1,216 @@
+"""Inquiry and deal endpoints."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import date
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi.responses import JSONResponse
+
+from services.listing import idempotency
+from services.listing.deals import service
+from services.listing.deals.repository import DealFilters
+from services.listing.deals.schemas import (
+    DealCreate,
+    DealPublic,
+    DealStats,
+    GroupBy,
+    InquiryCreate,
+    InquiryPublic,
+    InquirySummary,
+    MessageCreate,
+)
+from services.listing.dependencies import CallerOrganizationDep, MemberDep, TodayDep
+from services.listing.listings.router import context
+from shared.auth import OptionalCallerDep
+from shared.contracts.catalogue import AssetKind, TransactionType
+from shared.db import SessionDep
+from shared.errors import problem_responses
+from shared.schemas import Page, PageSize, PageToken
+
+INQUIRE_SCOPE = "POST /v1/listings/{id}/inquiries"
+DEAL_SCOPE = "POST /v1/deals"
+
+inquiries = APIRouter(tags=["inquiries"])
+deals = APIRouter(prefix="/v1/deals", tags=["deals"])
+
+
+def _replay(stored: tuple[int, dict[str, object]]) -> JSONResponse:
+    return JSONResponse(stored[1], status_code=stored[0], headers={"Idempotent-Replayed": "true"})
+
+
+@inquiries.post(
+    "/v1/listings/{listing_id}/inquiries",
+    status_code=status.HTTP_201_CREATED,
+    response_model=InquiryPublic,
+    responses=problem_responses(401, 403, 404, 409, 422),
+)
+async def inquire(
+    listing_id: UUID,
+    data: InquiryCreate,
+    request: Request,
+    session: SessionDep,
+    principal: MemberDep,
+    organization: CallerOrganizationDep,
+    today: TodayDep,
+    idempotency_key: idempotency.IdempotencyKeyHeader = None,
+) -> Response:
+    """Buyer: open the organisation's thread on a published listing (or one under negotiation),
+    or add to it. The first offer on a published listing puts it under negotiation. Not on the
+    caller's own listing (403, rule `own_listing`)."""
+    ctx = context(request, session, principal, organization, today)
+    org_id = principal.organization_id
+    if idempotency_key and org_id is not None:
+        # The same key on another listing is another request.
+        digest = hashlib.sha256(f"{listing_id}\n{data.model_dump_json()}".encode()).hexdigest()
+        stored = await idempotency.claim(session, org_id, INQUIRE_SCOPE, idempotency_key, digest)
+        if stored is not None:
+            return _replay(stored)
+    thread = await service.inquire(ctx, listing_id, data)
+    body = thread.model_dump(mode="json")
+    if idempotency_key and org_id is not None:
+        await idempotency.remember(session, org_id, INQUIRE_SCOPE, idempotency_key, 201, body)
+    return JSONResponse(body, status_code=201, headers={"Location": f"/v1/inquiries/{thread.id}"})
+
+
+@inquiries.get(
+    "/v1/inquiries",
+    response_model=Page[InquirySummary],
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def list_inquiries(
+    session: SessionDep,
+    principal: MemberDep,
+    listing_id: UUID | None = None,
+    page_size: PageSize = 50,
+    page_token: PageToken = "",
+) -> Page[InquirySummary]:
+    """With `listing_id`: the seller sees every thread on its listing, a buyer its own.
+    Without: the threads the caller's organisation is a party to (operators: all)."""
+    return await service.list_inquiries(
+        session, principal, listing_id=listing_id, page_size=page_size, page_token=page_token
+    )
+
+
+@inquiries.get(
+    "/v1/inquiries/{inquiry_id}",
+    response_model=InquiryPublic,
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def read_inquiry(
+    inquiry_id: UUID, session: SessionDep, principal: MemberDep
+) -> InquiryPublic:
+    """The thread with its messages in order: for its buyer, the listing's seller and
+    operators (404 for anyone else)."""
+    return await service.read_inquiry(session, principal, inquiry_id)
+
+
+@inquiries.post(
+    "/v1/inquiries/{inquiry_id}/messages",
+    status_code=status.HTTP_201_CREATED,
+    response_model=InquiryPublic,
+    responses=problem_responses(401, 403, 404, 409, 422),
+)
+async def post_message(
+    inquiry_id: UUID,
+    data: MessageCreate,
+    request: Request,
+    session: SessionDep,
+    principal: MemberDep,
+    organization: CallerOrganizationDep,
+    today: TodayDep,
+) -> InquiryPublic:
+    """Buyer or seller: a message, optionally with an offer (or counter-offer), while the
+    listing is open. Returns the whole thread."""
+    ctx = context(request, session, principal, organization, today)
+    return await service.post_message(ctx, inquiry_id, data)
+
+
+@deals.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=DealPublic,
+    responses=problem_responses(401, 403, 404, 409, 422),
+)
+async def close_deal(
+    data: DealCreate,
+    request: Request,
+    session: SessionDep,
+    principal: MemberDep,
+    organization: CallerOrganizationDep,
+    today: TodayDep,
+    idempotency_key: idempotency.IdempotencyKeyHeader = None,
+) -> Response:
+    """Seller (or operator): record the deal and close the listing. The buyer is the
+    organisation of `inquiry_id`, or `buyer_name` for a buyer met off the platform. The deal is
+    announced in the change feed (`deal.closed`), without the amount when `confidential`."""
+    ctx = context(request, session, principal, organization, today)
+    org_id = principal.organization_id
+    if idempotency_key and org_id is not None:
+        digest = idempotency.request_hash(data)
+        stored = await idempotency.claim(session, org_id, DEAL_SCOPE, idempotency_key, digest)
+        if stored is not None:
+            return _replay(stored)
+    deal = await service.close_deal(ctx, data)
+    body = deal.model_dump(mode="json")
+    if idempotency_key and org_id is not None:
+        await idempotency.remember(session, org_id, DEAL_SCOPE, idempotency_key, 201, body)
+    return JSONResponse(body, status_code=201)
+
+
+def deal_filters(
+    region: Annotated[
+        str | None,
+        Query(
+            pattern=r"^[0-9]{2}([0-9]{4})?$",
+            description="a province's two digits (11, 12, 13) or a six-digit GB/T 2260 code "
+            "(110000: all of Beijing; 130600: all of Baoding; 110108: Haidian)",
+        ),
+    ] = None,
+    kind: AssetKind | None = None,
+    transaction_type: TransactionType | None = None,
+    since: Annotated[date | None, Query(description="closed on or after")] = None,
+    until: Annotated[date | None, Query(description="closed on or before")] = None,
+) -> DealFilters:
+    return service.deal_filters(
+        region=region, kind=kind, transaction_type=transaction_type, since=since, until=until
+    )
+
+
+DealFiltersDep = Annotated[DealFilters, Depends(deal_filters)]
+
+
+@deals.get("", response_model=Page[DealPublic], responses=problem_responses(401, 422))
+async def list_deals(
+    session: SessionDep,
+    principal: OptionalCallerDep,
+    filters: DealFiltersDep,
+    page_size: PageSize = 50,
+    page_token: PageToken = "",
+) -> Page[DealPublic]:
+    """Public deal announcements, newest first. A confidential deal's `amount` is null except
+    for its seller, its buyer's organisation and operators."""
+    return await service.list_deals(
+        session, principal, filters, page_size=page_size, page_token=page_token
+    )
+
+
+@deals.get("/stats", response_model=DealStats, responses=problem_responses(422))
+async def deal_stats(
+    session: SessionDep,
+    filters: DealFiltersDep,
+    group_by: GroupBy = "region",
+) -> DealStats:
+    """Deal statistics per province (`110000`), asset kind or month (`2026-11`): the number of
+    deals, how many disclosed their amount, and the total and median of the disclosed amounts
+    (confidential amounts never count). Groups of fewer than three deals are suppressed: they
+    are not returned at all."""
+    return await service.stats(session, group_by, filters)
+
+
+router = APIRouter()
+router.include_router(inquiries)
+router.include_router(deals)
