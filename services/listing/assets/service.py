@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.listing.assets.repository import AssetRepository
 from services.listing.assets.rules import is_holder, normalize_asset
 from services.listing.assets.schemas import AssetCreate, AssetPublic
+from services.listing.listings.documents import asset_json
 from services.listing.models import Asset, Organization
 from shared.auth import Principal
 from shared.contracts.catalogue import AssetDocument
@@ -21,22 +22,7 @@ from shared.identifiers import IdentifierError, normalize_identifier
 
 
 def to_document(asset: Asset) -> AssetDocument:
-    return AssetDocument.model_validate(
-        {
-            "kind": asset.kind,
-            "identifier": asset.identifier,
-            "publication_number": asset.publication_number,
-            "title": {"zh": asset.title_zh, "en": asset.title_en},
-            "abstract": {"zh": asset.abstract_zh, "en": asset.abstract_en},
-            "classifications": asset.classifications,
-            "holders": asset.holders,
-            "filed_on": asset.filed_on,
-            "granted_on": asset.granted_on,
-            "expires_on": asset.expires_on,
-            "legal_status": asset.legal_status,
-            "encumbrances": asset.encumbrances,
-        }
-    )
+    return AssetDocument.model_validate(asset_json(asset))
 
 
 def to_public(asset: Asset) -> AssetPublic:

@@ -6,6 +6,7 @@ nothing. Re-importing the same file updates the seller's listings instead of dup
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -18,9 +19,15 @@ from services.listing.assets import service as assets
 from services.listing.assets.rules import is_holder
 from services.listing.imports.parsing import RejectedRow, ValidRow
 from services.listing.imports.repository import ImportRepository
-from services.listing.listings import service as listings
+from services.listing.listings.documents import (
+    OfferState,
+    asset_json,
+    document_data,
+    terms_columns,
+    terms_json,
+)
 from services.listing.listings.rules import check_publishable
-from services.listing.models import ImportJob, Listing, Organization
+from services.listing.models import ImportJob, Organization
 from shared.contracts.catalogue import OUR_EXCHANGE
 from shared.contracts.events import EventType
 from shared.errors import FieldError
@@ -55,22 +62,11 @@ class Batch:
 
 
 def _terms_columns(row: ValidRow) -> dict[str, Any]:
-    t = row.terms
-    return {
-        "transaction_type": t.type,
-        "price_mode": t.price.mode,
-        "amount": t.price.amount,
-        "currency": t.price.currency,
-        "royalty_rate": t.royalty_rate,
-        "term_months": t.term_months,
-        "territory": t.territory,
-        "field_of_use": t.field_of_use,
-        "pledge_disclosed": row.pledge_disclosed,
-    }
+    return {**terms_columns(row.terms), "pledge_disclosed": row.pledge_disclosed}
 
 
-def _same_terms(listing: Listing, columns: dict[str, Any]) -> bool:
-    return all(getattr(listing, name) == value for name, value in columns.items())
+def _same_terms(listing: dict[str, Any], columns: dict[str, Any]) -> bool:
+    return all(listing[name] == value for name, value in columns.items())
 
 
 async def apply_batch(
@@ -107,11 +103,12 @@ async def apply_batch(
         last[row.key] = row
     rows = list(last.values())
 
+    now = datetime.now(UTC)
     existing = await repo.assets_by_key([r.key for r in rows])
     accepted: list[ValidRow] = []
     for row in rows:
-        asset = existing.get(row.key)
-        holders = asset.holders if asset else [h.model_dump() for h in row.asset.holders]
+        stored = existing.get(row.key)
+        holders = stored["holders"] if stored else [h.model_dump() for h in row.asset.holders]
         if not is_holder(holders, seller.name, seller.uscc):
             rejected.append(
                 RejectedRow(
@@ -121,7 +118,7 @@ async def apply_batch(
                             field="asset.holders",
                             rule="not_a_holder",
                             message="this right is registered to another holder"
-                            if asset
+                            if stored
                             else "the importing organisation is not among the holders",
                         )
                     ],
@@ -130,111 +127,134 @@ async def apply_batch(
             continue
         accepted.append(row)
 
-    new_assets = [
-        assets.row_values(r.asset)
+    new_assets = {
+        r.key: assets.row_values(r.asset)
         | {
             "id": uuid4(),
             "registered_by": seller.id,
-            "created_at": datetime.now(UTC),
-            "updated_at": datetime.now(UTC),
+            "created_at": now,
+            "updated_at": now,
             "version": 1,
             "needs_review": False,
         }
         for r in accepted
         if r.key not in existing
-    ]
-    await repo.insert_assets(new_assets)
-    if new_assets:
-        existing = await repo.assets_by_key([r.key for r in accepted])
-    asset_ids = [existing[r.key].id for r in accepted]
+    }
+    inserted = await repo.insert_assets(list(new_assets.values()))
+    lost = [key for key, values in new_assets.items() if values["id"] not in inserted]
+    if lost:  # registered by someone else meanwhile: theirs stands (holders checked again)
+        existing |= await repo.assets_by_key(lost)
+        accepted = [
+            r
+            for r in accepted
+            if r.key not in lost or is_holder(existing[r.key]["holders"], seller.name, seller.uscc)
+        ]
+    # Column values of every asset in the batch, stored or just inserted.
+    asset_of: dict[tuple[str, str], dict[str, Any]] = {
+        **{k: v for k, v in new_assets.items() if k not in lost},
+        **existing,
+    }
+    by_asset = {asset_of[r.key]["id"]: r for r in accepted}
+    asset_ids = list(by_asset)
     open_listings = await repo.open_listings(seller.id, asset_ids)
+    changing = [
+        asset_id
+        for asset_id, listing in open_listings.items()
+        if not _same_terms(listing, _terms_columns(by_asset[asset_id]))
+    ]
+    if changing:  # lock what will change, and read it again under the lock
+        open_listings |= await repo.open_listings(seller.id, changing, lock=True)
     exclusive_elsewhere = (
         await repo.assets_with_exclusive(asset_ids, seller.id) if mode != "draft" else set()
     )
 
-    now = datetime.now(UTC)
     inserts: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []
     history: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
     for row in accepted:
-        asset = existing[row.key]
+        asset = asset_of[row.key]
         columns = _terms_columns(row)
-        current = open_listings.get(asset.id)
-        if mode != "draft" and (current is None or current.status == "draft"):
+        current = open_listings.get(asset["id"])
+        if mode != "draft" and (current is None or current["status"] == "draft"):
             problems = check_publishable(
-                legal_status=asset.legal_status,
-                expires_on=asset.expires_on,
-                encumbrances=asset.encumbrances,
+                legal_status=asset["legal_status"],
+                expires_on=asset["expires_on"],
+                encumbrances=asset["encumbrances"],
                 terms=row.terms,
                 pledge_disclosed=row.pledge_disclosed,
-                other_exclusive_listing=asset.id in exclusive_elsewhere,
+                other_exclusive_listing=asset["id"] in exclusive_elsewhere,
                 today=today,
             )
             if problems:
                 rejected.append(RejectedRow(row.line, problems))
                 continue
+        changes: dict[str, Any]
         if current is not None:
             if _same_terms(current, columns):
                 counts.unchanged += 1
                 continue
-            changes: dict[str, Any] = {
-                k: [str(getattr(current, k)), str(v)]
-                for k, v in columns.items()
-                if getattr(current, k) != v
-            }
-            for name, value in columns.items():
-                setattr(current, name, value)
-            current.version += 1
-            current.updated_at = now
+            changes = {k: [str(current[k]), str(v)] for k, v in columns.items() if current[k] != v}
+            updated = {**current, **columns, "version": current["version"] + 1, "updated_at": now}
             updates.append(
-                {"id": current.id, **columns, "version": current.version, "updated_at": now}
+                {"id": updated["id"], **columns, "version": updated["version"], "updated_at": now}
             )
-            listing, action, event_type = current, "imported_update", "listing.updated"
+            offer = OfferState.of(updated, seller.name)
+            action, event_type = "imported_update", "listing.updated"
             counts.updated += 1
         else:
             status = STATUS_OF_MODE[mode]
-            listing = Listing(
-                id=uuid4(),
-                asset_id=asset.id,
-                seller_id=seller.id,
-                exchange=OUR_EXCHANGE,
-                external_id="",
-                status=status,
-                published_at=now if status == "published" else None,
-                created_at=now,
-                updated_at=now,
+            listing_id = uuid4()
+            values = {
+                "id": listing_id,
+                "asset_id": asset["id"],
+                "seller_id": seller.id,
+                "exchange": OUR_EXCHANGE,
+                "external_id": str(listing_id),
+                "status": status,
+                "version": 1,
+                "published_at": now if status == "published" else None,
+                "created_at": now,
+                "updated_at": now,
                 **columns,
+            }
+            inserts.append(values)
+            offer = OfferState(
+                id=listing_id,
+                exchange=OUR_EXCHANGE,
+                external_id=str(listing_id),
+                status=status,
+                version=1,
+                updated_at=now,
+                published_at=values["published_at"],
+                terms=terms_json(columns),
+                seller_name=seller.name,
             )
-            listing.external_id = str(listing.id)
-            inserts.append(listing.model_dump())
             changes = {"status": [None, status]}
             action, event_type = "imported", EVENT_OF_MODE[mode]
             counts.created += 1
         history.append(
             {
-                "listing_id": listing.id,
-                "version": listing.version,
+                "listing_id": offer.id,
+                "version": offer.version,
                 "action": action,
                 "actor_organization_id": seller.id,
                 "actor_key_id": actor_key_id,
                 "actor_roles": actor_roles,
                 "changes": changes,
-                "reason": None,
                 "at": now,
             }
         )
-        document = listings.document(listing, asset, seller, catalogue_url)
         events.append(
             {
                 "entity": "listing",
-                "entity_id": listing.id,
+                "entity_id": offer.id,
                 "type": event_type,
-                "version": listing.version,
+                "version": offer.version,
                 "occurred_at": now,
                 "payload": {
-                    "data": document.model_dump(mode="json", by_alias=True),
-                    "asset_id": str(asset.id),
+                    "data": document_data(offer, asset_json(asset), catalogue_url),
+                    "asset_id": str(asset["id"]),
                     "seller_id": str(seller.id),
                 },
             }
@@ -286,36 +306,31 @@ async def run_import(
     actor_roles: list[str],
 ) -> Counts:
     counts = Counts()
-    while True:
-        batch = await asyncio.to_thread(next_batch, rows)
-        if batch is None:
-            break
-        rejected = list(batch.rejected)
-        async with sessionmaker() as session, session.begin():
-            rejected += await apply_batch(
-                session,
-                seller=seller,
-                batch=batch.rows,
-                mode=mode,
-                today=today,
-                catalogue_url=catalogue_url,
-                actor_key_id=actor_key_id,
-                actor_roles=actor_roles,
-                counts=counts,
-            )
-            counts.total += len(batch.rows) + len(batch.rejected)
-            counts.rejected += len({r.line for r in rejected})
-            await ImportRepository(session).insert_rejections(_rejection_rows(job.id, rejected))
-            await session.merge(
-                ImportJob(
-                    **{
-                        **job.model_dump(),
-                        "total_rows": counts.total,
-                        "created_count": counts.created,
-                        "updated_count": counts.updated,
-                        "unchanged_count": counts.unchanged,
-                        "rejected_count": counts.rejected,
-                    }
+    # The next batch is parsed (in a thread) while this one is written.
+    parsing = asyncio.ensure_future(asyncio.to_thread(next_batch, rows))
+    try:
+        while (batch := await parsing) is not None:
+            parsing = asyncio.ensure_future(asyncio.to_thread(next_batch, rows))
+            rejected = list(batch.rejected)
+            async with sessionmaker() as session, session.begin():
+                rejected += await apply_batch(
+                    session,
+                    seller=seller,
+                    batch=batch.rows,
+                    mode=mode,
+                    today=today,
+                    catalogue_url=catalogue_url,
+                    actor_key_id=actor_key_id,
+                    actor_roles=actor_roles,
+                    counts=counts,
                 )
-            )
+                counts.total += len(batch.rows) + len(batch.rejected)
+                counts.rejected += len({r.line for r in rejected})
+                repo = ImportRepository(session)
+                await repo.insert_rejections(_rejection_rows(job.id, rejected))
+                await repo.record_progress(job.id, counts)
+    finally:
+        # Never leave a thread reading a file the caller is about to close.
+        with contextlib.suppress(Exception):
+            await parsing
     return counts

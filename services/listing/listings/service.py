@@ -13,6 +13,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.listing.assets import service as assets
 from services.listing.assets.rules import is_holder
 from services.listing.feed import events
+from services.listing.listings.documents import (
+    TERMS_COLUMNS,
+    OfferState,
+    asset_json,
+    document_data,
+    terms_columns,
+    terms_json,
+)
 from services.listing.listings.repository import ListingRepository
 from services.listing.listings.rules import (
     EDITABLE,
@@ -32,7 +40,6 @@ from services.listing.models import Asset, Listing, ListingHistory, Organization
 from shared.auth import Principal
 from shared.contracts.catalogue import (
     OUR_EXCHANGE,
-    CatalogueDocument,
     ListingStatus,
     TransactionTerms,
     offer_id,
@@ -75,58 +82,15 @@ class Context:
 
 def terms_of(listing: Listing) -> TransactionTerms:
     return TransactionTerms.model_validate(
-        {
-            "type": listing.transaction_type,
-            "price": {
-                "mode": listing.price_mode,
-                "amount": listing.amount,
-                "currency": listing.currency,
-            },
-            "royalty_rate": listing.royalty_rate,
-            "term_months": listing.term_months,
-            "territory": listing.territory,
-            "field_of_use": listing.field_of_use,
-        }
+        terms_json({name: getattr(listing, name) for name in TERMS_COLUMNS})
     )
-
-
-def _terms_columns(terms: TransactionTerms) -> dict[str, Any]:
-    return {
-        "transaction_type": terms.type,
-        "price_mode": terms.price.mode,
-        "amount": terms.price.amount,
-        "currency": terms.price.currency,
-        "royalty_rate": terms.royalty_rate,
-        "term_months": terms.term_months,
-        "territory": terms.territory,
-        "field_of_use": terms.field_of_use,
-    }
 
 
 def document(
     listing: Listing, asset: Asset, seller: Organization, catalogue_url: str
-) -> CatalogueDocument:
-    """The catalogue document of a listing (what the feed carries and partners read)."""
-    ours = listing.exchange == OUR_EXCHANGE
-    return CatalogueDocument.model_validate(
-        {
-            "offer_id": offer_id(listing.exchange, listing.external_id),
-            "source": {
-                "exchange": listing.exchange,
-                "listing_id": listing.external_id,
-                "url": f"{catalogue_url}/v1/catalogue/listings/{listing.id}"
-                if ours
-                else listing.source_url,
-                "updated_at": listing.updated_at if ours else listing.source_updated_at,
-                "version": listing.version if ours else listing.source_version,
-            },
-            "asset": assets.to_document(asset),
-            "transaction": terms_of(listing),
-            "status": listing.status,
-            "published_at": listing.published_at,
-            "seller": listing.seller_name or seller.name,
-        }
-    )
+) -> dict[str, Any]:
+    """The catalogue document of a listing (what the feed carries), as JSON data."""
+    return document_data(OfferState.of(listing, seller.name), asset_json(asset), catalogue_url)
 
 
 def to_public(listing: Listing, asset: Asset, seller: Organization) -> ListingPublic:
@@ -163,7 +127,7 @@ def emit(
         type=type,
         entity_id=listing.id,
         version=listing.version,
-        data=document(listing, asset, seller, catalogue_url).model_dump(mode="json", by_alias=True),
+        data=document(listing, asset, seller, catalogue_url),
         asset_id=asset.id,
         seller_id=listing.seller_id,
     )
@@ -241,7 +205,7 @@ async def create(ctx: Context, data: ListingCreate) -> tuple[Listing, Asset, Org
         external_id="",
         status="draft",
         pledge_disclosed=data.pledge_disclosed,
-        **_terms_columns(data.transaction),
+        **terms_columns(data.transaction),
     )
     listing.external_id = str(listing.id)
     ctx.session.add(listing)
@@ -301,7 +265,7 @@ async def update(
         before = terms_of(listing).model_dump(mode="json")
         after = data.transaction.model_dump(mode="json")
         changes.update({k: [before[k], after[k]] for k in after if before[k] != after[k]})
-        for column, value in _terms_columns(data.transaction).items():
+        for column, value in terms_columns(data.transaction).items():
             setattr(listing, column, value)
     if data.pledge_disclosed is not None and data.pledge_disclosed != listing.pledge_disclosed:
         changes["pledge_disclosed"] = [listing.pledge_disclosed, data.pledge_disclosed]
