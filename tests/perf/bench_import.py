@@ -106,11 +106,6 @@ def main() -> None:
             print(f"file: {args.rows} rows, {len(body) / 1e6:.1f} MB (CSV)")
             idle = psutil.Process(service.process.pid).memory_info().rss
             results = []
-            if os.environ.get("BENCH_PYSPY"):
-                import subprocess
-
-                subprocess.Popen([os.environ["BENCH_PYSPY"], "record", "-o", "/tmp/import.svg", "-d", "12", "-r", "200", "-p", str(service.process.pid), "-f", "raw"])
-                time.sleep(1)
             for label in ("first import", "re-import (unchanged)"):
                 with PeakRss(service.process.pid) as rss:
                     began = time.perf_counter()
