@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     # How long matching and gateway trust an introspected API key.
     auth_cache_seconds: float = 30.0
     upstream_timeout_seconds: float = 5.0
+    # How often listing looks for listings whose right has ended.
+    expiry_interval_seconds: float = 3600.0
 
     @field_validator("cors_origins", mode="before")
     @classmethod

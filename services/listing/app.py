@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -11,12 +13,14 @@ from infra.migrations import head_revision
 from services.listing.assets.router import router as assets_router
 from services.listing.auth import DatabaseAuthenticator
 from services.listing.deals.router import router as deals_router
+from services.listing.dependencies import today_in_china
 from services.listing.feed.notifier import FeedNotifier
 from services.listing.feed.router import router as feed_router
 from services.listing.imports.router import router as imports_router
 from services.listing.listings.router import router as listings_router
 from services.listing.models import SCHEMA
 from services.listing.organizations.router import router as organizations_router
+from services.listing.workers import run_expiry
 from shared.app import build_app, open_database
 from shared.settings import Settings, get_settings
 
@@ -28,9 +32,21 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.authenticator = DatabaseAuthenticator(settings, app.state.sessionmaker)
         app.state.feed_notifier = FeedNotifier(settings.database_url)
         await app.state.feed_notifier.start()
+        expiry = asyncio.create_task(
+            run_expiry(
+                app.state.sessionmaker,
+                catalogue_url=settings.gateway_url,
+                today=today_in_china,
+                interval_seconds=settings.expiry_interval_seconds,
+            ),
+            name="listing-expiry",
+        )
         try:
             yield
         finally:
+            expiry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await expiry
             await app.state.feed_notifier.stop()
 
 

@@ -283,3 +283,36 @@ async def test_lists_and_the_review_queue(
     _, other = await new_organization(listing, operator_key, name="其他", region="130100")
     theirs = await listing.get("/v1/listings", headers=bearer(other))
     assert theirs.json()["items"] == []
+
+
+async def test_listings_of_ended_rights_expire_by_themselves(
+    listing: httpx.AsyncClient,
+    listing_app: Any,
+    seller: str,
+    operator_key: str,
+    settings: Any,
+) -> None:
+    from sqlalchemy import text as sql
+
+    from services.listing.dependencies import today_in_china
+    from services.listing.workers import expire_lapsed
+
+    published = await new_listing(listing, seller)
+    await publish(listing, seller, operator_key, published["id"])
+    draft = await new_listing(listing, seller)
+    async with listing_app.state.sessionmaker() as session, session.begin():
+        await session.execute(
+            sql("UPDATE listing.assets SET expires_on = DATE '2020-01-01' WHERE id IN (:a, :b)"),
+            {"a": published["asset_id"], "b": draft["asset_id"]},
+        )
+    maker = listing_app.state.sessionmaker
+    count = await expire_lapsed(maker, today=today_in_china(), catalogue_url="http://x")
+    assert count >= 2
+    for item in (published, draft):
+        now = (await listing.get(f"/v1/listings/{item['id']}", headers=bearer(seller))).json()
+        assert now["status"] == "expired"
+    assert await expire_lapsed(maker, today=today_in_china(), catalogue_url="http://x") == 0
+    history = (
+        await listing.get(f"/v1/listings/{published['id']}/history", headers=bearer(seller))
+    ).json()
+    assert history[-1]["action"] == "expire" and history[-1]["reason"] == "the right has ended"

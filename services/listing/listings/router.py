@@ -176,6 +176,7 @@ _transition_route("approve", "Operator: publish a listing in review.")
 _transition_route("reject", "Operator: send a listing in review back to draft, with a reason.")
 _transition_route("withdraw", "Seller or operator: take a listing off the market.")
 _transition_route("reopen", "Seller: end a negotiation and offer the listing again.")
+_transition_route("expire", "Operator: the right has ended (the service also checks hourly).")
 
 
 @router.get("", response_model=Page[ListingPublic], responses=problem_responses(401, 403, 422))
