@@ -14,7 +14,6 @@ from services.listing.assets.router import router as assets_router
 from services.listing.auth import DatabaseAuthenticator
 from services.listing.deals.router import router as deals_router
 from services.listing.dependencies import today_in_china
-from services.listing.feed.notifier import FeedNotifier
 from services.listing.feed.router import router as feed_router
 from services.listing.imports.router import router as imports_router
 from services.listing.listings.router import router as listings_router
@@ -22,6 +21,7 @@ from services.listing.models import SCHEMA
 from services.listing.organizations.router import router as organizations_router
 from services.listing.workers import run_expiry
 from shared.app import build_app, open_database
+from shared.notifier import FeedNotifier
 from shared.settings import Settings, get_settings
 
 
@@ -30,7 +30,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     async with open_database(app, settings, schema=SCHEMA, expected_revision=head_revision(SCHEMA)):
         app.state.authenticator = DatabaseAuthenticator(settings, app.state.sessionmaker)
-        app.state.feed_notifier = FeedNotifier(settings.database_url)
+        app.state.feed_notifier = FeedNotifier(settings.database_url, channel="listing_changes")
         await app.state.feed_notifier.start()
         expiry = asyncio.create_task(
             run_expiry(

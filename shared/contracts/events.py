@@ -41,3 +41,11 @@ class ChangeEvent(BaseModel):
 class ChangeFeedPage(BaseModel):
     events: list[ChangeEvent]
     next_cursor: str = Field(description="the cursor to continue from (unchanged when empty)")
+
+
+class FeedHead(BaseModel):
+    """The newest event a reader can see, and how many follow the cursor asked about."""
+
+    cursor: str
+    occurred_at: datetime | None
+    pending: int = 0

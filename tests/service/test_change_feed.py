@@ -82,8 +82,10 @@ async def test_every_change_is_in_the_feed_in_order_with_tombstones(
     assert mine[-1]["asset_id"] and mine[-1]["seller_id"]
     cursors = [e["cursor"] for e in events]
     assert len(cursors) == len(set(cursors))
-    head = (await listing.get("/v1/changes/head", headers=bearer(operator_key))).json()
-    assert head["cursor"] == events[-1]["cursor"]
+    head = (
+        await listing.get("/v1/changes/head", params={"after": start}, headers=bearer(operator_key))
+    ).json()
+    assert head["cursor"] == events[-1]["cursor"] and head["pending"] == len(events)
 
 
 async def test_a_late_commit_of_an_earlier_transaction_is_not_skipped(

@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel
 
-from services.listing.feed.notifier import FeedNotifier
-from services.listing.feed.repository import START, head, parse_cursor, read_page
+from services.listing.feed.repository import events_after, head
 from shared.auth import Principal, require_roles
-from shared.contracts.events import ChangeFeedPage
+from shared.contracts.events import ChangeEvent, ChangeFeedPage, FeedHead
 from shared.errors import problem_responses
+from shared.notifier import long_poll
+from shared.outbox import START, parse_cursor
 
 router = APIRouter(prefix="/v1/changes", tags=["change feed"])
 FeedReader = Annotated[Principal, Depends(require_roles("service", "operator"))]
-
-
-class FeedHead(BaseModel):
-    cursor: str
-    occurred_at: datetime | None
 
 
 @router.get("", response_model=ChangeFeedPage, responses=problem_responses(401, 403, 422))
@@ -35,26 +28,26 @@ async def read_changes(
     """Events in commit-safe order after `after`. With `wait`, an empty answer is held until an
     event commits or the wait ends. Withdrawn and closed listings stay as tombstones."""
     parse_cursor(after)
-    notifier: FeedNotifier = request.app.state.feed_notifier
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait
-    while True:
-        # A pooled connection only for the query, never across the wait.
+
+    async def read() -> list[ChangeEvent]:
         async with request.app.state.engine.connect() as conn:
-            events = await read_page(conn, after, limit)
-        remaining = deadline - loop.time()
-        if events or remaining <= 0:
-            return ChangeFeedPage(events=events, next_cursor=events[-1].cursor if events else after)
-        await notifier.wait(remaining)
+            return await events_after(conn, after, limit)
+
+    events = await long_poll(read, request.app.state.feed_notifier, wait)
+    return ChangeFeedPage(events=events, next_cursor=events[-1].cursor if events else after)
 
 
-@router.get("/head", response_model=FeedHead, responses=problem_responses(401, 403))
-async def read_head(request: Request, _: FeedReader) -> FeedHead:
-    """The newest event a reader can see now (for lag measurements)."""
+@router.get("/head", response_model=FeedHead, responses=problem_responses(401, 403, 422))
+async def read_head(
+    request: Request,
+    _: FeedReader,
+    after: Annotated[str | None, Query(max_length=48, description="count events after it")] = None,
+) -> FeedHead:
+    """The newest event a reader can see now, and how many follow `after` (for lag)."""
+    if after is not None:
+        parse_cursor(after)
     async with request.app.state.engine.connect() as conn:
-        newest = await head(conn)
-    return (
-        FeedHead(cursor=newest[0], occurred_at=newest[1])
-        if newest
-        else FeedHead(cursor=START, occurred_at=None)
-    )
+        newest = await head(conn, after)
+    if newest is None:
+        return FeedHead(cursor=START, occurred_at=None)
+    return FeedHead(cursor=newest[0], occurred_at=newest[1], pending=newest[2])

@@ -1,4 +1,4 @@
-"""Wakes long-polling feed readers when events commit, from one dedicated LISTEN connection.
+"""Wakes long-polling feed readers when rows commit, from one dedicated LISTEN connection.
 
 Readers never hold a pooled connection while they wait. If the LISTEN connection is lost, readers
 fall back to short sleeps until it is back.
@@ -9,19 +9,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import asyncpg
 from sqlalchemy.engine import make_url
 
-logger = logging.getLogger("ipx.listing.feed")
-CHANNEL = "listing_changes"
+logger = logging.getLogger("ipx.feed")
+T = TypeVar("T")
 # While a transaction holds the feed back, no NOTIFY marks the moment it ends: re-check this often.
 RECHECK_SECONDS = 0.25
 
 
 class FeedNotifier:
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, channel: str) -> None:
+        self.channel = channel
         url = make_url(database_url)
         host = url.query.get("host") or url.host
         port = url.query.get("port") or url.port or 5432
@@ -54,7 +56,7 @@ class FeedNotifier:
                 conn = await asyncpg.connect(timeout=5, **self._connect_kwargs)
                 closed = asyncio.Event()
                 conn.add_termination_listener(lambda _conn, closed=closed: closed.set())
-                await conn.add_listener(CHANNEL, self._notify)
+                await conn.add_listener(self.channel, self._notify)
                 self._changed.set()  # events may have arrived while we were not listening
                 await closed.wait()
             except asyncio.CancelledError:
@@ -72,3 +74,18 @@ class FeedNotifier:
         self._changed.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._changed.wait(), min(seconds, RECHECK_SECONDS))
+
+
+async def long_poll(
+    read: Callable[[], Awaitable[list[T]]], notifier: FeedNotifier, wait: float
+) -> list[T]:
+    """`read()` until it returns something or `wait` seconds pass, sleeping on the notifier in
+    between (the caller's query takes a pooled connection only while it runs)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    while True:
+        rows = await read()
+        remaining = deadline - loop.time()
+        if rows or remaining <= 0:
+            return rows
+        await notifier.wait(remaining)

@@ -1,0 +1,84 @@
+"""Reading an outbox table in a never-skipping order, for any service's change feed.
+
+Rows are ordered by (transaction id, sequence). Only rows of transactions older than every
+transaction still in flight (`pg_snapshot_xmin`) are handed out: a transaction that took its
+sequence numbers early but commits late is still in flight while it could be skipped, so it holds
+the feed back instead of being lost. The table needs `seq bigint identity` and
+`xid xid8 DEFAULT pg_current_xact_id()` with an index on (xid, seq).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from shared.errors import UnprocessableEntity
+
+__all__ = ["START", "cursor_of", "parse_cursor", "read_head", "read_page"]
+
+CURSOR = re.compile(r"^(\d{1,20})\.(\d{1,20})$")
+START = "0.0"
+TABLE = re.compile(r"^[a-z_]+\.[a-z_]+$")
+
+
+def parse_cursor(cursor: str, field: str = "after") -> tuple[int, int]:
+    match = CURSOR.match(cursor)
+    if not match:
+        raise UnprocessableEntity.single(
+            field, "cursor_format", "a cursor looks like '<xid>.<seq>' (start with '0.0')"
+        )
+    return int(match.group(1)), int(match.group(2))
+
+
+def cursor_of(row: Any) -> str:
+    return f"{row.xid}.{row.seq}"
+
+
+async def read_page(
+    conn: AsyncConnection, table: str, columns: Sequence[str], after: str, limit: int
+) -> list[Any]:
+    """Rows after `after` (each with `seq` and `xid` as text besides `columns`)."""
+    assert TABLE.match(table)
+    xid, seq = parse_cursor(after)
+    query = text(
+        f"SELECT seq, xid::text AS xid, {', '.join(columns)} FROM {table} "
+        "WHERE (xid, seq) > (CAST(:xid AS xid8), :seq) "
+        "AND xid < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY xid, seq LIMIT :limit"
+    )
+    return list(await conn.execute(query, {"xid": xid, "seq": seq, "limit": limit}))
+
+
+async def read_head(
+    conn: AsyncConnection, table: str, after: str | None = None
+) -> tuple[str, Any, int] | None:
+    """The newest visible row's cursor and time, and how many visible rows follow `after`."""
+    assert TABLE.match(table)
+    row = (
+        await conn.execute(
+            text(
+                f"SELECT xid::text AS xid, seq, occurred_at FROM {table} "
+                "WHERE xid < pg_snapshot_xmin(pg_current_snapshot()) "
+                "ORDER BY xid DESC, seq DESC LIMIT 1"
+            )
+        )
+    ).first()
+    if row is None:
+        return None
+    pending = 0
+    if after is not None:
+        xid, seq = parse_cursor(after)
+        pending = int(
+            await conn.scalar(
+                text(
+                    f"SELECT count(*) FROM {table} WHERE (xid, seq) > (CAST(:xid AS xid8), :seq) "
+                    "AND xid < pg_snapshot_xmin(pg_current_snapshot())"
+                ),
+                {"xid": xid, "seq": seq},
+            )
+            or 0
+        )
+    return cursor_of(row), row.occurred_at, pending
