@@ -49,3 +49,19 @@ class FeedHead(BaseModel):
     cursor: str
     occurred_at: datetime | None
     pending: int = 0
+
+
+class OfferSnapshot(BaseModel):
+    """A listing's current catalogue document (any status), for index rebuilds and checks."""
+
+    listing_id: UUID
+    asset_id: UUID
+    seller_id: UUID
+    version: int
+    status: str
+    document: dict[str, Any]
+
+
+class OfferSnapshotPage(BaseModel):
+    items: list[OfferSnapshot]
+    next_page_token: str = ""

@@ -163,3 +163,27 @@ async def test_bad_feed_parameters_are_422(
         await listing.get("/v1/changes", params=params, headers=bearer(service_key)), 422
     )
     assert body["errors"][0]["field"] in params
+
+
+async def test_the_offer_snapshot_pages_every_listing_for_services(
+    listing: httpx.AsyncClient, seller: str, service_key: str
+) -> None:
+    made = {await make_listing(listing, seller) for _ in range(3)}
+    seen: dict[str, dict[str, Any]] = {}
+    token = ""
+    while True:
+        page = (
+            await listing.get(
+                "/v1/offers",
+                params={"page_size": 2, "page_token": token},
+                headers=bearer(service_key),
+            )
+        ).json()
+        seen |= {item["listing_id"]: item for item in page["items"]}
+        token = page["next_page_token"]
+        if not token:
+            break
+    assert made <= set(seen)
+    one = seen[next(iter(made))]
+    assert one["status"] == "draft" and one["document"]["offer_id"] == f"jjj:{one['listing_id']}"
+    assert_problem(await listing.get("/v1/offers", headers=bearer(seller)), 403)

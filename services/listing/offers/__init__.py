@@ -1,0 +1,1 @@
+"""Offers as catalogue documents, for services: the current snapshot (and partner upserts)."""
