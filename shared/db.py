@@ -7,21 +7,38 @@ does, before the response is sent, so a handler cannot half-write.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy import text
+from sqlalchemy.dialects.postgresql.base import ischema_names
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.types import UserDefinedType
 
 from shared.settings import Settings
 
+
+class Xid8(UserDefinedType[int]):
+    """PostgreSQL's 64-bit transaction id (outbox cursors are built on it, see shared.outbox)."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: object) -> str:
+        return "xid8"
+
+
+ischema_names["xid8"] = Xid8  # so reflection (migration checks) knows the type
+
 __all__ = [
     "SessionDep",
+    "Xid8",
+    "asyncpg_connect_kwargs",
     "create_engine",
     "create_sessionmaker",
     "get_session",
@@ -64,6 +81,21 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 # scope="function": the commit happens before the response is sent, so a failed commit is
 # reported to the client instead of being lost after a 2xx.
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+
+def asyncpg_connect_kwargs(database_url: str) -> dict[str, Any]:
+    """Keyword arguments for asyncpg.connect() from our SQLAlchemy URL (TCP or unix socket),
+    for the few dedicated connections (LISTEN, leases) that live outside the pool."""
+    url = make_url(database_url)
+    host = url.query.get("host") or url.host
+    port = url.query.get("port") or url.port or 5432
+    return {
+        "user": url.username,
+        "password": url.password,
+        "database": url.database,
+        "host": str(host),
+        "port": int(str(port)),
+    }
 
 
 async def schema_revision(engine: AsyncEngine, schema: str) -> str | None:

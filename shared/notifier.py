@@ -10,10 +10,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import asyncpg
-from sqlalchemy.engine import make_url
+
+from shared.db import asyncpg_connect_kwargs
 
 logger = logging.getLogger("ipx.feed")
 T = TypeVar("T")
@@ -24,16 +25,7 @@ RECHECK_SECONDS = 0.25
 class FeedNotifier:
     def __init__(self, database_url: str, channel: str) -> None:
         self.channel = channel
-        url = make_url(database_url)
-        host = url.query.get("host") or url.host
-        port = url.query.get("port") or url.port or 5432
-        self._connect_kwargs: dict[str, Any] = {
-            "user": url.username,
-            "password": url.password,
-            "database": url.database,
-            "host": str(host),
-            "port": int(str(port)),
-        }
+        self._connect_kwargs = asyncpg_connect_kwargs(database_url)
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 

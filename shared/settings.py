@@ -22,6 +22,11 @@ class Settings(BaseSettings):
     db_max_overflow: int = 10
     meili_url: str = "http://127.0.0.1:7700"
     meili_master_key: SecretStr = SecretStr("")
+    # The catalogue index's name (tests give each module its own).
+    meili_index: str = "catalogue"
+    # Background workers (indexer, expiry, deliveries); a process serving only the API can
+    # turn them off.
+    run_workers: bool = True
 
     # Service-to-service calls carry this key; listing accepts it as the "service" role.
     service_key: SecretStr = SecretStr("")

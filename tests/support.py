@@ -109,3 +109,22 @@ def real_application_numbers(kind: str) -> Iterator[str]:
             number = row["application_number"].removeprefix("CN")
             if row["kind"] == kind and len(number) == 14:
                 yield number
+
+
+async def wait_indexed(
+    matching: httpx.AsyncClient, key: str, seconds: float = 30.0
+) -> dict[str, object]:
+    """Until the indexer has caught up with the listing feed; returns the index status."""
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + seconds
+    status: dict[str, object] = {}
+    while time.monotonic() < deadline:
+        response = await matching.get("/v1/index/status", headers=bearer(key))
+        if response.status_code == 200:
+            status = response.json()
+            if status["lag_events"] == 0 and status["cursor"] == status["feed_head"]:
+                return status
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the index did not catch up: {status}")

@@ -21,27 +21,15 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.dialects.postgresql.base import ischema_names
-from sqlalchemy.types import UserDefinedType
 from sqlmodel import Column, Field, SQLModel
+
+from shared.db import Xid8
 
 SCHEMA = "listing"
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-class Xid8(UserDefinedType[int]):
-    """PostgreSQL's 64-bit transaction id (the change feed's cursor is built on it)."""
-
-    cache_ok = True
-
-    def get_col_spec(self, **kw: Any) -> str:
-        return "xid8"
-
-
-ischema_names["xid8"] = Xid8  # so reflection (migration checks) knows the type
 
 
 def _timestamp(**kwargs: Any) -> Any:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
@@ -9,7 +11,11 @@ import httpx
 from fastapi import FastAPI
 
 from infra.migrations import head_revision
+from services.matching.indexer import Indexer
+from services.matching.meili import MeiliClient
 from services.matching.models import SCHEMA
+from services.matching.search.router import router as search_router
+from services.matching.status import router as status_router
 from shared.app import build_app, open_database, open_upstreams
 from shared.health import meilisearch_check
 from shared.settings import Settings, get_settings
@@ -23,7 +29,29 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         open_upstreams(app, settings, {"listing": settings.listing_url}) as client,
     ):
         app.state.readiness_checks["meilisearch"] = meilisearch_check(client, settings.meili_url)
-        yield
+        app.state.meili = MeiliClient(
+            client, settings.meili_url, settings.meili_master_key.get_secret_value()
+        )
+        app.state.index_uid = settings.meili_index
+        app.state.indexer = Indexer(
+            settings=settings,
+            sessionmaker=app.state.sessionmaker,
+            http=client,
+            meili=app.state.meili,
+            index_uid=settings.meili_index,
+        )
+        workers = (
+            [asyncio.create_task(app.state.indexer.run_forever(), name="indexer")]
+            if settings.run_workers
+            else []
+        )
+        try:
+            yield
+        finally:
+            for worker in workers:
+                worker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker
 
 
 def create_app(
@@ -34,7 +62,7 @@ def create_app(
         name="matching",
         settings=settings or get_settings(),
         lifespan=lifespan,
-        routers=[],
+        routers=[search_router, status_router],
         http_mounts=http_mounts,
         description="The catalogue index in Meilisearch, catalogue search, buyer demands and "
         "explained matches.",

@@ -1,3 +1,130 @@
 """Table models of the `matching` schema. They never leave this service."""
 
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID, uuid4
+
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    DateTime,
+    Identity,
+    Index,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Column, Field, SQLModel
+
+from shared.db import Xid8
+
 SCHEMA = "matching"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _timestamp(**kwargs: Any) -> Any:
+    return Field(default_factory=utcnow, sa_type=DateTime(timezone=True), **kwargs)
+
+
+class IndexerState(SQLModel, table=True):
+    """Where the indexer is in the listing feed (one row per index)."""
+
+    __tablename__ = "indexer_state"
+    __table_args__ = {"schema": SCHEMA}
+
+    index_uid: str = Field(primary_key=True, max_length=64)
+    cursor: str = Field(default="0.0", max_length=48)
+    last_event_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    updated_at: datetime = _timestamp()
+
+
+class IndexedListing(SQLModel, table=True):
+    """The version of each listing the index holds: replays and reorders never go back."""
+
+    __tablename__ = "indexed_listings"
+    __table_args__ = {"schema": SCHEMA}
+
+    listing_id: UUID = Field(primary_key=True)
+    asset_id: UUID
+    version: int
+    searchable: bool
+    indexed_at: datetime = _timestamp()
+
+
+class Demand(SQLModel, table=True):
+    """A buyer's stated need."""
+
+    __tablename__ = "demands"
+    __table_args__ = {"schema": SCHEMA}
+
+    id: UUID = Field(default_factory=uuid4, primary_key=True)
+    organization_id: UUID = Field(index=True)
+    title: str = Field(max_length=300)
+    text: str = Field(sa_type=Text)
+    kinds: list[str] = Field(
+        default_factory=list, sa_column=Column(ARRAY(String(32)), nullable=False)
+    )
+    ipc_prefixes: list[str] = Field(
+        default_factory=list, sa_column=Column(ARRAY(String(32)), nullable=False)
+    )
+    transaction_types: list[str] = Field(
+        default_factory=list, sa_column=Column(ARRAY(String(32)), nullable=False)
+    )
+    regions: list[str] = Field(
+        default_factory=list, sa_column=Column(ARRAY(String(6)), nullable=False)
+    )
+    budget_max: Decimal | None = Field(default=None, sa_type=Numeric(18, 2))
+    status: str = Field(default="active", max_length=16)
+    version: int = 1
+    created_at: datetime = _timestamp()
+    updated_at: datetime = _timestamp()
+
+
+class Match(SQLModel, table=True):
+    """A demand and a listing, the score, and why they matched."""
+
+    __tablename__ = "matches"
+    __table_args__ = (UniqueConstraint("demand_id", "listing_id"), {"schema": SCHEMA})
+
+    id: UUID = Field(default_factory=uuid4, primary_key=True)
+    demand_id: UUID = Field(foreign_key=f"{SCHEMA}.demands.id", index=True)
+    listing_id: UUID = Field(index=True)
+    asset_id: UUID
+    listing_version: int
+    score: float
+    reasons: list[dict[str, Any]] = Field(sa_column=Column(JSONB, nullable=False))
+    created_at: datetime = _timestamp()
+    updated_at: datetime = _timestamp()
+
+
+class MatchEvent(SQLModel, table=True):
+    """The outbox of new matches (the gateway turns them into webhooks)."""
+
+    __tablename__ = "match_events"
+    __table_args__ = (
+        Index("ix_matching_match_events_xid_seq", "xid", "seq"),
+        {"schema": SCHEMA},
+    )
+
+    seq: int | None = Field(
+        default=None, sa_column=Column(BigInteger, Identity(), primary_key=True)
+    )
+    xid: int | None = Field(
+        default=None,
+        sa_column=Column(Xid8(), nullable=False, server_default=text("pg_current_xact_id()")),
+    )
+    demand_id: UUID
+    organization_id: UUID
+    listing_id: UUID
+    type: str = Field(default="match.created", max_length=40)
+    payload: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
+    occurred_at: datetime = _timestamp()

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-from services.listing.models import Xid8
+from shared.db import Xid8
 
 revision: str = "0002"
 down_revision: str | None = "0001"

@@ -1,0 +1,152 @@
+"""The catalogue index: its settings (kept in code, applied at start) and how a catalogue
+document becomes a search document. One search document per offer (listing); search groups
+them by asset (`distinct` on asset_id) so an asset offered on several exchanges appears once."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from shared.contracts.catalogue import OUR_EXCHANGE
+from shared.identifiers import ipc_prefixes
+
+SEARCHABLE = {"published", "under_negotiation"}
+
+SYNONYMS: dict[str, list[str]] = {
+    # Chinese and English technical terms buyers use for the same thing.
+    "锂电池": ["锂离子电池", "lithium battery"],
+    "锂离子电池": ["锂电池", "lithium-ion battery"],
+    "lithium battery": ["lithium-ion battery", "锂电池"],
+    "li-ion": ["lithium-ion", "锂离子电池"],
+    "隔膜": ["separator"],
+    "separator": ["隔膜"],
+    "虚拟现实": ["vr", "virtual reality"],
+    "vr": ["虚拟现实", "virtual reality"],
+    "virtual reality": ["虚拟现实", "vr"],
+    "增强现实": ["ar", "augmented reality"],
+    "ar": ["增强现实", "augmented reality"],
+    "人工智能": ["ai", "artificial intelligence"],
+    "ai": ["人工智能", "artificial intelligence"],
+    "神经网络": ["neural network"],
+    "neural network": ["神经网络"],
+    "语音识别": ["speech recognition"],
+    "speech recognition": ["语音识别"],
+    "芯片": ["chip", "集成电路"],
+    "chip": ["芯片"],
+    "处理器": ["processor"],
+    "processor": ["处理器"],
+    "无人机": ["drone", "uav"],
+    "drone": ["无人机", "uav"],
+    "基因编辑": ["crispr", "gene editing"],
+    "crispr": ["基因编辑", "gene editing"],
+    "新能源汽车": ["electric vehicle", "ev"],
+    "electric vehicle": ["新能源汽车"],
+    "光伏": ["photovoltaic", "solar cell"],
+    "photovoltaic": ["光伏"],
+}
+
+SETTINGS: dict[str, Any] = {
+    "searchableAttributes": [
+        "identifier",
+        "publication_number",
+        "title_zh",
+        "title_en",
+        "abstract_zh",
+        "abstract_en",
+        "holders",
+        "ipc",
+    ],
+    "filterableAttributes": [
+        "kind",
+        "transaction_type",
+        "ipc_prefixes",
+        "nice",
+        "province",
+        "region",
+        "amount",
+        "legal_status",
+        "exchange",
+        "status",
+        "asset_id",
+        "identifier",
+        "publication_number",
+        "price_mode",
+        "listing_id",
+    ],
+    "sortableAttributes": ["amount", "published_at", "filed_on"],
+    "displayedAttributes": ["*"],
+    "synonyms": SYNONYMS,
+    # A patent number must match exactly; "2024" must not match "2025".
+    "typoTolerance": {
+        "disableOnAttributes": ["identifier", "publication_number"],
+        "disableOnNumbers": True,
+    },
+    # Chinese-only queries can be detected as Japanese; tell the tokenizer what it reads.
+    "localizedAttributes": [
+        {"attributePatterns": ["*_zh", "holders"], "locales": ["cmn"]},
+        {"attributePatterns": ["*_en"], "locales": ["eng"]},
+    ],
+    "pagination": {"maxTotalHits": 10000},
+    "faceting": {"maxValuesPerFacet": 100, "sortFacetValuesBy": {"*": "count"}},
+}
+
+
+def document_id(listing_id: str) -> str:
+    """Meilisearch ids allow [A-Za-z0-9_-]: a listing's UUID qualifies as it is."""
+    return listing_id
+
+
+def _timestamp(value: str | None) -> int | None:
+    if not value:
+        return None
+    parsed = datetime.fromisoformat(value) if "T" in value else None
+    if parsed is not None:
+        return int(parsed.timestamp())
+    return int(datetime.combine(date.fromisoformat(value), datetime.min.time()).timestamp())
+
+
+def search_document(
+    listing_id: str, asset_id: str, version: int, doc: dict[str, Any]
+) -> dict[str, Any]:
+    """A catalogue document (the feed's `data`) as a search document."""
+    asset = doc["asset"]
+    terms = doc["transaction"]
+    holders = asset.get("holders") or []
+    regions = [h["region"] for h in holders if h.get("region")]
+    region = regions[0] if regions else None
+    ipc = asset.get("classifications", {}).get("ipc", [])
+    amount = terms.get("price", {}).get("amount")
+    return {
+        "id": document_id(listing_id),
+        "listing_id": listing_id,
+        "asset_id": asset_id,
+        "version": version,
+        "offer_id": doc["offer_id"],
+        "exchange": doc.get("source", {}).get("exchange", OUR_EXCHANGE),
+        "source_url": doc.get("source", {}).get("url"),
+        "status": doc["status"],
+        "kind": asset["kind"],
+        "identifier": asset["identifier"],
+        "publication_number": asset.get("publication_number"),
+        "title_zh": asset.get("title", {}).get("zh"),
+        "title_en": asset.get("title", {}).get("en"),
+        "abstract_zh": asset.get("abstract", {}).get("zh"),
+        "abstract_en": asset.get("abstract", {}).get("en"),
+        "holders": [h["name"] for h in holders],
+        "region": region,
+        "province": region[:2] if region else None,
+        "ipc": ipc,
+        "ipc_prefixes": sorted({p for code in ipc for p in ipc_prefixes(code)}),
+        "nice": asset.get("classifications", {}).get("nice", []),
+        "locarno": asset.get("classifications", {}).get("locarno", []),
+        "legal_status": asset.get("legal_status"),
+        "filed_on": _timestamp(asset.get("filed_on")),
+        "expires_on": asset.get("expires_on"),
+        "transaction_type": terms["type"],
+        "price_mode": terms.get("price", {}).get("mode"),
+        "amount": float(amount) if amount is not None else None,
+        "amount_text": amount,
+        "royalty_rate": terms.get("royalty_rate"),
+        "published_at": _timestamp(doc.get("published_at")),
+        "seller": doc.get("seller"),
+    }

@@ -1,0 +1,137 @@
+"""A thin async Meilisearch client on the service's httpx client (identity encoding: compressed
+responses cost far more than they save on this hop). Only what matching uses."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+__all__ = ["MeiliClient", "MeiliError", "MeiliTaskFailed", "MeiliUnavailable"]
+
+
+class MeiliUnavailable(Exception):
+    """Meilisearch cannot be reached (or timed out)."""
+
+
+class MeiliError(Exception):
+    """Meilisearch refused a request; `code` is its error code (e.g. invalid_search_filter)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.status, self.code, self.message = status, code, message
+
+
+class MeiliTaskFailed(MeiliError):
+    """An enqueued task ended in failure."""
+
+
+class MeiliClient:
+    def __init__(self, client: httpx.AsyncClient, url: str, api_key: str) -> None:
+        self.client = client
+        self.url = url.rstrip("/")
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+    async def request(
+        self, method: str, path: str, json: Any = None, params: dict[str, Any] | None = None
+    ) -> Any:
+        try:
+            response = await self.client.request(
+                method, f"{self.url}{path}", json=json, params=params, headers=self.headers
+            )
+        except httpx.HTTPError as exc:
+            raise MeiliUnavailable(type(exc).__name__) from exc
+        if response.status_code >= 500:
+            raise MeiliUnavailable(f"HTTP {response.status_code}")
+        if response.status_code >= 400:
+            body = response.json() if response.content else {}
+            raise MeiliError(
+                response.status_code,
+                body.get("code", "unknown"),
+                body.get("message", response.text),
+            )
+        return response.json() if response.content else None
+
+    # Indexes and tasks ---------------------------------------------------------------------
+
+    async def create_index(self, uid: str, primary_key: str) -> int:
+        task = await self.request("POST", "/indexes", {"uid": uid, "primaryKey": primary_key})
+        return int(task["taskUid"])
+
+    async def index_exists(self, uid: str) -> bool:
+        try:
+            await self.request("GET", f"/indexes/{uid}")
+        except MeiliError as exc:
+            if exc.code == "index_not_found":
+                return False
+            raise
+        return True
+
+    async def update_settings(self, uid: str, settings: dict[str, Any]) -> int:
+        return int((await self.request("PATCH", f"/indexes/{uid}/settings", settings))["taskUid"])
+
+    async def get_settings(self, uid: str) -> dict[str, Any]:
+        settings: dict[str, Any] = await self.request("GET", f"/indexes/{uid}/settings")
+        return settings
+
+    async def add_documents(self, uid: str, documents: Sequence[dict[str, Any]]) -> int:
+        task = await self.request(
+            "POST", f"/indexes/{uid}/documents", list(documents), params={"primaryKey": "id"}
+        )
+        return int(task["taskUid"])
+
+    async def delete_documents(self, uid: str, ids: Sequence[str]) -> int:
+        task = await self.request("POST", f"/indexes/{uid}/documents/delete-batch", list(ids))
+        return int(task["taskUid"])
+
+    async def swap_indexes(self, a: str, b: str) -> int:
+        return int((await self.request("POST", "/swap-indexes", [{"indexes": [a, b]}]))["taskUid"])
+
+    async def delete_index(self, uid: str) -> int:
+        return int((await self.request("DELETE", f"/indexes/{uid}"))["taskUid"])
+
+    async def wait_task(self, task_uid: int, seconds: float = 120.0) -> dict[str, Any]:
+        """Until the task ends; MeiliTaskFailed when it failed."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        delay = 0.005
+        while True:
+            task: dict[str, Any] = await self.request("GET", f"/tasks/{task_uid}")
+            if task["status"] == "succeeded":
+                return task
+            if task["status"] in ("failed", "canceled"):
+                error = task.get("error") or {}
+                raise MeiliTaskFailed(
+                    400,
+                    error.get("code", task["status"]),
+                    error.get("message", f"task {task_uid} {task['status']}"),
+                )
+            if loop.time() > deadline:
+                raise MeiliUnavailable(f"task {task_uid} still {task['status']}")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.25)
+
+    # Reading ------------------------------------------------------------------------------
+
+    async def search(self, uid: str, body: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = await self.request("POST", f"/indexes/{uid}/search", body)
+        return result
+
+    async def multi_search(self, queries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        result = await self.request("POST", "/multi-search", {"queries": queries})
+        return list(result["results"])
+
+    async def document_count(self, uid: str) -> int:
+        return int((await self.request("GET", f"/indexes/{uid}/stats"))["numberOfDocuments"])
+
+    async def fetch_documents(
+        self, uid: str, fields: list[str], offset: int, limit: int
+    ) -> list[dict[str, Any]]:
+        result = await self.request(
+            "POST",
+            f"/indexes/{uid}/documents/fetch",
+            {"fields": fields, "offset": offset, "limit": limit},
+        )
+        return list(result["results"])

@@ -1,0 +1,1 @@
+"""Catalogue search over the Meilisearch index."""

@@ -1,0 +1,54 @@
+"""Search responses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class OfferSummary(BaseModel):
+    listing_id: str
+    offer_id: str
+    exchange: str
+    transaction_type: str
+    price_mode: str | None
+    amount: str | None
+    status: str
+    source_url: str | None
+
+
+class SearchHit(BaseModel):
+    asset_id: str
+    listing_id: str
+    offer_id: str
+    kind: str
+    identifier: str
+    publication_number: str | None
+    title: dict[str, str | None]
+    abstract: dict[str, str | None]
+    holders: list[str]
+    region: str | None
+    ipc: list[str]
+    legal_status: str | None
+    transaction_type: str
+    price_mode: str | None
+    amount: str | None
+    status: str
+    exchange: str
+    seller: str | None
+    score: float | None = Field(description="text relevance, 0-1")
+    highlight: dict[str, str] = Field(default_factory=dict)
+    offers: list[OfferSummary] = Field(
+        default_factory=list, description="every searchable offer on this asset"
+    )
+
+
+class SearchResult(BaseModel):
+    items: list[SearchHit]
+    total: int
+    page: int
+    page_size: int
+    total_pages: int
+    facets: dict[str, dict[str, int]] = Field(default_factory=dict)
+    query: dict[str, Any] = Field(default_factory=dict, description="how the query was read")

@@ -1,0 +1,69 @@
+"""GET /v1/index/status: where the indexer is, how far behind, and how big the index is."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+import httpx
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel
+
+from services.matching.meili import MeiliClient, MeiliError, MeiliUnavailable
+from services.matching.models import IndexerState
+from shared.auth import Principal, require_roles
+from shared.contracts.events import FeedHead
+from shared.db import SessionDep
+from shared.errors import ServiceUnavailable, problem_responses
+
+router = APIRouter(prefix="/v1/index", tags=["index"])
+
+
+class IndexStatus(BaseModel):
+    index: str
+    cursor: str
+    feed_head: str
+    lag_events: int
+    lag_seconds: float | None
+    last_event_at: datetime | None
+    documents: int | None
+
+
+@router.get("/status", response_model=IndexStatus, responses=problem_responses(401, 403, 503))
+async def index_status(
+    request: Request,
+    session: SessionDep,
+    _: Annotated[Principal, Depends(require_roles("operator", "service"))],
+) -> IndexStatus:
+    settings = request.app.state.settings
+    uid: str = request.app.state.index_uid
+    state = await session.get(IndexerState, uid)
+    cursor = state.cursor if state else "0.0"
+    try:
+        response = await request.app.state.http.get(
+            f"{settings.listing_url}/v1/changes/head",
+            params={"after": cursor},
+            headers={"Authorization": f"Bearer {settings.service_key.get_secret_value()}"},
+        )
+        response.raise_for_status()
+    except httpx.HTTPError as exc:
+        raise ServiceUnavailable("the listing feed cannot be read right now") from exc
+    head = FeedHead.model_validate_json(response.content)
+    meili: MeiliClient = request.app.state.meili
+    try:
+        documents: int | None = await meili.document_count(uid)
+    except (MeiliUnavailable, MeiliError):
+        documents = None
+    last = state.last_event_at if state else None
+    lag = (head.occurred_at - last).total_seconds() if head.occurred_at and last else None
+    if head.pending == 0:
+        lag = 0.0
+    return IndexStatus(
+        index=uid,
+        cursor=cursor,
+        feed_head=head.cursor,
+        lag_events=head.pending,
+        lag_seconds=lag,
+        last_event_at=last,
+        documents=documents,
+    )
