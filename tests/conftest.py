@@ -127,3 +127,24 @@ async def listing(listing_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=listing_app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://listing.test") as client:
         yield client
+
+
+@pytest.fixture(scope="module")
+def matching_settings(settings: Settings) -> Settings:
+    """Each module its own catalogue index in the shared Meilisearch."""
+    return settings.model_copy(update={"meili_index": f"catalogue_{uuid.uuid4().hex[:8]}"})
+
+
+@pytest.fixture(scope="module")
+async def matching(
+    matching_settings: Settings, listing_app: FastAPI
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The matching app in process (indexer running), calling listing's real app."""
+    from services.matching.app import create_app
+
+    app = create_app(matching_settings, {"http://listing.test": httpx.ASGITransport(listing_app)})
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://matching.test") as c:
+            c.app = app  # type: ignore[attr-defined]
+            yield c

@@ -11,6 +11,8 @@ import httpx
 from fastapi import FastAPI
 
 from infra.migrations import head_revision
+from services.matching.demands.matcher import Matcher
+from services.matching.demands.router import router as demands_router
 from services.matching.indexer import Indexer
 from services.matching.meili import MeiliClient
 from services.matching.models import SCHEMA
@@ -18,6 +20,7 @@ from services.matching.search.router import router as search_router
 from services.matching.status import router as status_router
 from shared.app import build_app, open_database, open_upstreams
 from shared.health import meilisearch_check
+from shared.notifier import FeedNotifier
 from shared.settings import Settings, get_settings
 
 
@@ -33,13 +36,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             client, settings.meili_url, settings.meili_master_key.get_secret_value()
         )
         app.state.index_uid = settings.meili_index
+        app.state.matcher = Matcher(app.state.meili, settings.meili_index)
         app.state.indexer = Indexer(
             settings=settings,
             sessionmaker=app.state.sessionmaker,
             http=client,
             meili=app.state.meili,
             index_uid=settings.meili_index,
+            on_published=app.state.matcher.match_listings,
         )
+        app.state.feed_notifier = FeedNotifier(settings.database_url, channel="matching_changes")
+        await app.state.feed_notifier.start()
         workers = (
             [asyncio.create_task(app.state.indexer.run_forever(), name="indexer")]
             if settings.run_workers
@@ -52,6 +59,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 worker.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await worker
+            await app.state.feed_notifier.stop()
 
 
 def create_app(
@@ -62,7 +70,7 @@ def create_app(
         name="matching",
         settings=settings or get_settings(),
         lifespan=lifespan,
-        routers=[search_router, status_router],
+        routers=[search_router, demands_router, status_router],
         http_mounts=http_mounts,
         description="The catalogue index in Meilisearch, catalogue search, buyer demands and "
         "explained matches.",

@@ -72,6 +72,7 @@ SETTINGS: dict[str, Any] = {
         "publication_number",
         "price_mode",
         "listing_id",
+        "seller_id",
     ],
     "sortableAttributes": ["amount", "published_at", "filed_on"],
     "displayedAttributes": ["*"],
@@ -106,7 +107,12 @@ def _timestamp(value: str | None) -> int | None:
 
 
 def search_document(
-    listing_id: str, asset_id: str, version: int, doc: dict[str, Any]
+    listing_id: str,
+    asset_id: str,
+    version: int,
+    doc: dict[str, Any],
+    *,
+    seller_id: str | None = None,
 ) -> dict[str, Any]:
     """A catalogue document (the feed's `data`) as a search document."""
     asset = doc["asset"]
@@ -120,6 +126,7 @@ def search_document(
         "id": document_id(listing_id),
         "listing_id": listing_id,
         "asset_id": asset_id,
+        "seller_id": seller_id,
         "version": version,
         "offer_id": doc["offer_id"],
         "exchange": doc.get("source", {}).get("exchange", OUR_EXCHANGE),

@@ -123,7 +123,11 @@ class Indexer:
             searchable = event.data["status"] in SEARCHABLE
             if searchable:
                 document = search_document(
-                    str(listing_id), str(event.asset_id), event.version, event.data
+                    str(listing_id),
+                    str(event.asset_id),
+                    event.version,
+                    event.data,
+                    seller_id=str(event.seller_id) if event.seller_id else None,
                 )
                 upserts.append(document)
                 if not was_searchable:

@@ -4,14 +4,10 @@ records (real Meilisearch, real PostgreSQL, listing's real app in process)."""
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
-from fastapi import FastAPI
 
 from infra.seed.demo import demo_terms
 from infra.seed.records import SeedRecord, load_records
@@ -19,25 +15,6 @@ from shared.settings import Settings
 from support import assert_problem, bearer, new_organization, wait_indexed
 
 SELLERS = ("中科寒武纪科技股份有限公司", "北京航空航天大学", "天津大学")
-
-
-@pytest.fixture(scope="module")
-def matching_settings(settings: Settings) -> Settings:
-    return settings.model_copy(update={"meili_index": f"catalogue_{uuid.uuid4().hex[:8]}"})
-
-
-@pytest.fixture(scope="module")
-async def matching(
-    matching_settings: Settings, listing_app: FastAPI
-) -> AsyncIterator[httpx.AsyncClient]:
-    from services.matching.app import create_app
-
-    app = create_app(matching_settings, {"http://listing.test": httpx.ASGITransport(listing_app)})
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://matching.test") as c:
-            c.app = app  # type: ignore[attr-defined]
-            yield c
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,1 @@
+"""Buyer demands and their explained matches to catalogue listings."""

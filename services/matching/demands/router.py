@@ -1,0 +1,221 @@
+"""Demand endpoints, their matches, and the feed of new matches."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+
+from services.matching.demands import service
+from services.matching.demands.matcher import Matcher
+from services.matching.demands.schemas import (
+    DemandCreate,
+    DemandPublic,
+    DemandUpdate,
+    MatchEventPublic,
+    MatchFeedPage,
+    MatchPublic,
+)
+from services.matching.meili import MeiliUnavailable
+from services.matching.search.query import quote
+from shared.auth import CallerDep, Principal, require_roles
+from shared.db import SessionDep
+from shared.errors import ServiceUnavailable, UnprocessableEntity, problem_responses
+from shared.notifier import long_poll
+from shared.outbox import START, cursor_of, parse_cursor, read_page
+from shared.schemas import Page, PageSize, PageToken, decode_page_token, encode_page_token
+
+router = APIRouter(tags=["demands"])
+Member = Annotated[Principal, Depends(require_roles("member", "admin"))]
+ETAG = re.compile(r'^(?:W/)?"?(\d{1,9})"?$')
+MATCH_COLUMNS = ("demand_id", "organization_id", "listing_id", "type", "payload", "occurred_at")
+
+
+def _matcher(request: Request) -> Matcher:
+    matcher: Matcher = request.app.state.matcher
+    return matcher
+
+
+def _public(demand: Any) -> DemandPublic:
+    return DemandPublic.model_validate(demand, from_attributes=True)
+
+
+def _unavailable(exc: MeiliUnavailable) -> ServiceUnavailable:
+    return ServiceUnavailable(
+        "matching is unavailable, retry shortly", headers={"Retry-After": "2"}
+    )
+
+
+@router.post(
+    "/v1/demands",
+    status_code=status.HTTP_201_CREATED,
+    response_model=DemandPublic,
+    responses=problem_responses(401, 403, 422, 503),
+)
+async def create_demand(
+    data: DemandCreate, request: Request, response: Response, session: SessionDep, principal: Member
+) -> DemandPublic:
+    """Post a need; matching listings are computed at once (GET .../matches), and new listings
+    are matched as they are published."""
+    try:
+        demand, found = await service.create(session, _matcher(request), principal, data)
+    except MeiliUnavailable as exc:
+        raise _unavailable(exc) from exc
+    response.headers["ETag"] = f'"{demand.version}"'
+    response.headers["X-Matches"] = str(found)
+    return _public(demand)
+
+
+@router.get("/v1/demands", response_model=list[DemandPublic], responses=problem_responses(401, 403))
+async def list_demands(session: SessionDep, principal: Member) -> list[DemandPublic]:
+    return [_public(d) for d in await service.list_mine(session, principal)]
+
+
+@router.get(
+    "/v1/demands/{demand_id}",
+    response_model=DemandPublic,
+    responses=problem_responses(401, 404, 422),
+)
+async def read_demand(
+    demand_id: UUID, response: Response, session: SessionDep, principal: CallerDep
+) -> DemandPublic:
+    demand = await service.get_owned(session, principal, demand_id)
+    response.headers["ETag"] = f'"{demand.version}"'
+    return _public(demand)
+
+
+@router.patch(
+    "/v1/demands/{demand_id}",
+    response_model=DemandPublic,
+    responses=problem_responses(401, 403, 404, 409, 422, 503),
+)
+async def update_demand(
+    demand_id: UUID,
+    data: DemandUpdate,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    principal: Member,
+    if_match: Annotated[str | None, Header(alias="If-Match")] = None,
+) -> DemandPublic:
+    expected = None
+    if if_match is not None:
+        match = ETAG.match(if_match.strip())
+        if not match:
+            raise UnprocessableEntity.single("If-Match", "etag_format", 'If-Match takes "<n>"')
+        expected = int(match.group(1))
+    try:
+        demand = await service.update(
+            session, _matcher(request), principal, demand_id, data, expected
+        )
+    except MeiliUnavailable as exc:
+        raise _unavailable(exc) from exc
+    response.headers["ETag"] = f'"{demand.version}"'
+    return _public(demand)
+
+
+@router.delete(
+    "/v1/demands/{demand_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problem_responses(401, 403, 404, 503),
+)
+async def close_demand(
+    demand_id: UUID, request: Request, session: SessionDep, principal: CallerDep
+) -> Response:
+    """Close a demand: it stops matching; its matches stay readable."""
+    try:
+        await service.close(session, _matcher(request), principal, demand_id)
+    except MeiliUnavailable as exc:
+        raise _unavailable(exc) from exc
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get(
+    "/v1/demands/{demand_id}/matches",
+    response_model=Page[MatchPublic],
+    responses=problem_responses(401, 404, 422),
+)
+async def demand_matches(
+    demand_id: UUID,
+    request: Request,
+    session: SessionDep,
+    principal: CallerDep,
+    page_size: PageSize = 20,
+    page_token: PageToken = "",
+) -> Page[MatchPublic]:
+    """Ranked matches with the reasons each matched, and the listing as indexed now."""
+    await service.get_owned(session, principal, demand_id)
+    position = decode_page_token(page_token, "offset")
+    offset = int(position["offset"]) if position else 0
+    rows = await service.matches(session, demand_id, page_size + 1, offset)
+    more = len(rows) > page_size
+    rows = rows[:page_size]
+    listings: dict[str, dict[str, Any]] = {}
+    if rows:
+        try:
+            found = await request.app.state.meili.search(
+                request.app.state.index_uid,
+                {
+                    "q": "",
+                    "limit": len(rows),
+                    "filter": [
+                        f"listing_id IN [{', '.join(quote(str(m.listing_id)) for m in rows)}]"
+                    ],
+                },
+            )
+            listings = {doc["listing_id"]: doc for doc in found["hits"]}
+        except MeiliUnavailable:
+            listings = {}  # the matches themselves are in PostgreSQL: still answer
+    items = [
+        MatchPublic(
+            demand_id=m.demand_id,
+            listing_id=m.listing_id,
+            asset_id=m.asset_id,
+            score=m.score,
+            reasons=m.reasons,
+            listing_version=m.listing_version,
+            created_at=m.created_at,
+            listing=listings.get(str(m.listing_id)),
+        )
+        for m in rows
+    ]
+    token = encode_page_token({"offset": offset + page_size}) if more else ""
+    return Page(items=items, next_page_token=token)
+
+
+@router.get(
+    "/v1/matches/changes",
+    response_model=MatchFeedPage,
+    tags=["matches"],
+    responses=problem_responses(401, 403, 422),
+)
+async def match_changes(
+    request: Request,
+    _: Annotated[Principal, Depends(require_roles("service", "operator"))],
+    after: Annotated[str, Query(max_length=48)] = START,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    wait: Annotated[float, Query(ge=0, le=30)] = 0,
+) -> MatchFeedPage:
+    """New matches in commit-safe order (the gateway turns them into webhooks)."""
+    parse_cursor(after)
+
+    async def read() -> list[Any]:
+        async with request.app.state.engine.connect() as conn:
+            return await read_page(conn, "matching.match_events", MATCH_COLUMNS, after, limit)
+
+    rows = await long_poll(read, request.app.state.feed_notifier, wait)
+    events = [
+        MatchEventPublic(
+            cursor=cursor_of(r),
+            type=r.type,
+            demand_id=r.demand_id,
+            organization_id=r.organization_id,
+            listing_id=r.listing_id,
+            occurred_at=r.occurred_at,
+            data=r.payload,
+        )
+        for r in rows
+    ]
+    return MatchFeedPage(events=events, next_cursor=events[-1].cursor if events else after)

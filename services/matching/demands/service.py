@@ -1,0 +1,154 @@
+"""Demands: create, read, update, close; their matches. Never commits."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from uuid import UUID
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from services.matching.demands.matcher import Matcher
+from services.matching.demands.schemas import DemandCreate, DemandUpdate
+from services.matching.models import Demand, Match
+from services.matching.search.query import normalize_ipc_prefix
+from shared.auth import Principal
+from shared.errors import Conflict, FieldError, Forbidden, NotFound, UnprocessableEntity
+
+
+def _checked_lists(ipc_prefixes: list[str], regions: list[str]) -> tuple[list[str], list[str]]:
+    errors = []
+    normalized = []
+    for i, prefix in enumerate(ipc_prefixes):
+        try:
+            normalized.append(normalize_ipc_prefix(prefix))
+        except ValueError:
+            errors.append(
+                FieldError(
+                    field=f"ipc_prefixes[{i}]",
+                    rule="ipc_prefix",
+                    message="not an IPC prefix (H, H01, H01M, H01M 10/0525)",
+                )
+            )
+    for i, region in enumerate(regions):
+        if not (region.isdigit() and len(region) in (2, 6)):
+            errors.append(
+                FieldError(
+                    field=f"regions[{i}]",
+                    rule="region_code",
+                    message="a province (2 digits) or GB/T 2260 code (6)",
+                )
+            )
+    if errors:
+        raise UnprocessableEntity("; ".join(e.message for e in errors), errors=errors)
+    return normalized, regions
+
+
+async def create(
+    session: AsyncSession, matcher: Matcher, principal: Principal, data: DemandCreate
+) -> tuple[Demand, int]:
+    if principal.organization_id is None:
+        raise Forbidden("demands belong to an organisation: use its member key")
+    ipc, regions = _checked_lists(data.ipc_prefixes, data.regions)
+    demand = Demand(
+        organization_id=principal.organization_id,
+        title=data.title,
+        text=data.text,
+        kinds=list(data.kinds),
+        ipc_prefixes=ipc,
+        transaction_types=list(data.transaction_types),
+        regions=regions,
+        budget_max=data.budget_max,
+    )
+    session.add(demand)
+    await session.flush()
+    await matcher.index_demand(demand)
+    return demand, await matcher.match_demand(session, demand)
+
+
+async def get_owned(
+    session: AsyncSession, principal: Principal, demand_id: UUID, *, lock: bool = False
+) -> Demand:
+    query = select(Demand).where(col(Demand.id) == demand_id)
+    demand = (
+        await session.execute(query.with_for_update() if lock else query)
+    ).scalar_one_or_none()
+    if demand is None or not (
+        principal.is_operator
+        or principal.is_service
+        or demand.organization_id == principal.organization_id
+    ):
+        raise NotFound(f"no demand {demand_id}")
+    return demand
+
+
+async def update(
+    session: AsyncSession,
+    matcher: Matcher,
+    principal: Principal,
+    demand_id: UUID,
+    data: DemandUpdate,
+    if_match: int | None,
+) -> Demand:
+    demand = await get_owned(session, principal, demand_id, lock=True)
+    if principal.organization_id != demand.organization_id:
+        raise Forbidden("only the buyer edits its demand")
+    expected = if_match if if_match is not None else data.version
+    if expected is not None and expected != demand.version:
+        raise Conflict(
+            f"the demand is at version {demand.version}, not {expected}",
+            slug="version-conflict",
+            extra={"current_version": demand.version},
+        )
+    if demand.status != "active":
+        raise Conflict("a closed demand cannot be edited", extra={"current_status": "closed"})
+    changes = data.model_dump(exclude_unset=True, exclude={"version"})
+    if "ipc_prefixes" in changes or "regions" in changes:
+        ipc, regions = _checked_lists(
+            changes.get("ipc_prefixes", demand.ipc_prefixes) or [],
+            changes.get("regions", demand.regions) or [],
+        )
+        changes["ipc_prefixes"], changes["regions"] = ipc, regions
+    for name, value in changes.items():
+        setattr(demand, name, list(value) if isinstance(value, list) else value)
+    demand.version += 1
+    demand.updated_at = datetime.now(UTC)
+    await session.flush()
+    await matcher.index_demand(demand)
+    await matcher.match_demand(session, demand)
+    return demand
+
+
+async def close(
+    session: AsyncSession, matcher: Matcher, principal: Principal, demand_id: UUID
+) -> None:
+    demand = await get_owned(session, principal, demand_id, lock=True)
+    if principal.organization_id != demand.organization_id and not principal.is_operator:
+        raise Forbidden("only the buyer closes its demand")
+    demand.status = "closed"
+    demand.version += 1
+    demand.updated_at = datetime.now(UTC)
+    await session.flush()
+    await matcher.index_demand(demand)
+
+
+async def list_mine(session: AsyncSession, principal: Principal) -> list[Demand]:
+    rows = await session.execute(
+        select(Demand)
+        .where(col(Demand.organization_id) == principal.organization_id)
+        .order_by(col(Demand.created_at).desc())
+        .limit(500)
+    )
+    return list(rows.scalars())
+
+
+async def matches(session: AsyncSession, demand_id: UUID, limit: int, offset: int) -> list[Match]:
+    rows = await session.execute(
+        select(Match)
+        .where(col(Match.demand_id) == demand_id)
+        .order_by(col(Match.score).desc(), col(Match.listing_id))
+        .offset(offset)
+        .limit(limit)
+    )
+    return list(rows.scalars())
