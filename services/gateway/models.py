@@ -1,3 +1,180 @@
 """Table models of the `gateway` schema. They never leave this service."""
 
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    DateTime,
+    Identity,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Column, Field, SQLModel
+
 SCHEMA = "gateway"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _timestamp(**kwargs: Any) -> Any:
+    return Field(default_factory=utcnow, sa_type=DateTime(timezone=True), **kwargs)
+
+
+def _optional_timestamp(**kwargs: Any) -> Any:
+    return Field(default=None, sa_type=DateTime(timezone=True), **kwargs)
+
+
+class Partner(SQLModel, table=True):
+    """A partner exchange: pushes signed webhooks, or is pulled on a schedule."""
+
+    __tablename__ = "partners"
+    __table_args__ = {"schema": SCHEMA}
+
+    code: str = Field(primary_key=True, max_length=32)
+    name: str = Field(max_length=200)
+    region: str = Field(max_length=6)
+    status: str = Field(default="active", max_length=16)  # active | suspended
+    # Standard Webhooks secret (whsec_...): the partner signs with it, we verify with it.
+    inbound_secret: str = Field(max_length=200)
+    adapter: str = Field(default="canonical", max_length=32)
+    organization_id: UUID | None = None
+    pull_url: str | None = Field(default=None, max_length=2000)
+    pull_interval_seconds: int = 60
+    pull_cursor: str | None = Field(default=None, max_length=500)
+    pull_etag: str | None = Field(default=None, max_length=500)
+    pull_next_at: datetime | None = _optional_timestamp()
+    pull_failures: int = 0
+    pull_lease_until: datetime | None = _optional_timestamp()
+    pull_last_error: str | None = Field(default=None, sa_type=Text)
+    created_at: datetime = _timestamp()
+    updated_at: datetime = _timestamp()
+
+
+class InboundEvent(SQLModel, table=True):
+    """The inbox: every accepted partner event, once per (partner, event id), processed after
+    the 202 (applied to listing's offers)."""
+
+    __tablename__ = "inbound_events"
+    __table_args__ = (
+        UniqueConstraint("partner_code", "event_id"),
+        Index("ix_gateway_inbound_events_due", "status", "next_attempt_at"),
+        {"schema": SCHEMA},
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, Identity(), primary_key=True))
+    partner_code: str = Field(max_length=32)
+    event_id: str = Field(max_length=200)
+    source: str = Field(max_length=8)  # push | pull
+    received_at: datetime = _timestamp()
+    # The partner listing's version, for "an older version never wins" before listing sees it.
+    source_version: int
+    offer_key: str = Field(max_length=250)  # <exchange>:<listing id>
+    document: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
+    status: str = Field(default="pending", max_length=16)  # pending|applied|stale|rejected
+    attempts: int = 0
+    next_attempt_at: datetime = _timestamp()
+    lease_until: datetime | None = _optional_timestamp()
+    error: str | None = Field(default=None, sa_type=Text)
+    processed_at: datetime | None = _optional_timestamp()
+
+
+class RejectedEvent(SQLModel, table=True):
+    """A partner event refused at intake or by listing, with every reason (the partner sees)."""
+
+    __tablename__ = "rejected_events"
+    __table_args__ = {"schema": SCHEMA}
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, Identity(), primary_key=True))
+    partner_code: str = Field(max_length=32, index=True)
+    event_id: str | None = Field(default=None, max_length=200)
+    source: str = Field(max_length=8)
+    received_at: datetime = _timestamp()
+    errors: list[dict[str, Any]] = Field(sa_column=Column(JSONB, nullable=False))
+    payload_excerpt: str = Field(sa_type=Text)
+
+
+class FeedCursor(SQLModel, table=True):
+    """Where the gateway is in the feeds it fans out (listing changes, matches)."""
+
+    __tablename__ = "feed_cursors"
+    __table_args__ = {"schema": SCHEMA}
+
+    name: str = Field(primary_key=True, max_length=32)
+    cursor: str = Field(default="0.0", max_length=48)
+    updated_at: datetime = _timestamp()
+
+
+class Subscription(SQLModel, table=True):
+    """Where and what to deliver: a URL, event types and a filter; signed with its secret."""
+
+    __tablename__ = "subscriptions"
+    __table_args__ = {"schema": SCHEMA}
+
+    id: UUID = Field(default_factory=uuid4, primary_key=True)
+    organization_id: UUID | None = Field(default=None, index=True)
+    partner_code: str | None = Field(default=None, max_length=32)
+    url: str = Field(max_length=2000)
+    event_types: list[str] = Field(sa_column=Column(ARRAY(String(40)), nullable=False))
+    filter: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONB, nullable=False))
+    secret: str = Field(max_length=200)
+    status: str = Field(default="active", max_length=16)  # active | disabled
+    created_at: datetime = _timestamp()
+
+
+class Delivery(SQLModel, table=True):
+    """One event for one subscription, delivered at least once, in order per ordering key."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("subscription_id", "event_id"),
+        Index("ix_gateway_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_gateway_deliveries_order", "subscription_id", "ordering_key", "seq"),
+        {"schema": SCHEMA},
+    )
+
+    id: UUID = Field(default_factory=uuid4, primary_key=True)
+    seq: int | None = Field(default=None, sa_column=Column(BigInteger, Identity(), nullable=False))
+    subscription_id: UUID = Field(foreign_key=f"{SCHEMA}.subscriptions.id")
+    event_id: str = Field(max_length=200)  # the webhook-id: the same on every retry
+    event_type: str = Field(max_length=40)
+    ordering_key: str = Field(max_length=100)  # the listing (or demand) it is about
+    payload: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
+    status: str = Field(default="pending", max_length=16)  # pending | delivered | failed
+    attempts: int = 0
+    next_attempt_at: datetime = _timestamp()
+    lease_until: datetime | None = _optional_timestamp()
+    last_status_code: int | None = None
+    created_at: datetime = _timestamp()
+    delivered_at: datetime | None = _optional_timestamp()
+
+
+class DeliveryAttempt(SQLModel, table=True):
+    __tablename__ = "delivery_attempts"
+    __table_args__ = {"schema": SCHEMA}
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, Identity(), primary_key=True))
+    delivery_id: UUID = Field(foreign_key=f"{SCHEMA}.deliveries.id", index=True)
+    at: datetime = _timestamp()
+    status_code: int | None = None
+    latency_ms: float | None = None
+    error: str | None = Field(default=None, sa_type=Text)
+
+
+class AllowedTarget(SQLModel, table=True):
+    """Hosts or networks an operator allows as webhook targets despite being private."""
+
+    __tablename__ = "allowed_targets"
+    __table_args__ = {"schema": SCHEMA}
+
+    pattern: str = Field(primary_key=True, max_length=200)  # host name, IP or CIDR
+    created_at: datetime = _timestamp()
