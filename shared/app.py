@@ -26,6 +26,7 @@ from shared.db import create_engine, create_sessionmaker
 from shared.errors import ProblemResponse, ServiceUnavailable, install_error_handlers
 from shared.health import ReadinessCheck, database_check, http_check
 from shared.middleware import BodySizeLimitMiddleware
+from shared.ratelimit import RateLimitMiddleware
 from shared.settings import ServiceName, Settings
 
 __all__ = ["build_app", "open_database", "open_http_client", "open_upstreams"]
@@ -54,6 +55,7 @@ def build_app(
     routers: Sequence[APIRouter],
     description: str,
     body_limits: Sequence[tuple[str, int]] = (),
+    rate_limited_paths: Sequence[str] = (),
     http_mounts: Mapping[str, httpx.AsyncBaseTransport] | None = None,
 ) -> FastAPI:
     """`http_mounts` routes the service's outgoing HTTP by URL prefix (tests mount another
@@ -80,6 +82,13 @@ def build_app(
     app.add_middleware(
         BodySizeLimitMiddleware, default_limit=settings.max_body_bytes, path_limits=body_limits
     )
+    if rate_limited_paths:
+        app.add_middleware(
+            RateLimitMiddleware,
+            paths=rate_limited_paths,
+            anonymous_per_minute=settings.rate_limit_anonymous_per_minute,
+            key_per_minute=settings.rate_limit_key_per_minute,
+        )
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,

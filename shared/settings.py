@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     # Request bodies above this are refused with 413; bulk import has its own larger limit.
     max_body_bytes: int = 1024 * 1024
     max_import_bytes: int = 512 * 1024 * 1024
+    # The public catalogue's rate limits (requests a minute; benchmarks raise them).
+    rate_limit_anonymous_per_minute: int = 600
+    rate_limit_key_per_minute: int = 6000
     # How long matching and gateway trust an introspected API key.
     auth_cache_seconds: float = 30.0
     upstream_timeout_seconds: float = 5.0

@@ -136,15 +136,36 @@ def matching_settings(settings: Settings) -> Settings:
 
 
 @pytest.fixture(scope="module")
-async def matching(
-    matching_settings: Settings, listing_app: FastAPI
-) -> AsyncIterator[httpx.AsyncClient]:
+async def matching_app(matching_settings: Settings, listing_app: FastAPI) -> AsyncIterator[FastAPI]:
     """The matching app in process (indexer running), calling listing's real app."""
     from services.matching.app import create_app
 
     app = create_app(matching_settings, {"http://listing.test": httpx.ASGITransport(listing_app)})
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://matching.test") as c:
-            c.app = app  # type: ignore[attr-defined]
+    async with LifespanManager(app):
+        yield app
+
+
+@pytest.fixture(scope="module")
+async def matching(matching_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=matching_app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://matching.test") as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+async def gateway(
+    matching_settings: Settings, listing_app: FastAPI, matching_app: FastAPI
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The gateway app in process, calling listing's and matching's real apps."""
+    from services.gateway.app import create_app
+
+    mounts = {
+        "http://listing.test": httpx.ASGITransport(listing_app),
+        "http://matching.test": httpx.ASGITransport(matching_app),
+    }
+    async with LifespanManager(create_app(matching_settings, mounts)) as manager:
+        transport = httpx.ASGITransport(
+            app=manager.app, raise_app_exceptions=False, client=("203.0.113.7", 40000)
+        )
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as c:
             yield c

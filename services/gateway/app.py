@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
 
 from infra.migrations import head_revision
+from services.gateway.catalogue.router import router as catalogue_router
 from services.gateway.models import SCHEMA
 from shared.app import build_app, open_database, open_upstreams
 from shared.settings import Settings, get_settings
+
+# The gateway's background workers, each `async def worker(app) -> None` looping forever.
+WORKERS: list[Callable[[FastAPI], Coroutine[Any, Any, None]]] = []
 
 
 @asynccontextmanager
@@ -22,7 +29,18 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         open_database(app, settings, schema=SCHEMA, expected_revision=head_revision(SCHEMA)),
         open_upstreams(app, settings, upstreams),
     ):
-        yield
+        tasks = (
+            [asyncio.create_task(worker(app), name=worker.__name__) for worker in WORKERS]
+            if settings.run_workers
+            else []
+        )
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
 
 def create_app(
@@ -33,8 +51,9 @@ def create_app(
         name="gateway",
         settings=settings or get_settings(),
         lifespan=lifespan,
-        routers=[],
+        routers=[catalogue_router],
         http_mounts=http_mounts,
+        rate_limited_paths=["/v1/catalogue"],
         description="The public edge: the open catalogue, partner exchanges syncing in, "
         "outbound webhooks.",
     )

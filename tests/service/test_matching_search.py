@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from infra.seed.demo import demo_terms
 from infra.seed.records import SeedRecord, load_records
@@ -186,10 +187,11 @@ async def test_replaying_the_whole_feed_changes_nothing(
     catalogue: dict[str, Any],
     operator_key: str,
     matching_settings: Settings,
+    matching_app: FastAPI,
 ) -> None:
     from sqlalchemy import text
 
-    app: Any = matching.app  # type: ignore[attr-defined]
+    app: Any = matching_app
     before = await documents(app)
     for _ in range(2):
         async with app.state.sessionmaker() as session, session.begin():
@@ -221,11 +223,12 @@ async def test_an_older_version_never_replaces_a_newer_one(
     listing: httpx.AsyncClient,
     operator_key: str,
     records: dict[str, list[SeedRecord]],
+    matching_app: FastAPI,
 ) -> None:
     from services.matching.models import IndexerState
     from shared.contracts.events import ChangeFeedPage
 
-    app: Any = matching.app  # type: ignore[attr-defined]
+    app: Any = matching_app
     record = records["北京航空航天大学"][5]
     hit = (await search(matching, q=record.asset.identifier))["items"][0]
     seller = catalogue["北京航空航天大学"]

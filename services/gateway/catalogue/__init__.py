@@ -1,0 +1,1 @@
+"""The open catalogue: what frontends read without a key."""

@@ -1,0 +1,164 @@
+"""The open catalogue API (no key): search (through matching), an asset with every offer across
+exchanges, one listing, deal announcements, and the public change feed. Reads carry strong ETags
+(If-None-Match gives 304) and Cache-Control; the paths are rate-limited per client."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any
+from uuid import UUID
+
+import httpx
+from fastapi import APIRouter, Query, Request, Response
+
+from shared.contracts.events import ChangeFeedPage
+from shared.errors import NotFound, ProblemResponse, ServiceUnavailable, problem_responses
+from shared.outbox import START, parse_cursor
+
+router = APIRouter(prefix="/v1/catalogue", tags=["catalogue"])
+# What the public may see of a listing's life (drafts and reviews stay private).
+PUBLIC_STATUSES = {"published", "under_negotiation", "closed", "withdrawn", "expired"}
+PUBLIC_EVENTS = {
+    "listing.published": "listing.published",
+    "listing.updated": "listing.updated",
+    "listing.negotiation": "listing.updated",
+    "listing.reopened": "listing.updated",
+    "listing.withdrawn": "listing.withdrawn",
+    "listing.closed": "listing.withdrawn",
+    "listing.expired": "listing.withdrawn",
+    "deal.closed": "deal.closed",
+}
+
+
+async def _upstream(
+    request: Request, url: str, params: Any = None, *, service: bool = False
+) -> httpx.Response:
+    settings = request.app.state.settings
+    headers = (
+        {"Authorization": f"Bearer {settings.service_key.get_secret_value()}"} if service else {}
+    )
+    try:
+        response: httpx.Response = await request.app.state.http.get(
+            url, params=params, headers=headers
+        )
+    except httpx.HTTPError as exc:
+        raise ServiceUnavailable(
+            "the catalogue is unavailable, retry shortly", headers={"Retry-After": "2"}
+        ) from exc
+    if response.status_code >= 500:
+        raise ServiceUnavailable(
+            "the catalogue is unavailable, retry shortly", headers={"Retry-After": "2"}
+        )
+    return response
+
+
+def _cached(request: Request, content: bytes, max_age: int, status: int = 200) -> Response:
+    """A JSON answer with a strong ETag; 304 when the client has it already."""
+    tag = '"' + hashlib.sha256(content).hexdigest()[:32] + '"'
+    headers = {"ETag": tag, "Cache-Control": f"public, max-age={max_age}"}
+    if tag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
+        return Response(status_code=304, headers=headers)
+    return Response(content, status_code=status, media_type="application/json", headers=headers)
+
+
+def _relay_problem(response: httpx.Response) -> Response:
+    """An upstream 4xx problem, passed on as it is (it names the parameter and the rule)."""
+    return ProblemResponse(response.json(), status_code=response.status_code)
+
+
+@router.get("/search", responses=problem_responses(422, 429, 503))
+async def search(request: Request) -> Response:
+    """Search the catalogue: the parameters of matching's GET /v1/search (q, kind,
+    transaction_type, ipc, nice, region, price_min, price_max, legal_status, exchange, sort,
+    facets, highlight, group, page, page_size)."""
+    settings = request.app.state.settings
+    response = await _upstream(
+        request,
+        f"{settings.matching_url}/v1/search",
+        params=list(request.query_params.multi_items()),
+    )
+    if response.status_code != 200:
+        return _relay_problem(response)
+    return _cached(request, response.content, max_age=10)
+
+
+@router.get("/assets/{asset_id}", responses=problem_responses(404, 422, 429, 503))
+async def asset(asset_id: UUID, request: Request, include_closed: bool = False) -> Response:
+    """An asset with every offer on it across exchanges."""
+    settings = request.app.state.settings
+    found = await _upstream(request, f"{settings.listing_url}/v1/assets/{asset_id}")
+    if found.status_code == 404:
+        raise NotFound(f"no asset {asset_id}")
+    if found.status_code != 200:
+        return _relay_problem(found)
+    offers = await _upstream(
+        request,
+        f"{settings.listing_url}/v1/assets/{asset_id}/offers",
+        params={"include_closed": str(include_closed).lower()},
+    )
+    if offers.status_code != 200:
+        return _relay_problem(offers)
+    body = {"asset": found.json(), "offers": offers.json()["items"]}
+    return _cached(request, json.dumps(body, ensure_ascii=False).encode(), max_age=30)
+
+
+@router.get("/listings/{listing_id}", responses=problem_responses(404, 422, 429, 503))
+async def listing(listing_id: UUID, request: Request) -> Response:
+    """One offer (published, under negotiation, or closed, withdrawn and expired ones by id)."""
+    settings = request.app.state.settings
+    found = await _upstream(request, f"{settings.listing_url}/v1/listings/{listing_id}")
+    if found.status_code == 404:
+        raise NotFound(f"no listing {listing_id}")
+    if found.status_code != 200:
+        return _relay_problem(found)
+    return _cached(request, found.content, max_age=30)
+
+
+@router.get("/deals", responses=problem_responses(422, 429, 503))
+async def deals(request: Request) -> Response:
+    """Public deal announcements (the parameters of listing's GET /v1/deals)."""
+    settings = request.app.state.settings
+    found = await _upstream(
+        request, f"{settings.listing_url}/v1/deals", params=list(request.query_params.multi_items())
+    )
+    if found.status_code != 200:
+        return _relay_problem(found)
+    return _cached(request, found.content, max_age=60)
+
+
+@router.get("/changes", responses=problem_responses(422, 429, 503))
+async def changes(
+    request: Request,
+    after: Annotated[str, Query(max_length=48)] = START,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    wait: Annotated[float, Query(ge=0, le=30)] = 0,
+) -> dict[str, Any]:
+    """The open change feed of catalogue documents: listings that are or were public, with
+    tombstones for withdrawn, closed and expired ones, and deal announcements."""
+    parse_cursor(after)
+    settings = request.app.state.settings
+    found = await _upstream(
+        request,
+        f"{settings.listing_url}/v1/changes",
+        params={"after": after, "limit": limit, "wait": wait},
+        service=True,
+    )
+    if found.status_code != 200:
+        return _relay_problem(found)  # type: ignore[return-value]
+    page = ChangeFeedPage.model_validate_json(found.content)
+    events = [
+        {
+            "cursor": e.cursor,
+            "type": PUBLIC_EVENTS[e.type],
+            "timestamp": e.occurred_at,
+            "data": e.data,
+        }
+        for e in page.events
+        if e.type in PUBLIC_EVENTS
+        and (
+            e.entity == "deal"
+            or (e.data.get("status") in PUBLIC_STATUSES and e.data.get("published_at"))
+        )
+    ]
+    return {"events": events, "next_cursor": page.next_cursor}

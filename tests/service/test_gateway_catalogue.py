@@ -1,0 +1,165 @@
+"""The open catalogue through the gateway: search, listing pages, deals, the public change feed,
+ETags and cache headers, CORS, and rate limits."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+
+from infra.seed.demo import demo_terms
+from infra.seed.records import load_records
+from shared.settings import Settings
+from support import (
+    assert_problem,
+    bearer,
+    new_organization,
+    patent,
+    real_application_numbers,
+    terms,
+    wait_indexed,
+)
+
+SELLER = "中科寒武纪科技股份有限公司"
+
+
+@pytest.fixture(scope="module")
+async def published(
+    listing: httpx.AsyncClient, matching: httpx.AsyncClient, operator_key: str
+) -> dict[str, Any]:
+    records = [
+        r
+        for r in load_records()
+        if r.applicants[0] == SELLER and r.asset.legal_status in ("granted", "pending")
+    ][:20]
+    org_id, key = await new_organization(listing, operator_key, name=SELLER)
+    lines = [
+        json.dumps(
+            {
+                "asset": r.asset.model_dump(mode="json"),
+                "transaction": demo_terms(r.asset.identifier),
+            },
+            ensure_ascii=False,
+        )
+        for r in records
+    ]
+    report = await listing.post(
+        "/v1/imports",
+        params={"mode": "publish", "seller_id": org_id},
+        content="\n".join(lines).encode(),
+        headers={**bearer(operator_key), "Content-Type": "application/x-ndjson"},
+    )
+    assert report.json()["created"] == 20
+    await wait_indexed(matching, operator_key)
+    return {"org_id": org_id, "key": key, "records": records}
+
+
+async def test_search_through_the_gateway_with_etags(
+    gateway: httpx.AsyncClient, published: dict[str, Any]
+) -> None:
+    first = await gateway.get("/v1/catalogue/search", params={"q": "神经网络", "page_size": 5})
+    assert first.status_code == 200, first.text
+    assert first.json()["items"] and first.headers["cache-control"].startswith("public")
+    again = await gateway.get(
+        "/v1/catalogue/search",
+        params={"q": "神经网络", "page_size": 5},
+        headers={"If-None-Match": first.headers["etag"]},
+    )
+    assert again.status_code == 304 and again.headers["etag"] == first.headers["etag"]
+    bad = await gateway.get("/v1/catalogue/search", params={"page_size": "100000"})
+    assert assert_problem(bad, 422)["errors"][0]["field"] == "page_size"
+
+
+async def test_listing_pages_and_private_drafts(
+    gateway: httpx.AsyncClient, listing: httpx.AsyncClient, published: dict[str, Any]
+) -> None:
+    hit = (await gateway.get("/v1/catalogue/search", params={"page_size": 1})).json()["items"][0]
+    page = await gateway.get(f"/v1/catalogue/listings/{hit['listing_id']}")
+    assert page.status_code == 200 and page.json()["status"] == "published"
+    draft = await listing.post(
+        "/v1/listings",
+        json={
+            "asset": patent(
+                SELLER,
+                next(real_application_numbers("design_patent")),
+                kind="design_patent",
+                filed_on="2022-01-10",
+            ),
+            "transaction": terms("nonexclusive_license"),
+        },
+        headers=bearer(published["key"]),
+    )
+    assert draft.status_code == 201, draft.text
+    assert_problem(await gateway.get(f"/v1/catalogue/listings/{draft.json()['id']}"), 404)
+    assert_problem(await gateway.get("/v1/catalogue/listings/not-a-uuid"), 422)
+
+
+async def test_the_public_change_feed_hides_drafts(
+    gateway: httpx.AsyncClient, listing: httpx.AsyncClient, published: dict[str, Any]
+) -> None:
+    events: list[dict[str, Any]] = []
+    after = "0.0"
+    while True:
+        page = (
+            await gateway.get("/v1/catalogue/changes", params={"after": after, "limit": 50})
+        ).json()
+        events += page["events"]
+        if page["next_cursor"] == after:
+            break
+        after = page["next_cursor"]
+    assert len([e for e in events if e["type"] == "listing.published"]) >= 20
+    assert all(e["data"]["status"] != "draft" for e in events if e["type"] != "deal.closed")
+    assert_problem(await gateway.get("/v1/catalogue/changes", params={"after": "nope"}), 422)
+
+
+async def test_deals_and_cors(gateway: httpx.AsyncClient, published: dict[str, Any]) -> None:
+    deals = await gateway.get("/v1/catalogue/deals", headers={"Origin": "https://app.example.cn"})
+    assert deals.status_code == 200 and "items" in deals.json()
+    assert deals.headers["access-control-allow-origin"] in ("*", "https://app.example.cn")
+
+
+async def test_rate_limits_per_client_with_standard_headers(
+    matching_settings: Settings,
+    listing_app: FastAPI,
+    matching_app: FastAPI,
+    published: dict[str, Any],
+) -> None:
+    from services.gateway.app import create_app
+
+    tight = matching_settings.model_copy(
+        update={"rate_limit_anonymous_per_minute": 3, "rate_limit_key_per_minute": 5}
+    )
+    app = create_app(
+        tight,
+        {
+            "http://listing.test": httpx.ASGITransport(listing_app),
+            "http://matching.test": httpx.ASGITransport(matching_app),
+        },
+    )
+    async with LifespanManager(app) as manager:
+
+        def client(ip: str) -> httpx.AsyncClient:
+            return httpx.AsyncClient(
+                transport=httpx.ASGITransport(
+                    app=manager.app, raise_app_exceptions=False, client=(ip, 1234)
+                ),
+                base_url="http://gateway.test",
+            )
+
+        async with client("198.51.100.1") as one, client("198.51.100.2") as two:
+            answers = [await one.get("/v1/catalogue/deals") for _ in range(4)]
+            assert [a.status_code for a in answers] == [200, 200, 200, 429]
+            assert answers[0].headers["ratelimit-policy"] == '"ip";q=3;w=60'
+            assert answers[2].headers["ratelimit"].startswith('"ip";r=0;')
+            refused = assert_problem(answers[3], 429)
+            assert int(answers[3].headers["retry-after"]) >= 1 and refused["detail"]
+            assert (await two.get("/v1/catalogue/deals")).status_code == 200  # its own bucket
+            keyed = [
+                await one.get("/v1/catalogue/deals", headers=bearer("any-key")) for _ in range(6)
+            ]
+            assert [a.status_code for a in keyed][-1] == 429
+            assert (await one.get("/healthz")).status_code == 200  # not rate limited
