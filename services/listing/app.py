@@ -18,6 +18,7 @@ from services.listing.feed.router import router as feed_router
 from services.listing.imports.router import router as imports_router
 from services.listing.listings.router import router as listings_router
 from services.listing.models import SCHEMA
+from services.listing.offers.router import asset_offers_router
 from services.listing.offers.router import router as offers_router
 from services.listing.organizations.router import router as organizations_router
 from services.listing.workers import run_expiry
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             feed_router,
             imports_router,
             offers_router,
+            asset_offers_router,
         ],
         description="System of record: organisations, API keys, IP assets, listings, deals, "
         "and the change feed.",

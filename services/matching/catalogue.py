@@ -25,6 +25,7 @@ SYNONYMS: dict[str, list[str]] = {
     "virtual reality": ["虚拟现实", "vr"],
     "增强现实": ["ar", "augmented reality"],
     "ar": ["增强现实", "augmented reality"],
+    "augmented reality": ["增强现实", "ar"],
     "人工智能": ["ai", "artificial intelligence"],
     "ai": ["人工智能", "artificial intelligence"],
     "神经网络": ["neural network"],

@@ -127,11 +127,11 @@ class MeiliClient:
         return int((await self.request("GET", f"/indexes/{uid}/stats"))["numberOfDocuments"])
 
     async def fetch_documents(
-        self, uid: str, fields: list[str], offset: int, limit: int
+        self, uid: str, fields: list[str] | None, offset: int, limit: int
     ) -> list[dict[str, Any]]:
-        result = await self.request(
-            "POST",
-            f"/indexes/{uid}/documents/fetch",
-            {"fields": fields, "offset": offset, "limit": limit},
-        )
+        """A page of stored documents (`fields` None: every field)."""
+        body: dict[str, Any] = {"offset": offset, "limit": limit}
+        if fields is not None:
+            body["fields"] = fields
+        result = await self.request("POST", f"/indexes/{uid}/documents/fetch", body)
         return list(result["results"])

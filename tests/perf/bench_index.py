@@ -73,7 +73,7 @@ async def all_documents(meili_url: str, master_key: str, uid: str) -> list[dict[
     async with httpx.AsyncClient(timeout=60) as client:
         meili = MeiliClient(client, meili_url, master_key)
         found: list[dict[str, Any]] = []
-        while page := await meili.fetch_documents(uid, ["*"], len(found), 10_000):
+        while page := await meili.fetch_documents(uid, None, len(found), 10_000):
             found += page
         return found
 
