@@ -15,15 +15,16 @@ import contextlib
 import logging
 import random
 import zlib
+from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 import httpx
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
@@ -41,6 +42,21 @@ logger = logging.getLogger("ipx.matching.indexer")
 # Called with the search documents that became searchable in a page, inside the transaction
 # that records the page (so matches are computed exactly when the cursor moves).
 OnPublished = Callable[[AsyncSession, list[dict[str, Any]]], Awaitable[None]]
+
+
+IN_FLIGHT = 4
+
+
+@dataclass
+class Plan:
+    events: int
+    cursor: str
+    last_at: datetime | None
+    upserts: list[dict[str, Any]] = field(default_factory=list)
+    deletes: list[str] = field(default_factory=list)
+    records: list[dict[str, Any]] = field(default_factory=list)
+    newly_searchable: list[dict[str, Any]] = field(default_factory=list)
+    tasks: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -94,8 +110,9 @@ class Indexer:
         response.raise_for_status()
         return ChangeFeedPage.model_validate_json(response.content)
 
-    async def apply(self, page: ChangeFeedPage) -> PageResult:
-        """Index one page of events and record it (cursor, versions, matches) atomically."""
+    async def plan(self, page: ChangeFeedPage, overlay: dict[UUID, tuple[int, bool]]) -> Plan:
+        """What a page changes, against the versions indexed (PostgreSQL, then `overlay`: pages
+        sent but not yet committed)."""
         latest: dict[UUID, Any] = {}
         for event in page.events:
             if event.entity != "listing":
@@ -112,12 +129,13 @@ class Indexer:
                 ).where(col(IndexedListing.listing_id).in_(list(latest)))
             )
             known = {r[0]: (r[1], r[2]) for r in rows}
-        upserts: list[dict[str, Any]] = []
-        deletes: list[str] = []
-        records: list[dict[str, Any]] = []
-        newly_searchable: list[dict[str, Any]] = []
+        plan = Plan(
+            events=len(page.events),
+            cursor=page.next_cursor,
+            last_at=page.events[-1].occurred_at if page.events else None,
+        )
         for listing_id, event in latest.items():
-            version, was_searchable = known.get(listing_id, (0, False))
+            version, was_searchable = overlay.get(listing_id) or known.get(listing_id, (0, False))
             if event.version <= version:
                 continue  # a replay or an older version: the index has newer
             searchable = event.data["status"] in SEARCHABLE
@@ -129,12 +147,12 @@ class Indexer:
                     event.data,
                     seller_id=str(event.seller_id) if event.seller_id else None,
                 )
-                upserts.append(document)
+                plan.upserts.append(document)
                 if not was_searchable:
-                    newly_searchable.append(document)
+                    plan.newly_searchable.append(document)
             elif was_searchable:
-                deletes.append(str(listing_id))
-            records.append(
+                plan.deletes.append(str(listing_id))
+            plan.records.append(
                 {
                     "listing_id": listing_id,
                     "asset_id": event.asset_id,
@@ -143,17 +161,23 @@ class Indexer:
                     "indexed_at": datetime.now(UTC),
                 }
             )
-        tasks = []
-        if upserts:
-            tasks.append(await self.meili.add_documents(self.index_uid, upserts))
-        if deletes:
-            tasks.append(await self.meili.delete_documents(self.index_uid, deletes))
-        for task in tasks:
+        return plan
+
+    async def send(self, plan: Plan) -> None:
+        """Enqueue the page's Meilisearch tasks without waiting (Meilisearch batches them)."""
+        if plan.upserts:
+            plan.tasks.append(await self.meili.add_documents(self.index_uid, plan.upserts))
+        if plan.deletes:
+            plan.tasks.append(await self.meili.delete_documents(self.index_uid, plan.deletes))
+
+    async def commit(self, plan: Plan) -> PageResult:
+        """Once the page's tasks succeeded: its versions, its matches and the cursor, in one
+        transaction."""
+        for task in plan.tasks:
             await self.meili.wait_task(task)
-        last_at = page.events[-1].occurred_at if page.events else None
         async with self.sessionmaker() as session, session.begin():
-            if records:
-                stmt = insert(IndexedListing).values(records)
+            if plan.records:
+                stmt = insert(IndexedListing).values(plan.records)
                 await session.execute(
                     stmt.on_conflict_do_update(
                         index_elements=["listing_id"],
@@ -166,12 +190,12 @@ class Indexer:
                         where=col(IndexedListing.version) < stmt.excluded.version,
                     )
                 )
-            if newly_searchable and self.on_published is not None:
-                await self.on_published(session, newly_searchable)
+            if plan.newly_searchable and self.on_published is not None:
+                await self.on_published(session, plan.newly_searchable)
             state = insert(IndexerState).values(
                 index_uid=self.index_uid,
-                cursor=page.next_cursor,
-                last_event_at=last_at,
+                cursor=plan.cursor,
+                last_event_at=plan.last_at,
                 updated_at=datetime.now(UTC),
             )
             await session.execute(
@@ -180,15 +204,52 @@ class Indexer:
                     set_={
                         "cursor": state.excluded.cursor,
                         "updated_at": state.excluded.updated_at,
-                        "last_event_at": state.excluded.last_event_at,
+                        "last_event_at": func.coalesce(
+                            state.excluded.last_event_at, IndexerState.last_event_at
+                        ),
                     },
                 )
             )
-        return PageResult(len(page.events), len(upserts), len(deletes), page.next_cursor)
+        return PageResult(plan.events, len(plan.upserts), len(plan.deletes), plan.cursor)
+
+    async def apply(self, page: ChangeFeedPage) -> PageResult:
+        """Index one page and record it (cursor, versions, matches) atomically."""
+        plan = await self.plan(page, {})
+        await self.send(plan)
+        return await self.commit(plan)
 
     async def step(self, wait: float) -> PageResult:
         page = await self.fetch(await self.cursor(), wait)
         return await self.apply(page)
+
+    async def pipeline(self, wait: float) -> None:
+        """Index continuously with up to IN_FLIGHT pages sent ahead of the last committed one.
+
+        Pages commit in order, each after its own tasks succeeded; on any failure the loop
+        ends and the caller restarts from the committed cursor (nothing is skipped)."""
+        cursor = await self.cursor()
+        pending: deque[Plan] = deque()
+        overlay: dict[UUID, tuple[int, bool]] = {}
+        while True:
+            if not pending:
+                # Nothing in flight: the committed cursor is the truth (an operator's replay or a
+                # rebuild's swap may have moved it).
+                cursor = await self.cursor()
+                overlay.clear()
+            page = await self.fetch(cursor, 0 if pending else wait)
+            if page.events:
+                plan = await self.plan(page, overlay)
+                await self.send(plan)
+                for record in plan.records:
+                    overlay[record["listing_id"]] = (record["version"], record["searchable"])
+                pending.append(plan)
+                cursor = page.next_cursor
+            if pending and (len(pending) >= IN_FLIGHT or not page.events):
+                done = pending.popleft()
+                await self.commit(done)
+                for record in done.records:
+                    if overlay.get(record["listing_id"], (0, False))[0] == record["version"]:
+                        del overlay[record["listing_id"]]
 
     async def run_forever(self, wait: float = 10.0) -> None:
         """Hold the lease and index; on any outage, back off (with jitter) and resume."""
@@ -203,9 +264,8 @@ class Indexer:
                     await asyncio.sleep(2 + random.random())  # another replica indexes
                     continue
                 await ensure_index(self.meili, self.index_uid)
-                while True:
-                    await self.step(wait)
-                    delay = 0.5
+                delay = 0.5
+                await self.pipeline(wait)
             except asyncio.CancelledError:
                 raise
             except (
