@@ -4,13 +4,14 @@ official linux-x64 build; production runs the official build)."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
+from infra.processes import stop_process
 
 __all__ = ["MEILI_VERSION", "MeiliHandle", "ensure_binary", "start_meilisearch"]
 
@@ -25,13 +26,7 @@ class MeiliHandle:
     process: subprocess.Popen[bytes]
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout)
 
 
 def ensure_binary() -> Path:

@@ -15,7 +15,7 @@ import httpx
 
 from shared.settings import ServiceName
 
-__all__ = ["ServiceProcess", "start_service", "wait_ready"]
+__all__ = ["ServiceProcess", "start_service", "stop_process", "wait_ready"]
 
 
 @dataclass
@@ -25,13 +25,18 @@ class ServiceProcess:
     process: subprocess.Popen[bytes]
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout)
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if it has not ended within `timeout` seconds."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def start_service(

@@ -7,10 +7,11 @@ does, before the response is sent, so a handler cannot half-write.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from sqlalchemy import text
+from sqlalchemy import DateTime, text
 from sqlalchemy.dialects.postgresql.base import ischema_names
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
@@ -20,6 +21,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.types import UserDefinedType
+from sqlmodel import Field
 
 from shared.settings import Settings
 
@@ -41,8 +43,11 @@ __all__ = [
     "asyncpg_connect_kwargs",
     "create_engine",
     "create_sessionmaker",
+    "created_now",
     "get_session",
+    "optional_timestamp",
     "schema_revision",
+    "utcnow",
 ]
 
 
@@ -96,6 +101,19 @@ def asyncpg_connect_kwargs(database_url: str) -> dict[str, Any]:
         "host": str(host),
         "port": int(str(port)),
     }
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def created_now(**kwargs: Any) -> Any:
+    """A timezone-aware timestamp column set to now (SQLModel defaults to naive ones)."""
+    return Field(default_factory=utcnow, sa_type=DateTime(timezone=True), **kwargs)
+
+
+def optional_timestamp(**kwargs: Any) -> Any:
+    return Field(default=None, sa_type=DateTime(timezone=True), **kwargs)
 
 
 async def schema_revision(engine: AsyncEngine, schema: str) -> str | None:

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import re
 from datetime import date
-from typing import Final, Literal
+from typing import Final, Literal, get_args
 
 __all__ = [
     "ASSET_KINDS",
@@ -140,17 +140,7 @@ AssetKind = Literal[
     "geographical_indication",
 ]
 
-ASSET_KINDS: Final[tuple[str, ...]] = (
-    "invention_patent",
-    "utility_model",
-    "design_patent",
-    "trademark",
-    "software_copyright",
-    "copyright_work",
-    "ic_layout",
-    "plant_variety",
-    "geographical_indication",
-)
+ASSET_KINDS: Final[tuple[str, ...]] = get_args(AssetKind)
 
 _PATENT_KIND_DIGITS: Final[dict[str, frozenset[str]]] = {
     "invention_patent": frozenset({"1", "8"}),

@@ -128,3 +128,31 @@ async def wait_indexed(
                 return status
         await asyncio.sleep(0.1)
     raise AssertionError(f"the index did not catch up: {status}")
+
+
+async def publish_records(
+    listing: httpx.AsyncClient, operator_key: str, seller_id: str, records: list[Any]
+) -> None:
+    """Publish real seed records (infra.seed.records.SeedRecord) as the seller's listings,
+    through the operator's publishing import (terms as the demo seed chooses them)."""
+    import json
+
+    from infra.seed.demo import demo_terms
+
+    lines = [
+        json.dumps(
+            {
+                "asset": r.asset.model_dump(mode="json"),
+                "transaction": demo_terms(r.asset.identifier),
+            },
+            ensure_ascii=False,
+        )
+        for r in records
+    ]
+    report = await listing.post(
+        "/v1/imports",
+        params={"mode": "publish", "seller_id": seller_id},
+        content="\n".join(lines).encode(),
+        headers={**bearer(operator_key), "Content-Type": "application/x-ndjson"},
+    )
+    assert report.json()["created"] == len(records), report.text

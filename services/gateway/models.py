@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid4
 
 from sqlalchemy import (
     ARRAY,
     BigInteger,
-    DateTime,
     Identity,
     Index,
     String,
@@ -19,19 +18,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Column, Field, SQLModel
 
+from shared.db import created_now, optional_timestamp
+
 SCHEMA = "gateway"
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def _timestamp(**kwargs: Any) -> Any:
-    return Field(default_factory=utcnow, sa_type=DateTime(timezone=True), **kwargs)
-
-
-def _optional_timestamp(**kwargs: Any) -> Any:
-    return Field(default=None, sa_type=DateTime(timezone=True), **kwargs)
 
 
 class Partner(SQLModel, table=True):
@@ -52,12 +41,12 @@ class Partner(SQLModel, table=True):
     pull_interval_seconds: int = 60
     pull_cursor: str | None = Field(default=None, max_length=500)
     pull_etag: str | None = Field(default=None, max_length=500)
-    pull_next_at: datetime | None = _optional_timestamp()
+    pull_next_at: datetime | None = optional_timestamp()
     pull_failures: int = 0
-    pull_lease_until: datetime | None = _optional_timestamp()
+    pull_lease_until: datetime | None = optional_timestamp()
     pull_last_error: str | None = Field(default=None, sa_type=Text)
-    created_at: datetime = _timestamp()
-    updated_at: datetime = _timestamp()
+    created_at: datetime = created_now()
+    updated_at: datetime = created_now()
 
 
 class InboundEvent(SQLModel, table=True):
@@ -75,17 +64,17 @@ class InboundEvent(SQLModel, table=True):
     partner_code: str = Field(max_length=32)
     event_id: str = Field(max_length=200)
     source: str = Field(max_length=8)  # push | pull
-    received_at: datetime = _timestamp()
+    received_at: datetime = created_now()
     # The partner listing's version, for "an older version never wins" before listing sees it.
     source_version: int
     offer_key: str = Field(max_length=250)  # <exchange>:<listing id>
     document: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
     status: str = Field(default="pending", max_length=16)  # pending|applied|stale|rejected
     attempts: int = 0
-    next_attempt_at: datetime = _timestamp()
-    lease_until: datetime | None = _optional_timestamp()
+    next_attempt_at: datetime = created_now()
+    lease_until: datetime | None = optional_timestamp()
     error: str | None = Field(default=None, sa_type=Text)
-    processed_at: datetime | None = _optional_timestamp()
+    processed_at: datetime | None = optional_timestamp()
 
 
 class RejectedEvent(SQLModel, table=True):
@@ -98,7 +87,7 @@ class RejectedEvent(SQLModel, table=True):
     partner_code: str = Field(max_length=32, index=True)
     event_id: str | None = Field(default=None, max_length=200)
     source: str = Field(max_length=8)
-    received_at: datetime = _timestamp()
+    received_at: datetime = created_now()
     errors: list[dict[str, Any]] = Field(sa_column=Column(JSONB, nullable=False))
     payload_excerpt: str = Field(sa_type=Text)
 
@@ -111,7 +100,7 @@ class FeedCursor(SQLModel, table=True):
 
     name: str = Field(primary_key=True, max_length=32)
     cursor: str = Field(default="0.0", max_length=48)
-    updated_at: datetime = _timestamp()
+    updated_at: datetime = created_now()
 
 
 class Subscription(SQLModel, table=True):
@@ -128,7 +117,7 @@ class Subscription(SQLModel, table=True):
     filter: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONB, nullable=False))
     secret: str = Field(max_length=200)
     status: str = Field(default="active", max_length=16)  # active | disabled
-    created_at: datetime = _timestamp()
+    created_at: datetime = created_now()
 
 
 class Delivery(SQLModel, table=True):
@@ -151,11 +140,11 @@ class Delivery(SQLModel, table=True):
     payload: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
     status: str = Field(default="pending", max_length=16)  # pending | delivered | failed
     attempts: int = 0
-    next_attempt_at: datetime = _timestamp()
-    lease_until: datetime | None = _optional_timestamp()
+    next_attempt_at: datetime = created_now()
+    lease_until: datetime | None = optional_timestamp()
     last_status_code: int | None = None
-    created_at: datetime = _timestamp()
-    delivered_at: datetime | None = _optional_timestamp()
+    created_at: datetime = created_now()
+    delivered_at: datetime | None = optional_timestamp()
 
 
 class DeliveryAttempt(SQLModel, table=True):
@@ -164,7 +153,7 @@ class DeliveryAttempt(SQLModel, table=True):
 
     id: int | None = Field(default=None, sa_column=Column(BigInteger, Identity(), primary_key=True))
     delivery_id: UUID = Field(foreign_key=f"{SCHEMA}.deliveries.id", index=True)
-    at: datetime = _timestamp()
+    at: datetime = created_now()
     status_code: int | None = None
     latency_ms: float | None = None
     error: str | None = Field(default=None, sa_type=Text)
@@ -177,4 +166,4 @@ class AllowedTarget(SQLModel, table=True):
     __table_args__ = {"schema": SCHEMA}
 
     pattern: str = Field(primary_key=True, max_length=200)  # host name, IP or CIDR
-    created_at: datetime = _timestamp()
+    created_at: datetime = created_now()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 from uuid import UUID, uuid4
@@ -23,17 +23,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Column, Field, SQLModel
 
-from shared.db import Xid8
+from shared.db import Xid8, created_now
 
 SCHEMA = "listing"
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def _timestamp(**kwargs: Any) -> Any:
-    return Field(default_factory=utcnow, sa_type=DateTime(timezone=True), **kwargs)
 
 
 class Organization(SQLModel, table=True):
@@ -49,8 +41,8 @@ class Organization(SQLModel, table=True):
     code: str | None = Field(default=None, max_length=32, unique=True)
     verified: bool = False
     version: int = 1
-    created_at: datetime = _timestamp()
-    updated_at: datetime = _timestamp()
+    created_at: datetime = created_now()
+    updated_at: datetime = created_now()
 
 
 class ApiKey(SQLModel, table=True):
@@ -65,7 +57,7 @@ class ApiKey(SQLModel, table=True):
     prefix: str = Field(max_length=16, unique=True)
     key_hash: str = Field(max_length=64)
     roles: list[str] = Field(sa_column=Column(ARRAY(String(16)), nullable=False))
-    created_at: datetime = _timestamp()
+    created_at: datetime = created_now()
     revoked_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
 
 
@@ -99,8 +91,8 @@ class Asset(SQLModel, table=True):
     # Set when a partner's holder names differ from ours: an operator should look.
     needs_review: bool = False
     version: int = 1
-    created_at: datetime = _timestamp()
-    updated_at: datetime = _timestamp()
+    created_at: datetime = created_now()
+    updated_at: datetime = created_now()
 
 
 class Listing(SQLModel, table=True):
@@ -135,8 +127,8 @@ class Listing(SQLModel, table=True):
     rejection_reason: str | None = Field(default=None, sa_type=Text)
     version: int = 1
     published_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
-    created_at: datetime = _timestamp()
-    updated_at: datetime = _timestamp()
+    created_at: datetime = created_now()
+    updated_at: datetime = created_now()
 
 
 class ListingHistory(SQLModel, table=True):
@@ -154,7 +146,7 @@ class ListingHistory(SQLModel, table=True):
     actor_roles: list[str] = Field(sa_column=Column(ARRAY(String(16)), nullable=False))
     changes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONB, nullable=False))
     reason: str | None = Field(default=None, sa_type=Text)
-    at: datetime = _timestamp()
+    at: datetime = created_now()
 
 
 class ChangeEvent(SQLModel, table=True):
@@ -182,7 +174,7 @@ class ChangeEvent(SQLModel, table=True):
     type: str = Field(max_length=40)
     version: int
     payload: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
-    occurred_at: datetime = _timestamp()
+    occurred_at: datetime = created_now()
 
 
 class IdempotencyRecord(SQLModel, table=True):
@@ -197,7 +189,7 @@ class IdempotencyRecord(SQLModel, table=True):
     request_hash: str = Field(max_length=64)
     status_code: int
     response: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
-    created_at: datetime = _timestamp()
+    created_at: datetime = created_now()
 
 
 class Inquiry(SQLModel, table=True):
@@ -210,8 +202,8 @@ class Inquiry(SQLModel, table=True):
     listing_id: UUID = Field(foreign_key=f"{SCHEMA}.listings.id", index=True)
     buyer_id: UUID = Field(foreign_key=f"{SCHEMA}.organizations.id")
     status: str = Field(default="open", max_length=16)
-    created_at: datetime = _timestamp()
-    updated_at: datetime = _timestamp()
+    created_at: datetime = created_now()
+    updated_at: datetime = created_now()
 
 
 class InquiryMessage(SQLModel, table=True):
@@ -223,7 +215,7 @@ class InquiryMessage(SQLModel, table=True):
     author_id: UUID = Field(foreign_key=f"{SCHEMA}.organizations.id")
     body: str = Field(sa_type=Text)
     offer_amount: Decimal | None = Field(default=None, sa_type=Numeric(18, 2))
-    created_at: datetime = _timestamp()
+    created_at: datetime = created_now()
 
 
 class Deal(SQLModel, table=True):
@@ -244,7 +236,7 @@ class Deal(SQLModel, table=True):
     confidential: bool = False
     closed_on: date = Field(sa_type=Date, index=True)
     region: str = Field(max_length=6)
-    created_at: datetime = _timestamp()
+    created_at: datetime = created_now()
 
 
 class ImportJob(SQLModel, table=True):
@@ -261,7 +253,7 @@ class ImportJob(SQLModel, table=True):
     updated_count: int = 0
     unchanged_count: int = 0
     rejected_count: int = 0
-    created_at: datetime = _timestamp()
+    created_at: datetime = created_now()
     finished_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
 
 

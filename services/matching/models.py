@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 from uuid import UUID, uuid4
@@ -22,17 +22,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Column, Field, SQLModel
 
-from shared.db import Xid8
+from shared.db import Xid8, created_now
 
 SCHEMA = "matching"
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def _timestamp(**kwargs: Any) -> Any:
-    return Field(default_factory=utcnow, sa_type=DateTime(timezone=True), **kwargs)
 
 
 class IndexerState(SQLModel, table=True):
@@ -44,7 +36,7 @@ class IndexerState(SQLModel, table=True):
     index_uid: str = Field(primary_key=True, max_length=64)
     cursor: str = Field(default="0.0", max_length=48)
     last_event_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
-    updated_at: datetime = _timestamp()
+    updated_at: datetime = created_now()
 
 
 class IndexedListing(SQLModel, table=True):
@@ -57,7 +49,7 @@ class IndexedListing(SQLModel, table=True):
     asset_id: UUID
     version: int
     searchable: bool
-    indexed_at: datetime = _timestamp()
+    indexed_at: datetime = created_now()
 
 
 class Demand(SQLModel, table=True):
@@ -85,8 +77,8 @@ class Demand(SQLModel, table=True):
     budget_max: Decimal | None = Field(default=None, sa_type=Numeric(18, 2))
     status: str = Field(default="active", max_length=16)
     version: int = 1
-    created_at: datetime = _timestamp()
-    updated_at: datetime = _timestamp()
+    created_at: datetime = created_now()
+    updated_at: datetime = created_now()
 
 
 class Match(SQLModel, table=True):
@@ -102,8 +94,8 @@ class Match(SQLModel, table=True):
     listing_version: int
     score: float
     reasons: list[dict[str, Any]] = Field(sa_column=Column(JSONB, nullable=False))
-    created_at: datetime = _timestamp()
-    updated_at: datetime = _timestamp()
+    created_at: datetime = created_now()
+    updated_at: datetime = created_now()
 
 
 class MatchEvent(SQLModel, table=True):
@@ -127,4 +119,4 @@ class MatchEvent(SQLModel, table=True):
     listing_id: UUID
     type: str = Field(default="match.created", max_length=40)
     payload: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
-    occurred_at: datetime = _timestamp()
+    occurred_at: datetime = created_now()

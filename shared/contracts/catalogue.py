@@ -12,17 +12,29 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
-AssetKind = Literal[
-    "invention_patent",
-    "utility_model",
-    "design_patent",
-    "trademark",
-    "software_copyright",
-    "copyright_work",
-    "ic_layout",
-    "plant_variety",
-    "geographical_indication",
+from shared.identifiers import AssetKind
+
+__all__ = [
+    "OUR_EXCHANGE",
+    "SCHEMA_V1",
+    "AssetDocument",
+    "AssetKind",
+    "CatalogueDocument",
+    "Classifications",
+    "Encumbrance",
+    "Holder",
+    "LegalStatus",
+    "ListingStatus",
+    "LocalizedText",
+    "PlantTaxon",
+    "Price",
+    "PriceMode",
+    "Source",
+    "TransactionTerms",
+    "TransactionType",
+    "offer_id",
 ]
+
 TransactionType = Literal[
     "assignment",
     "exclusive_license",

@@ -3,7 +3,6 @@ ETags and cache headers, CORS, and rate limits."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import httpx
@@ -11,7 +10,6 @@ import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
-from infra.seed.demo import demo_terms
 from infra.seed.records import load_records
 from shared.settings import Settings
 from support import (
@@ -19,6 +17,7 @@ from support import (
     bearer,
     new_organization,
     patent,
+    publish_records,
     real_application_numbers,
     terms,
     wait_indexed,
@@ -37,23 +36,7 @@ async def published(
         if r.applicants[0] == SELLER and r.asset.legal_status in ("granted", "pending")
     ][:20]
     org_id, key = await new_organization(listing, operator_key, name=SELLER)
-    lines = [
-        json.dumps(
-            {
-                "asset": r.asset.model_dump(mode="json"),
-                "transaction": demo_terms(r.asset.identifier),
-            },
-            ensure_ascii=False,
-        )
-        for r in records
-    ]
-    report = await listing.post(
-        "/v1/imports",
-        params={"mode": "publish", "seller_id": org_id},
-        content="\n".join(lines).encode(),
-        headers={**bearer(operator_key), "Content-Type": "application/x-ndjson"},
-    )
-    assert report.json()["created"] == 20
+    await publish_records(listing, operator_key, org_id, records)
     await wait_indexed(matching, operator_key)
     return {"org_id": org_id, "key": key, "records": records}
 

@@ -10,9 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from infra.seed.demo import demo_terms
 from infra.seed.records import SeedRecord, load_records
-from support import assert_problem, bearer, new_organization, wait_indexed
+from support import assert_problem, bearer, new_organization, publish_records, wait_indexed
 
 DEMANDS = Path(__file__).resolve().parents[1] / "data" / "tech_demands.jsonl"
 SELLER = "京东方科技集团股份有限公司"
@@ -29,28 +28,6 @@ def vr_records() -> list[SeedRecord]:
     return lawful[:40]
 
 
-async def publish(
-    listing: httpx.AsyncClient, operator_key: str, org_id: str, records: list[SeedRecord]
-) -> None:
-    lines = [
-        json.dumps(
-            {
-                "asset": r.asset.model_dump(mode="json"),
-                "transaction": demo_terms(r.asset.identifier),
-            },
-            ensure_ascii=False,
-        )
-        for r in records
-    ]
-    report = await listing.post(
-        "/v1/imports",
-        params={"mode": "publish", "seller_id": org_id},
-        content="\n".join(lines).encode(),
-        headers={**bearer(operator_key), "Content-Type": "application/x-ndjson"},
-    )
-    assert report.json()["created"] == len(records), report.text
-
-
 @pytest.fixture(scope="module")
 async def market(
     listing: httpx.AsyncClient,
@@ -59,7 +36,7 @@ async def market(
     vr_records: list[SeedRecord],
 ) -> dict[str, Any]:
     seller_id, seller_key = await new_organization(listing, operator_key, name=SELLER)
-    await publish(listing, operator_key, seller_id, vr_records[:30])
+    await publish_records(listing, operator_key, seller_id, vr_records[:30])
     _, buyer = await new_organization(
         listing, operator_key, name="河北某科技有限公司", kind="enterprise", region="130100"
     )
@@ -123,7 +100,7 @@ async def test_a_new_listing_that_fits_is_matched_and_announced(
             "/v1/matches/changes", params={"limit": 1000}, headers=bearer(service_key)
         )
     ).json()["next_cursor"]
-    await publish(listing, operator_key, market["seller_id"], vr_records[30:40])
+    await publish_records(listing, operator_key, market["seller_id"], vr_records[30:40])
     await wait_indexed(matching, operator_key)
     after = {m["listing_id"] for m in await matches_of(matching, market["buyer"], demand["id"])}
     new = after - before
