@@ -4,10 +4,12 @@ transaction) and replayed for a repeat; the same key with another body is a 422.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import Header
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
@@ -90,3 +92,27 @@ async def remember(
         )
         .values(status_code=status_code, response=response)
     )
+
+
+async def create_once(
+    session: AsyncSession,
+    organization_id: UUID | None,
+    *,
+    scope: str,
+    key: str | None,
+    digest: str,
+    create: Callable[[], Awaitable[tuple[dict[str, Any], dict[str, str]]]],
+) -> JSONResponse:
+    """Run `create` (returning the 201 body and headers) once per key: a repeat replays the
+    stored response with `Idempotent-Replayed: true`. Without a key, `create` just runs."""
+    keyed = key is not None and organization_id is not None
+    if keyed:
+        stored = await claim(session, organization_id, scope, key, digest)  # type: ignore[arg-type]
+        if stored is not None:
+            return JSONResponse(
+                stored[1], status_code=stored[0], headers={"Idempotent-Replayed": "true"}
+            )
+    body, headers = await create()
+    if keyed:
+        await remember(session, organization_id, scope, key, 201, body)  # type: ignore[arg-type]
+    return JSONResponse(body, status_code=201, headers=headers)

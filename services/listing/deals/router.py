@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import hashlib
 from datetime import date
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
-from fastapi.responses import JSONResponse
 
 from services.listing import idempotency
 from services.listing.deals import service
@@ -38,10 +37,6 @@ inquiries = APIRouter(tags=["inquiries"])
 deals = APIRouter(prefix="/v1/deals", tags=["deals"])
 
 
-def _replay(stored: tuple[int, dict[str, object]]) -> JSONResponse:
-    return JSONResponse(stored[1], status_code=stored[0], headers={"Idempotent-Replayed": "true"})
-
-
 @inquiries.post(
     "/v1/listings/{listing_id}/inquiries",
     status_code=status.HTTP_201_CREATED,
@@ -62,18 +57,21 @@ async def inquire(
     or add to it. The first offer on a published listing puts it under negotiation. Not on the
     caller's own listing (403, rule `own_listing`)."""
     ctx = context(request, session, principal, organization, today)
-    org_id = principal.organization_id
-    if idempotency_key and org_id is not None:
-        # The same key on another listing is another request.
-        digest = hashlib.sha256(f"{listing_id}\n{data.model_dump_json()}".encode()).hexdigest()
-        stored = await idempotency.claim(session, org_id, INQUIRE_SCOPE, idempotency_key, digest)
-        if stored is not None:
-            return _replay(stored)
-    thread = await service.inquire(ctx, listing_id, data)
-    body = thread.model_dump(mode="json")
-    if idempotency_key and org_id is not None:
-        await idempotency.remember(session, org_id, INQUIRE_SCOPE, idempotency_key, 201, body)
-    return JSONResponse(body, status_code=201, headers={"Location": f"/v1/inquiries/{thread.id}"})
+    # The same key on another listing is another request.
+    digest = hashlib.sha256(f"{listing_id}\n{data.model_dump_json()}".encode()).hexdigest()
+
+    async def create() -> tuple[dict[str, Any], dict[str, str]]:
+        thread = await service.inquire(ctx, listing_id, data)
+        return thread.model_dump(mode="json"), {"Location": f"/v1/inquiries/{thread.id}"}
+
+    return await idempotency.create_once(
+        session,
+        principal.organization_id,
+        scope=INQUIRE_SCOPE,
+        key=idempotency_key,
+        digest=digest,
+        create=create,
+    )
 
 
 @inquiries.get(
@@ -148,17 +146,18 @@ async def close_deal(
     organisation of `inquiry_id`, or `buyer_name` for a buyer met off the platform. The deal is
     announced in the change feed (`deal.closed`), without the amount when `confidential`."""
     ctx = context(request, session, principal, organization, today)
-    org_id = principal.organization_id
-    if idempotency_key and org_id is not None:
-        digest = idempotency.request_hash(data)
-        stored = await idempotency.claim(session, org_id, DEAL_SCOPE, idempotency_key, digest)
-        if stored is not None:
-            return _replay(stored)
-    deal = await service.close_deal(ctx, data)
-    body = deal.model_dump(mode="json")
-    if idempotency_key and org_id is not None:
-        await idempotency.remember(session, org_id, DEAL_SCOPE, idempotency_key, 201, body)
-    return JSONResponse(body, status_code=201)
+
+    async def create() -> tuple[dict[str, Any], dict[str, str]]:
+        return (await service.close_deal(ctx, data)).model_dump(mode="json"), {}
+
+    return await idempotency.create_once(
+        session,
+        principal.organization_id,
+        scope=DEAL_SCOPE,
+        key=idempotency_key,
+        digest=idempotency.request_hash(data),
+        create=create,
+    )
 
 
 def deal_filters(

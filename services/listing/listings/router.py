@@ -7,7 +7,6 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
-from fastapi.responses import JSONResponse
 
 from services.listing import idempotency
 from services.listing.dependencies import CallerOrganizationDep, MemberDep, TodayDep
@@ -76,22 +75,19 @@ async def create_listing(
     """A draft listing (registering its asset too when `asset` is given). With an
     `Idempotency-Key`, a repeat returns the first response instead of creating another."""
     ctx = context(request, session, principal, organization, today)
-    org_id = principal.organization_id
-    if idempotency_key and org_id is not None:
-        digest = idempotency.request_hash(data)
-        stored = await idempotency.claim(session, org_id, CREATE_SCOPE, idempotency_key, digest)
-        if stored is not None:
-            return JSONResponse(
-                stored[1], status_code=stored[0], headers={"Idempotent-Replayed": "true"}
-            )
-    listing, asset, seller = await service.create(ctx, data)
-    body = service.to_public(listing, asset, seller).model_dump(mode="json")
-    if idempotency_key and org_id is not None:
-        await idempotency.remember(session, org_id, CREATE_SCOPE, idempotency_key, 201, body)
-    return JSONResponse(
-        body,
-        status_code=201,
-        headers={"ETag": etag(listing.version), "Location": f"/v1/listings/{listing.id}"},
+
+    async def create() -> tuple[dict[str, Any], dict[str, str]]:
+        listing, asset, seller = await service.create(ctx, data)
+        body = service.to_public(listing, asset, seller).model_dump(mode="json")
+        return body, {"ETag": etag(listing.version), "Location": f"/v1/listings/{listing.id}"}
+
+    return await idempotency.create_once(
+        session,
+        principal.organization_id,
+        scope=CREATE_SCOPE,
+        key=idempotency_key,
+        digest=idempotency.request_hash(data),
+        create=create,
     )
 
 
