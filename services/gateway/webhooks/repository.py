@@ -1,0 +1,331 @@
+"""Queries of the webhook tables. Never commits: callers own the transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from services.gateway.models import (
+    AllowedTarget,
+    Delivery,
+    DeliveryAttempt,
+    FeedCursor,
+    Partner,
+    Subscription,
+)
+
+INSERT_CHUNK = 1000
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# ----------------------------------------------------------------------------- subscriptions
+
+
+async def get_subscription(session: AsyncSession, subscription_id: UUID) -> Subscription | None:
+    return await session.get(Subscription, subscription_id)
+
+
+async def list_subscriptions(
+    session: AsyncSession,
+    organization_id: UUID | None,
+    after: tuple[datetime, UUID] | None,
+    limit: int,
+) -> list[Subscription]:
+    """Newest first; `organization_id` None lists every organisation's (operators)."""
+    query = select(Subscription)
+    if organization_id is not None:
+        query = query.where(col(Subscription.organization_id) == organization_id)
+    if after is not None:
+        created, last_id = after
+        query = query.where(
+            (col(Subscription.created_at) < created)
+            | ((col(Subscription.created_at) == created) & (col(Subscription.id) < last_id))
+        )
+    query = query.order_by(col(Subscription.created_at).desc(), col(Subscription.id).desc())
+    return list((await session.execute(query.limit(limit))).scalars())
+
+
+async def partner_code_of(session: AsyncSession, organization_id: UUID) -> str | None:
+    found = await session.execute(
+        select(col(Partner.code)).where(col(Partner.organization_id) == organization_id).limit(1)
+    )
+    return found.scalar_one_or_none()
+
+
+async def disable_subscription(session: AsyncSession, subscription: Subscription) -> None:
+    """Disabled: nothing more is queued, and what is still pending is given up (a delivery in
+    flight finishes, but its outcome no longer changes the row)."""
+    subscription.status = "disabled"
+    await session.execute(
+        update(Delivery)
+        .where(col(Delivery.subscription_id) == subscription.id, col(Delivery.status) == "pending")
+        .values(status="failed", lease_until=None)
+    )
+
+
+async def active_subscriptions(session: AsyncSession) -> list[Subscription]:
+    query = select(Subscription).where(col(Subscription.status) == "active")
+    return list((await session.execute(query)).scalars())
+
+
+# ----------------------------------------------------------------------------- deliveries
+
+
+async def deliveries_page(
+    session: AsyncSession,
+    subscription_id: UUID,
+    status: str | None,
+    before_seq: int | None,
+    limit: int,
+) -> list[Delivery]:
+    """Newest first."""
+    query = select(Delivery).where(col(Delivery.subscription_id) == subscription_id)
+    if status is not None:
+        query = query.where(col(Delivery.status) == status)
+    if before_seq is not None:
+        query = query.where(col(Delivery.seq) < before_seq)
+    query = query.order_by(col(Delivery.seq).desc()).limit(limit)
+    return list((await session.execute(query)).scalars())
+
+
+async def attempts_of(
+    session: AsyncSession, delivery_ids: Sequence[UUID]
+) -> dict[UUID, list[DeliveryAttempt]]:
+    found: dict[UUID, list[DeliveryAttempt]] = {d: [] for d in delivery_ids}
+    if not delivery_ids:
+        return found
+    query = (
+        select(DeliveryAttempt)
+        .where(col(DeliveryAttempt.delivery_id).in_(list(delivery_ids)))
+        .order_by(col(DeliveryAttempt.at), col(DeliveryAttempt.id))
+    )
+    for attempt in (await session.execute(query)).scalars():
+        found[attempt.delivery_id].append(attempt)
+    return found
+
+
+async def get_delivery(
+    session: AsyncSession, subscription_id: UUID, delivery_id: UUID, *, lock: bool = False
+) -> Delivery | None:
+    query = select(Delivery).where(
+        col(Delivery.id) == delivery_id, col(Delivery.subscription_id) == subscription_id
+    )
+    if lock:
+        query = query.with_for_update()
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def insert_deliveries(session: AsyncSession, rows: list[dict[str, Any]]) -> int:
+    """Queue deliveries; an event already queued for a subscription is skipped."""
+    inserted = 0
+    for start in range(0, len(rows), INSERT_CHUNK):
+        stmt = (
+            insert(Delivery)
+            .values(rows[start : start + INSERT_CHUNK])
+            .on_conflict_do_nothing(index_elements=["subscription_id", "event_id"])
+            .returning(col(Delivery.id))
+        )
+        inserted += len((await session.execute(stmt)).all())
+    return inserted
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A delivery this worker holds the lease of, with what sending it needs."""
+
+    id: UUID
+    subscription_id: UUID
+    event_id: str
+    payload: dict[str, Any]
+    attempts: int  # including the one about to be made
+    lease_until: datetime
+    url: str
+    secret: str
+
+
+# Due, leased by nobody, of an active subscription, with no earlier undelivered delivery on the
+# same ordering key (in order per listing; one given up no longer blocks), and at most
+# :per_subscription in flight per subscription across every replica (a slow subscriber cannot
+# take every slot). Locked with SKIP LOCKED, leased, and the lock released at commit.
+CLAIM = text(
+    """
+    WITH busy AS (
+        SELECT subscription_id, count(*) AS n FROM gateway.deliveries
+        WHERE status = 'pending' AND lease_until > now()
+        GROUP BY subscription_id
+    ), ready AS (
+        SELECT d.id, d.next_attempt_at, d.seq,
+               row_number() OVER (
+                   PARTITION BY d.subscription_id ORDER BY d.next_attempt_at, d.seq
+               ) + coalesce(b.n, 0) AS slot
+        FROM gateway.deliveries d
+        JOIN gateway.subscriptions s ON s.id = d.subscription_id AND s.status = 'active'
+        LEFT JOIN busy b ON b.subscription_id = d.subscription_id
+        WHERE d.status = 'pending' AND d.next_attempt_at <= now()
+          AND (d.lease_until IS NULL OR d.lease_until <= now())
+          AND NOT EXISTS (
+              SELECT 1 FROM gateway.deliveries e
+              WHERE e.subscription_id = d.subscription_id
+                AND e.ordering_key = d.ordering_key
+                AND e.seq < d.seq
+                AND e.status = 'pending'
+          )
+    ), locked AS (
+        SELECT d.id FROM gateway.deliveries d JOIN ready r ON r.id = d.id
+        WHERE r.slot <= :per_subscription
+          AND d.status = 'pending'
+          AND (d.lease_until IS NULL OR d.lease_until <= now())
+        ORDER BY r.next_attempt_at, r.seq
+        LIMIT :limit
+        FOR UPDATE OF d SKIP LOCKED
+    )
+    UPDATE gateway.deliveries AS d
+    SET lease_until = now() + make_interval(secs => :lease_seconds),
+        attempts = d.attempts + 1
+    FROM locked, gateway.subscriptions AS s
+    WHERE d.id = locked.id AND s.id = d.subscription_id
+    RETURNING d.id, d.subscription_id, d.event_id, d.payload, d.attempts, d.lease_until,
+              s.url, s.secret
+    """
+)
+
+
+async def claim(
+    session: AsyncSession, *, limit: int, per_subscription: int, lease_seconds: float
+) -> list[Claimed]:
+    result = await session.execute(
+        CLAIM,
+        {"limit": limit, "per_subscription": per_subscription, "lease_seconds": lease_seconds},
+    )
+    return [
+        Claimed(
+            id=r.id,
+            subscription_id=r.subscription_id,
+            event_id=r.event_id,
+            payload=r.payload,
+            attempts=r.attempts,
+            lease_until=r.lease_until,
+            url=r.url,
+            secret=r.secret,
+        )
+        for r in result
+    ]
+
+
+async def record_attempt(
+    session: AsyncSession,
+    claimed: Claimed,
+    *,
+    status_code: int | None,
+    latency_ms: float,
+    error: str | None,
+    outcome: str,
+    retry_in: float | None,
+) -> bool:
+    """Record an attempt and its outcome (`delivered`, `failed`, or `pending` with `retry_in`
+    seconds). The delivery row changes only while this worker still holds its lease; returns
+    whether it did."""
+    session.add(
+        DeliveryAttempt(
+            delivery_id=claimed.id, status_code=status_code, latency_ms=latency_ms, error=error
+        )
+    )
+    result = await session.execute(
+        text(
+            """
+            UPDATE gateway.deliveries
+            SET status = CAST(:outcome AS varchar),
+                lease_until = NULL,
+                last_status_code = :status_code,
+                delivered_at = CASE WHEN CAST(:outcome AS varchar) = 'delivered'
+                    THEN now() ELSE delivered_at END,
+                next_attempt_at = CASE WHEN CAST(:retry_in AS double precision) IS NULL
+                    THEN next_attempt_at
+                    ELSE now() + make_interval(secs => CAST(:retry_in AS double precision)) END
+            WHERE id = :id AND status = 'pending' AND lease_until = :lease_until
+              AND attempts = :attempts
+            """
+        ),
+        {
+            "outcome": outcome,
+            "status_code": status_code,
+            "retry_in": retry_in,
+            "id": claimed.id,
+            "lease_until": claimed.lease_until,
+            "attempts": claimed.attempts,
+        },
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+# ----------------------------------------------------------------------------- allow-list
+
+
+async def list_targets(session: AsyncSession) -> list[AllowedTarget]:
+    query = select(AllowedTarget).order_by(col(AllowedTarget.pattern))
+    return list((await session.execute(query)).scalars())
+
+
+async def allowed_patterns(session: AsyncSession) -> list[str]:
+    return list((await session.execute(select(col(AllowedTarget.pattern)))).scalars())
+
+
+async def add_target(session: AsyncSession, pattern: str) -> AllowedTarget:
+    await session.execute(
+        insert(AllowedTarget)
+        .values(pattern=pattern, created_at=utcnow())
+        .on_conflict_do_nothing(index_elements=["pattern"])
+    )
+    target = await session.get(AllowedTarget, pattern, populate_existing=True)
+    assert target is not None
+    return target
+
+
+async def delete_target(session: AsyncSession, pattern: str) -> bool:
+    target = await session.get(AllowedTarget, pattern)
+    if target is None:
+        return False
+    await session.delete(target)
+    return True
+
+
+# ----------------------------------------------------------------------------- feed cursors
+
+
+async def lock_cursor(session: AsyncSession, name: str) -> str:
+    """The feed's cursor, created at the start if new, locked until the transaction ends."""
+    await session.execute(
+        insert(FeedCursor)
+        .values(name=name, cursor="0.0", updated_at=utcnow())
+        .on_conflict_do_nothing(index_elements=["name"])
+    )
+    found = await session.execute(
+        select(col(FeedCursor.cursor)).where(col(FeedCursor.name) == name).with_for_update()
+    )
+    return str(found.scalar_one())
+
+
+async def read_cursor(session: AsyncSession, name: str) -> str:
+    found = await session.execute(
+        select(col(FeedCursor.cursor)).where(col(FeedCursor.name) == name)
+    )
+    return found.scalar_one_or_none() or "0.0"
+
+
+async def move_cursor(session: AsyncSession, name: str, cursor: str) -> None:
+    await session.execute(
+        update(FeedCursor)
+        .where(col(FeedCursor.name) == name)
+        .values(cursor=cursor, updated_at=utcnow())
+    )

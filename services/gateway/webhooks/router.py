@@ -1,0 +1,196 @@
+"""Outbound webhook subscriptions, their deliveries and replays; the operators' allow-list of
+private targets."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query, Response, status
+
+from services.gateway.webhooks import repository, service
+from services.gateway.webhooks.schemas import (
+    DeliveryPublic,
+    DeliveryStatus,
+    SubscriptionCreate,
+    SubscriptionCreated,
+    SubscriptionPublic,
+    TargetCreate,
+    TargetPublic,
+)
+from shared.auth import CallerDep, Principal, require_roles
+from shared.db import SessionDep
+from shared.errors import UnprocessableEntity, problem_responses
+from shared.schemas import Page, PageSize, PageToken, decode_page_token, encode_page_token
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["webhooks"])
+Subscriber = Annotated[Principal, Depends(require_roles("member", "admin", "partner"))]
+Operator = Annotated[Principal, Depends(require_roles("operator"))]
+
+
+@router.post(
+    "/v1/subscriptions",
+    status_code=status.HTTP_201_CREATED,
+    response_model=SubscriptionCreated,
+    responses=problem_responses(401, 403, 422),
+)
+async def create_subscription(
+    data: SubscriptionCreate, session: SessionDep, principal: Subscriber
+) -> SubscriptionCreated:
+    """Subscribe a URL to webhook events (listing.published, listing.updated,
+    listing.withdrawn, deal.closed, match.created), optionally filtered like the catalogue
+    search. Webhooks are signed per Standard Webhooks with the `secret`, shown only in this
+    answer. The URL must resolve to public addresses (rule `ssrf_forbidden_target`) unless an
+    operator allow-listed it. match.created is delivered only for the organisation's own
+    demands."""
+    subscription = await service.create(session, principal, data)
+    return SubscriptionCreated(
+        **service.public(subscription).model_dump(), secret=subscription.secret
+    )
+
+
+@router.get(
+    "/v1/subscriptions",
+    response_model=Page[SubscriptionPublic],
+    responses=problem_responses(401, 422),
+)
+async def list_subscriptions(
+    session: SessionDep,
+    principal: CallerDep,
+    page_size: PageSize = 50,
+    page_token: PageToken = "",
+) -> Page[SubscriptionPublic]:
+    """The caller's organisation's subscriptions, newest first (operators: everyone's)."""
+    position = decode_page_token(page_token, "created_at", "id")
+    after = None
+    if position is not None:
+        try:
+            after = (datetime.fromisoformat(position["created_at"]), UUID(position["id"]))
+        except (TypeError, ValueError) as exc:
+            raise UnprocessableEntity.single(
+                "page_token", "page_token_invalid", "page_token is not one this API issued"
+            ) from exc
+    rows = await service.list_page(session, principal, after, page_size + 1)
+    more = len(rows) > page_size
+    rows = rows[:page_size]
+    token = (
+        encode_page_token({"created_at": rows[-1].created_at.isoformat(), "id": str(rows[-1].id)})
+        if more
+        else ""
+    )
+    return Page(items=[service.public(s) for s in rows], next_page_token=token)
+
+
+@router.get(
+    "/v1/subscriptions/{subscription_id}",
+    response_model=SubscriptionPublic,
+    responses=problem_responses(401, 404, 422),
+)
+async def read_subscription(
+    subscription_id: UUID, session: SessionDep, principal: CallerDep
+) -> SubscriptionPublic:
+    """One subscription (never its secret)."""
+    return service.public(await service.get_visible(session, principal, subscription_id))
+
+
+@router.delete(
+    "/v1/subscriptions/{subscription_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problem_responses(401, 404, 422),
+)
+async def delete_subscription(
+    subscription_id: UUID, session: SessionDep, principal: CallerDep
+) -> Response:
+    """Disable a subscription: nothing more is queued, and what was still pending is given
+    up (status `failed`). Its deliveries stay readable."""
+    await service.disable(session, principal, subscription_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get(
+    "/v1/subscriptions/{subscription_id}/deliveries",
+    response_model=Page[DeliveryPublic],
+    responses=problem_responses(401, 404, 422),
+)
+async def list_deliveries(
+    subscription_id: UUID,
+    session: SessionDep,
+    principal: CallerDep,
+    status_: Annotated[DeliveryStatus | None, Query(alias="status")] = None,
+    page_size: PageSize = 50,
+    page_token: PageToken = "",
+) -> Page[DeliveryPublic]:
+    """Deliveries newest first, each with its status, attempt count, last response code and
+    every attempt (time, response code, latency, error)."""
+    position = decode_page_token(page_token, "seq")
+    before = None
+    if position is not None:
+        try:
+            before = int(position["seq"])
+        except (TypeError, ValueError) as exc:
+            raise UnprocessableEntity.single(
+                "page_token", "page_token_invalid", "page_token is not one this API issued"
+            ) from exc
+    rows = await service.deliveries(
+        session, principal, subscription_id, status_, before, page_size + 1
+    )
+    more = len(rows) > page_size
+    rows = rows[:page_size]
+    token = encode_page_token({"seq": rows[-1].seq}) if more else ""
+    return Page(items=rows, next_page_token=token)
+
+
+@router.post(
+    "/v1/subscriptions/{subscription_id}/deliveries/{delivery_id}/replay",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=DeliveryPublic,
+    responses=problem_responses(401, 404, 409, 422),
+)
+async def replay_delivery(
+    subscription_id: UUID, delivery_id: UUID, session: SessionDep, principal: CallerDep
+) -> DeliveryPublic:
+    """Send a delivered or failed delivery again, with the same `webhook-id` (so the receiver
+    can recognise a duplicate) and a fresh retry schedule."""
+    return await service.replay(session, principal, subscription_id, delivery_id)
+
+
+@router.post(
+    "/v1/webhook-targets",
+    status_code=status.HTTP_201_CREATED,
+    response_model=TargetPublic,
+    tags=["webhooks (operators)"],
+    responses=problem_responses(401, 403, 422),
+)
+async def add_target(data: TargetCreate, session: SessionDep, _: Operator) -> TargetPublic:
+    """Allow a private target: a host name (`hooks.example.internal`, `*.example.internal`),
+    an IP or a CIDR network. Cloud metadata addresses are allowed only when listed exactly."""
+    target = await service.add_target(session, data.pattern)
+    return TargetPublic.model_validate(target, from_attributes=True)
+
+
+@router.get(
+    "/v1/webhook-targets",
+    response_model=list[TargetPublic],
+    tags=["webhooks (operators)"],
+    responses=problem_responses(401, 403),
+)
+async def list_targets(session: SessionDep, _: Operator) -> list[TargetPublic]:
+    return [
+        TargetPublic.model_validate(t, from_attributes=True)
+        for t in await repository.list_targets(session)
+    ]
+
+
+@router.delete(
+    "/v1/webhook-targets/{pattern:path}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    tags=["webhooks (operators)"],
+    responses=problem_responses(401, 403, 404),
+)
+async def delete_target(pattern: str, session: SessionDep, _: Operator) -> Response:
+    """Remove a pattern (a CIDR's slash may be sent as is or as %2F)."""
+    await service.delete_target(session, pattern)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

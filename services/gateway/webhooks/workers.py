@@ -1,0 +1,385 @@
+"""The webhook workers: fan-out (feeds -> deliveries) and delivery (deliveries -> subscribers).
+
+Fan-out tails listing's change feed and matching's feed of matches from cursors kept in
+`gateway.feed_cursors`. For each page it queues one delivery per (event, fitting subscription)
+in the same transaction that moves the cursor, so a crash replays the page and the unique
+(subscription, event id) makes the replay harmless. One replica fans out a feed at a time: a
+PostgreSQL advisory lock per feed is the lease, and the cursor is compared before it moves.
+
+Delivery claims due deliveries with ``FOR UPDATE SKIP LOCKED`` in a short transaction that sets
+a lease and commits before any HTTP call (no row lock is held while a subscriber answers). A
+delivery is claimed only when no earlier delivery on the same (subscription, listing) is still
+pending, so each subscriber sees a listing's events in order; at most PER_SUBSCRIPTION are in
+flight per subscription, and each runs in its own task, so a slow subscriber holds a few slots
+and never the others' deliveries. Every attempt is recorded; failures are retried on
+RETRY_SCHEDULE (with jitter, more than 24 hours in all), then the delivery is `failed`. The
+worker wakes on NOTIFY gateway_deliveries (fired when deliveries are inserted) and polls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import httpx
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.gateway.webhooks import repository, service
+from services.gateway.webhooks.repository import Claimed
+from services.gateway.webhooks.schemas import MatchChangePage
+from services.gateway.webhooks.service import OutboundEvent
+from services.gateway.webhooks.ssrf import (
+    AllowList,
+    Resolver,
+    TargetRefused,
+    resolve_public,
+    send_pinned,
+)
+from shared.contracts.events import ChangeFeedPage
+from shared.db import asyncpg_connect_kwargs
+from shared.errors import is_database_unavailable
+from shared.notifier import FeedNotifier
+from shared.settings import Settings
+from shared.webhooks import signed_headers
+
+__all__ = [
+    "RETRY_JITTER",
+    "RETRY_SCHEDULE",
+    "RETRY_SCHEDULE_STATE",
+    "DeliveryWorker",
+    "retry_delay",
+    "run_deliveries",
+    "run_fanout",
+    "subscriber_client",
+]
+
+logger = logging.getLogger("ipx.gateway.webhooks")
+
+# Seconds to wait after the 1st, 2nd, ... failed attempt; after the last, the delivery fails.
+# 13 attempts over 31.9 hours nominal; with the jitter below never less than 25.5 hours.
+RETRY_SCHEDULE: tuple[float, ...] = (
+    10,
+    30,
+    2 * 60,
+    5 * 60,
+    15 * 60,
+    30 * 60,
+    3600,
+    2 * 3600,
+    4 * 3600,
+    8 * 3600,
+    8 * 3600,
+    8 * 3600,
+)
+# Each wait is scaled by a random factor in [1 - RETRY_JITTER, 1 + RETRY_JITTER]: retries of
+# many deliveries spread out, and the whole schedule still spans at least 24 hours.
+RETRY_JITTER = 0.2
+# Tests (or an operator's build) shrink the schedule: app.state.<this> = (0.2, 0.4, ...).
+RETRY_SCHEDULE_STATE = "webhook_retry_schedule"
+
+CONNECT_TIMEOUT_SECONDS = 5.0
+TOTAL_TIMEOUT_SECONDS = 10.0  # resolving, connecting, sending and the answer, together
+LEASE_SECONDS = 60.0  # a claimed delivery whose worker vanished is retried after this
+CONCURRENCY = 32  # deliveries in flight per replica
+PER_SUBSCRIPTION = 8  # deliveries in flight per subscription, across replicas
+POLL_SECONDS = 1.0
+DELIVERY_CHANNEL = "gateway_deliveries"
+FEED_WAIT_SECONDS = 10.0
+FEED_PAGE_SIZE = 500
+USER_AGENT = "ipx-webhooks/1.0 (+https://jjj-ipx.example/docs/webhooks)"
+
+
+def retry_delay(
+    attempts: int, schedule: Sequence[float] = RETRY_SCHEDULE, rng: random.Random | None = None
+) -> float | None:
+    """Seconds before the next try after `attempts` failed ones (jittered); None: give up."""
+    if attempts > len(schedule):
+        return None
+    base = schedule[max(attempts, 1) - 1]
+    return base * (rng or random).uniform(1 - RETRY_JITTER, 1 + RETRY_JITTER)
+
+
+# ----------------------------------------------------------------------------- fan-out
+
+
+@dataclass(frozen=True)
+class Feed:
+    name: str  # the row in gateway.feed_cursors, and the advisory lock
+    upstream: Callable[[Settings], str]
+    path: str
+    parse: Callable[[bytes], tuple[list[OutboundEvent], str]]
+
+    @property
+    def lease_key(self) -> int:
+        return zlib.crc32(f"ipx-gateway-fanout:{self.name}".encode())
+
+
+def _parse_listing(body: bytes) -> tuple[list[OutboundEvent], str]:
+    page = ChangeFeedPage.model_validate_json(body)
+    events = [e for e in map(service.from_listing_feed, page.events) if e is not None]
+    return events, page.next_cursor
+
+
+def _parse_matches(body: bytes) -> tuple[list[OutboundEvent], str]:
+    page = MatchChangePage.model_validate_json(body)
+    events = [e for e in map(service.from_match_feed, page.events) if e is not None]
+    return events, page.next_cursor
+
+
+LISTING_FEED = Feed("listing", lambda s: s.listing_url, "/v1/changes", _parse_listing)
+MATCH_FEED = Feed("matches", lambda s: s.matching_url, "/v1/matches/changes", _parse_matches)
+
+
+async def fanout_step(app: FastAPI, feed: Feed, wait: float = FEED_WAIT_SECONDS) -> int:
+    """Read one page after the stored cursor and queue its deliveries; returns how many."""
+    settings: Settings = app.state.settings
+    sessionmaker: async_sessionmaker[AsyncSession] = app.state.sessionmaker
+    async with sessionmaker() as session:
+        cursor = await repository.read_cursor(session, feed.name)
+    response = await app.state.http.get(
+        f"{feed.upstream(settings)}{feed.path}",
+        params={"after": cursor, "limit": FEED_PAGE_SIZE, "wait": wait},
+        headers={"Authorization": f"Bearer {settings.service_key.get_secret_value()}"},
+        timeout=wait + settings.upstream_timeout_seconds,
+    )
+    response.raise_for_status()
+    events, next_cursor = feed.parse(response.content)
+    if next_cursor == cursor:
+        return 0
+    async with sessionmaker() as session, session.begin():
+        if await repository.lock_cursor(session, feed.name) != cursor:
+            return 0  # another replica moved it meanwhile: read again from where it is
+        rows = (
+            service.delivery_rows(events, await repository.active_subscriptions(session))
+            if events
+            else []
+        )
+        queued = await repository.insert_deliveries(session, rows) if rows else 0
+        await repository.move_cursor(session, feed.name, next_cursor)
+    return queued
+
+
+def _log_pause(what: str, exc: BaseException, delay: float) -> None:
+    expected = (httpx.HTTPError, OSError, asyncpg.PostgresError, TimeoutError)
+    if isinstance(exc, expected) or is_database_unavailable(exc):
+        logger.warning(
+            "%s paused (%s: %s); retrying in %.1fs", what, type(exc).__name__, exc, delay
+        )
+    else:
+        logger.error("%s error; retrying in %.1fs", what, delay, exc_info=exc)
+
+
+async def _fanout_forever(app: FastAPI, feed: Feed) -> None:
+    settings: Settings = app.state.settings
+    delay = 0.5
+    while True:
+        conn = None
+        try:
+            conn = await asyncpg.connect(timeout=5, **asyncpg_connect_kwargs(settings.database_url))
+            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", feed.lease_key):
+                await asyncio.sleep(2 + random.random())  # another replica fans this feed out
+                continue
+            while True:
+                await fanout_step(app, feed)
+                await conn.fetchval("SELECT 1")  # the lease's connection is still alive
+                delay = 0.5
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            _log_pause(f"webhook fan-out of {feed.name}", exc, delay)
+        finally:
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.close(timeout=1)
+        await asyncio.sleep(delay * (1 + random.random()))
+        delay = min(delay * 2, 10.0)
+
+
+async def run_fanout(app: FastAPI) -> None:
+    """Fan both feeds out forever (start as a task in the gateway's lifespan; cancel to stop).
+    Uses app.state.settings, app.state.sessionmaker and app.state.http."""
+    await asyncio.gather(_fanout_forever(app, LISTING_FEED), _fanout_forever(app, MATCH_FEED))
+
+
+# ----------------------------------------------------------------------------- delivery
+
+
+def subscriber_client() -> httpx.AsyncClient:
+    """The client for subscribers' URLs: no redirects, no proxies from the environment (the
+    connection must go to the checked address), short timeouts."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(TOTAL_TIMEOUT_SECONDS, connect=CONNECT_TIMEOUT_SECONDS),
+        follow_redirects=False,
+        trust_env=False,
+        limits=httpx.Limits(max_connections=2 * CONCURRENCY, max_keepalive_connections=CONCURRENCY),
+        headers={"User-Agent": USER_AGENT},
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class DeliveryWorker:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        client: httpx.AsyncClient,
+        *,
+        schedule: Sequence[float] = RETRY_SCHEDULE,
+        concurrency: int = CONCURRENCY,
+        per_subscription: int = PER_SUBSCRIPTION,
+        lease_seconds: float = LEASE_SECONDS,
+        total_timeout: float = TOTAL_TIMEOUT_SECONDS,
+        resolver: Resolver | None = None,
+    ) -> None:
+        self.sessionmaker = sessionmaker
+        self.client = client
+        self.schedule = tuple(schedule)
+        self.concurrency = concurrency
+        self.per_subscription = per_subscription
+        self.lease_seconds = max(lease_seconds, total_timeout + 5)
+        self.total_timeout = total_timeout
+        self.resolver = resolver
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+
+    async def claim(self, limit: int) -> tuple[list[Claimed], AllowList]:
+        async with self.sessionmaker() as session:
+            async with session.begin():
+                claimed = await repository.claim(
+                    session,
+                    limit=limit,
+                    per_subscription=self.per_subscription,
+                    lease_seconds=self.lease_seconds,
+                )
+            # The allow-list as of this batch (read after the claim's commit).
+            patterns = await repository.allowed_patterns(session) if claimed else []
+        return claimed, AllowList.of(patterns)
+
+    async def run(self, notifier: FeedNotifier | None = None) -> None:
+        delay = 0.5
+        try:
+            while True:
+                self._wake.clear()
+                free = self.concurrency - len(self._tasks)
+                claimed: list[Claimed] = []
+                if free > 0:
+                    try:
+                        claimed, allow = await self.claim(free)
+                        delay = 0.5
+                    except Exception as exc:
+                        _log_pause("webhook delivery", exc, delay)
+                        await asyncio.sleep(delay * (1 + random.random()))
+                        delay = min(delay * 2, 10.0)
+                        continue
+                    for item in claimed:
+                        self._spawn(item, allow)
+                if free > 0 and len(claimed) == free:
+                    continue  # a full batch: more may be due
+                await self._idle(notifier)
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _spawn(self, claimed: Claimed, allow: AllowList) -> None:
+        task = asyncio.create_task(self.deliver(claimed, allow), name=f"webhook-{claimed.id}")
+        self._tasks.add(task)
+
+        def done(finished: asyncio.Task[None]) -> None:
+            self._tasks.discard(finished)
+            self._wake.set()
+
+        task.add_done_callback(done)
+
+    async def _idle(self, notifier: FeedNotifier | None) -> None:
+        """Until a delivery finishes, deliveries are inserted, or the poll interval passes."""
+        waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._wake.wait())]
+        if notifier is not None:
+            waiters.append(asyncio.ensure_future(notifier.wait(POLL_SECONDS)))
+        else:
+            waiters.append(asyncio.ensure_future(asyncio.sleep(POLL_SECONDS)))
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
+
+    async def deliver(self, claimed: Claimed, allow: AllowList) -> None:
+        """One attempt: resolve and check the URL, POST to the checked address, record."""
+        body = json.dumps(claimed.payload, ensure_ascii=False, separators=(",", ":")).encode()
+        headers = signed_headers(claimed.secret, claimed.event_id, body)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        status_code: int | None = None
+        error: str | None = None
+        try:
+            async with asyncio.timeout(self.total_timeout):
+                target = await resolve_public(claimed.url, allow, resolver=self.resolver)
+                status_code = await send_pinned(self.client, target, content=body, headers=headers)
+        except TargetRefused as exc:
+            error = f"{exc.rule}: {exc.message}"
+        except TimeoutError:
+            error = f"no answer within {self.total_timeout:g}s"
+        except (httpx.HTTPError, OSError) as exc:
+            error = _describe(exc)
+        except Exception as exc:  # never lose the attempt record to a surprise
+            logger.exception("webhook delivery %s failed unexpectedly", claimed.id)
+            error = _describe(exc)
+        latency_ms = round((loop.time() - started) * 1000, 1)
+        if status_code is not None and 200 <= status_code < 300:
+            outcome, retry_in = "delivered", None
+        else:
+            if error is None:
+                error = f"HTTP {status_code}"
+            retry_in = retry_delay(claimed.attempts, self.schedule)
+            outcome = "failed" if retry_in is None else "pending"
+        try:
+            async with self.sessionmaker() as session, session.begin():
+                await repository.record_attempt(
+                    session,
+                    claimed,
+                    status_code=status_code,
+                    latency_ms=latency_ms,
+                    error=error,
+                    outcome=outcome,
+                    retry_in=retry_in,
+                )
+        except Exception as exc:
+            # The lease runs out and the delivery is tried again: at least once still holds.
+            _log_pause(f"recording webhook delivery {claimed.id}", exc, self.lease_seconds)
+        if outcome == "failed":
+            logger.warning(
+                "webhook delivery %s to subscription %s failed after %d attempts (%s)",
+                claimed.id,
+                claimed.subscription_id,
+                claimed.attempts,
+                error,
+            )
+
+
+async def run_deliveries(app: FastAPI) -> None:
+    """Deliver forever (start as a task in the gateway's lifespan; cancel to stop). Uses
+    app.state.settings and app.state.sessionmaker; its own HTTP client for subscribers.
+    app.state.webhook_retry_schedule, when set, replaces RETRY_SCHEDULE (tests)."""
+    settings: Settings = app.state.settings
+    schedule = tuple(getattr(app.state, RETRY_SCHEDULE_STATE, RETRY_SCHEDULE))
+    notifier = FeedNotifier(settings.database_url, DELIVERY_CHANNEL)
+    await notifier.start()
+    try:
+        async with subscriber_client() as client:
+            await DeliveryWorker(app.state.sessionmaker, client, schedule=schedule).run(notifier)
+    finally:
+        await notifier.stop()
