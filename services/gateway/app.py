@@ -14,13 +14,20 @@ from fastapi import FastAPI
 from infra.migrations import head_revision
 from services.gateway.catalogue.router import router as catalogue_router
 from services.gateway.models import SCHEMA
+from services.gateway.partners.router import router as partners_router
+from services.gateway.partners.workers import run_inbox, run_pull
 from services.gateway.webhooks.router import router as webhooks_router
 from services.gateway.webhooks.workers import run_deliveries, run_fanout
 from shared.app import build_app, open_database, open_upstreams
 from shared.settings import Settings, get_settings
 
 # The gateway's background workers, each `async def worker(app) -> None` looping forever.
-WORKERS: list[Callable[[FastAPI], Coroutine[Any, Any, None]]] = [run_fanout, run_deliveries]
+WORKERS: list[Callable[[FastAPI], Coroutine[Any, Any, None]]] = [
+    run_inbox,
+    run_pull,
+    run_fanout,
+    run_deliveries,
+]
 
 
 @asynccontextmanager
@@ -53,7 +60,7 @@ def create_app(
         name="gateway",
         settings=settings or get_settings(),
         lifespan=lifespan,
-        routers=[catalogue_router, webhooks_router],
+        routers=[catalogue_router, partners_router, webhooks_router],
         http_mounts=http_mounts,
         rate_limited_paths=["/v1/catalogue"],
         description="The public edge: the open catalogue, partner exchanges syncing in, "

@@ -57,6 +57,8 @@ class InboundEvent(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("partner_code", "event_id"),
         Index("ix_gateway_inbound_events_due", "status", "next_attempt_at"),
+        # "Is a newer version of this offer applied already?" on every claim.
+        Index("ix_gateway_inbound_events_offer", "offer_key", "source_version"),
         {"schema": SCHEMA},
     )
 

@@ -60,6 +60,13 @@ def upgrade() -> None:
         unique=False,
         schema="gateway",
     )
+    op.create_index(
+        "ix_gateway_inbound_events_offer",
+        "inbound_events",
+        ["offer_key", "source_version"],
+        unique=False,
+        schema="gateway",
+    )
     op.create_table(
         "partners",
         sa.Column("code", sa.String(length=32), nullable=False),
@@ -228,6 +235,7 @@ def downgrade() -> None:
     )
     op.drop_table("rejected_events", schema="gateway")
     op.drop_table("partners", schema="gateway")
+    op.drop_index("ix_gateway_inbound_events_offer", table_name="inbound_events", schema="gateway")
     op.drop_index("ix_gateway_inbound_events_due", table_name="inbound_events", schema="gateway")
     op.drop_table("inbound_events", schema="gateway")
     op.drop_table("feed_cursors", schema="gateway")

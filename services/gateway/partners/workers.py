@@ -1,0 +1,425 @@
+"""The two partner workers the gateway runs in its lifespan.
+
+``run_inbox``
+    Applies inbox events to listing (``PUT /v1/offers/{exchange}/{listing_id}``). Rows are
+    claimed with ``FOR UPDATE SKIP LOCKED`` and a lease in a short transaction that commits
+    before any HTTP call; one offer's events go in version order, one at a time, while
+    different offers go concurrently. An event not newer than one already applied for its
+    offer is marked ``stale`` without a call (listing guards versions too). 422/409 (and
+    400/413) from listing: ``rejected``, recorded for the partner with listing's reasons. Any
+    other failure: retried with exponential backoff and jitter, never dropped. Wakes on
+    ``NOTIFY gateway_inbox`` and polls besides.
+
+``run_pull``
+    Pulls partners that have a feed: ``GET pull_url?cursor=<stored>`` with
+    ``If-None-Match: <stored etag>``, expecting ``{"items": [...], "next_cursor": "..."}``
+    (304: nothing new). Items go through the same intake as a push (adapter, validation,
+    inbox; ``pull:<offer id>:<version>`` is the event id). The cursor and ETag are stored
+    after every page, so a restart resumes where it stopped. Each partner is pulled in its own
+    task under a time limit, claimed with a lease (``FOR UPDATE SKIP LOCKED``): a slow, broken
+    or garbage-serving partner backs off (capped, with jitter) and never holds up another.
+
+Tuning lives in :class:`PartnerSyncConfig` (``app.state.partner_sync`` when set).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from fastapi import FastAPI
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.gateway.models import Partner, RejectedEvent
+from services.gateway.partners import service
+from services.gateway.partners.repository import (
+    ClaimedEvent,
+    InboxRepository,
+    PartnerRepository,
+    RejectedEventRepository,
+)
+from shared.contracts.offers import OfferUpsertResult
+from shared.errors import FieldError
+from shared.notifier import FeedNotifier
+from shared.settings import Settings
+
+__all__ = ["INBOX_CHANNEL", "PartnerSyncConfig", "backoff_seconds", "run_inbox", "run_pull"]
+
+logger = logging.getLogger("ipx.gateway.partners")
+INBOX_CHANNEL = "gateway_inbox"
+REJECTED_BY_LISTING = frozenset({400, 409, 413, 422})
+RELEASE_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class PartnerSyncConfig:
+    """How the partner workers pace themselves (set ``app.state.partner_sync`` to change)."""
+
+    inbox_batch: int = 32
+    inbox_lease_seconds: float = 60.0
+    inbox_poll_seconds: float = 1.0
+    retry_base_seconds: float = 2.0
+    retry_cap_seconds: float = 600.0
+    pull_poll_seconds: float = 1.0
+    pull_concurrency: int = 16
+    pull_request_timeout_seconds: float = 15.0
+    pull_run_timeout_seconds: float = 120.0
+    pull_max_pages: int = 100
+    pull_max_page_bytes: int = 8 * 1024 * 1024
+    pull_backoff_cap_seconds: float = 3600.0
+
+
+def _config(app: FastAPI) -> PartnerSyncConfig:
+    config = getattr(app.state, "partner_sync", None)
+    return config if isinstance(config, PartnerSyncConfig) else PartnerSyncConfig()
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def backoff_seconds(failures: int, base: float, cap: float) -> float:
+    """Exponential backoff with jitter: between half and all of min(cap, base * 2^(n-1))."""
+    delay = min(cap, base * float(2 ** max(0, min(failures - 1, 30))))
+    return delay / 2 + random.uniform(0, delay / 2)
+
+
+# --------------------------------------------------------------------------------------------
+# The inbox worker
+# --------------------------------------------------------------------------------------------
+
+
+async def run_inbox(app: FastAPI) -> None:
+    """Apply inbox events to listing until cancelled."""
+    config = _config(app)
+    settings: Settings = app.state.settings
+    notifier = FeedNotifier(settings.database_url, channel=INBOX_CHANNEL)
+    await notifier.start()
+    try:
+        while True:
+            try:
+                worked = await _inbox_round(app, config)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("inbox round failed (%s); retrying", type(exc).__name__)
+                logger.debug("inbox round failure", exc_info=exc)
+                await asyncio.sleep(config.inbox_poll_seconds)
+                continue
+            if not worked:
+                await notifier.wait(config.inbox_poll_seconds)
+    finally:
+        await notifier.stop()
+
+
+async def _inbox_round(app: FastAPI, config: PartnerSyncConfig) -> bool:
+    maker: async_sessionmaker[AsyncSession] = app.state.sessionmaker
+    async with maker() as session, session.begin():
+        claimed, stale = await InboxRepository(session).claim(
+            utcnow(), config.inbox_batch, timedelta(seconds=config.inbox_lease_seconds)
+        )
+    # Committed: the leases hold the rows, no row lock is kept across the HTTP calls.
+    if claimed:
+        await asyncio.gather(*(_apply(app, config, event) for event in claimed))
+    return bool(claimed or stale)
+
+
+def _problem_errors(response: httpx.Response) -> tuple[str, list[FieldError]]:
+    """listing's problem+json as (detail, field errors)."""
+    try:
+        problem = response.json()
+    except ValueError:
+        problem = {}
+    if not isinstance(problem, dict):
+        problem = {}
+    detail = str(problem.get("detail") or problem.get("title") or f"HTTP {response.status_code}")
+    errors: list[FieldError] = []
+    for item in problem.get("errors") or []:
+        with contextlib.suppress(ValidationError):
+            errors.append(FieldError.model_validate(item))
+    if not errors:
+        slug = str(problem.get("type") or "").rsplit("/", 1)[-1] or f"http_{response.status_code}"
+        errors = [FieldError(field="body", rule=slug, message=detail)]
+    return detail, errors
+
+
+async def _apply(app: FastAPI, config: PartnerSyncConfig, event: ClaimedEvent) -> None:
+    """One inbox event to listing; its outcome recorded. Never raises (a failure to record
+    leaves the lease to expire, and the event is tried again)."""
+    maker: async_sessionmaker[AsyncSession] = app.state.sessionmaker
+    try:
+        outcome = await _put_offer(app, event)
+        async with maker() as session, session.begin():
+            inbox = InboxRepository(session)
+            now = utcnow()
+            if isinstance(outcome, OfferUpsertResult):
+                if outcome.applied:
+                    await inbox.finish(event.id, "applied", None, now)
+                else:
+                    await inbox.finish(
+                        event.id,
+                        "stale",
+                        f"listing already holds version {outcome.source_version}",
+                        now,
+                    )
+            elif isinstance(outcome, tuple):
+                detail, errors = outcome
+                await inbox.finish(event.id, "rejected", detail, now)
+                await RejectedEventRepository(session).add(
+                    RejectedEvent(
+                        partner_code=event.partner_code,
+                        event_id=event.event_id,
+                        source=event.source,
+                        received_at=now,
+                        errors=[e.model_dump() for e in errors],
+                        payload_excerpt=service.excerpt(
+                            json.dumps(event.document, ensure_ascii=False)
+                        ),
+                    )
+                )
+            else:
+                attempts = event.attempts + 1
+                delay = backoff_seconds(
+                    attempts, config.retry_base_seconds, config.retry_cap_seconds
+                )
+                await inbox.retry_later(
+                    event.id, attempts, now + timedelta(seconds=delay), outcome[:2000]
+                )
+                logger.info(
+                    "inbox event %s of %s: %s; retry %d in %.1fs",
+                    event.id,
+                    event.partner_code,
+                    outcome,
+                    attempts,
+                    delay,
+                )
+    except asyncio.CancelledError:
+        await _released(maker, lambda session: InboxRepository(session).release(event.id))
+        raise
+    except Exception as exc:
+        logger.warning("inbox event %s not recorded (%s)", event.id, type(exc).__name__)
+
+
+async def _released(
+    maker: async_sessionmaker[AsyncSession],
+    release: Callable[[AsyncSession], Awaitable[None]],
+) -> None:
+    """Best effort on shutdown: give a lease back so another replica (or the next start) need
+    not wait for it to expire."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(RELEASE_SECONDS), maker() as session, session.begin():
+            await release(session)
+
+
+async def _put_offer(
+    app: FastAPI, event: ClaimedEvent
+) -> OfferUpsertResult | tuple[str, list[FieldError]] | str:
+    """The upsert's result; (detail, errors) when listing refuses the offer; a reason string
+    when it should be tried again."""
+    settings: Settings = app.state.settings
+    http: httpx.AsyncClient = app.state.http
+    source: dict[str, Any] = event.document["source"]
+    url = (
+        f"{settings.listing_url}/v1/offers/{quote(str(source['exchange']), safe='')}"
+        f"/{quote(str(source['listing_id']), safe='')}"
+    )
+    try:
+        response = await http.put(
+            url,
+            params={"exchange_name": event.partner_name, "exchange_region": event.partner_region},
+            json=event.document,
+            headers={"Authorization": f"Bearer {settings.service_key.get_secret_value()}"},
+        )
+    except httpx.HTTPError as exc:
+        return f"listing unreachable: {type(exc).__name__}"
+    if response.status_code == 200:
+        try:
+            return OfferUpsertResult.model_validate_json(response.content)
+        except ValidationError:
+            return "listing answered 200 with an unexpected body"
+    if response.status_code in REJECTED_BY_LISTING:
+        return _problem_errors(response)
+    return f"listing answered HTTP {response.status_code}"
+
+
+# --------------------------------------------------------------------------------------------
+# The pull worker
+# --------------------------------------------------------------------------------------------
+
+
+class PullFailed(Exception):
+    """Why a pull stopped (shown to operators as pull_last_error; no secrets)."""
+
+
+class FeedPage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    items: list[Any] = Field(max_length=10_000)
+    next_cursor: str | None = Field(default=None, max_length=500)
+
+
+async def run_pull(app: FastAPI) -> None:
+    """Pull the feeds of partners that have one, each on its schedule, until cancelled."""
+    config = _config(app)
+    running: dict[str, asyncio.Task[None]] = {}
+    async with httpx.AsyncClient(
+        timeout=config.pull_request_timeout_seconds,
+        follow_redirects=False,
+        headers={"Accept": "application/json", "User-Agent": "ipx-gateway partner-sync/1"},
+    ) as client:
+        try:
+            while True:
+                running = {code: task for code, task in running.items() if not task.done()}
+                free = config.pull_concurrency - len(running)
+                claimed: list[Partner] = []
+                if free > 0:
+                    try:
+                        claimed = await _claim_pulls(app, config, free, set(running))
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as exc:
+                        logger.warning("pull claim failed (%s)", type(exc).__name__)
+                for partner in claimed:
+                    running[partner.code] = asyncio.create_task(
+                        _pull_partner(app, client, config, partner), name=f"pull-{partner.code}"
+                    )
+                await asyncio.sleep(config.pull_poll_seconds)
+        finally:
+            for task in running.values():
+                task.cancel()
+            for task in running.values():
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+
+async def _claim_pulls(
+    app: FastAPI, config: PartnerSyncConfig, limit: int, exclude: set[str]
+) -> list[Partner]:
+    maker: async_sessionmaker[AsyncSession] = app.state.sessionmaker
+    lease = timedelta(seconds=config.pull_run_timeout_seconds + 30)
+    async with maker() as session, session.begin():
+        return await PartnerRepository(session).claim_due_pulls(utcnow(), limit, lease, exclude)
+
+
+async def _pull_partner(
+    app: FastAPI, client: httpx.AsyncClient, config: PartnerSyncConfig, partner: Partner
+) -> None:
+    """One partner's pull, under its own time limit; its outcome and next time recorded."""
+    error: str | None = None
+    try:
+        async with asyncio.timeout(config.pull_run_timeout_seconds):
+            await _pull_pages(app, client, config, partner)
+    except TimeoutError:
+        error = f"the pull took longer than {config.pull_run_timeout_seconds:g}s"
+    except PullFailed as exc:
+        error = str(exc)
+    except httpx.TimeoutException:
+        error = f"the feed did not answer within {config.pull_request_timeout_seconds:g}s"
+    except httpx.HTTPError as exc:
+        error = f"the feed is unreachable ({type(exc).__name__})"
+    except asyncio.CancelledError:
+        # Shutting down: the next run (here or on another replica) resumes from the cursor.
+        await _released(
+            app.state.sessionmaker,
+            lambda session: PartnerRepository(session).release_pull(partner.code),
+        )
+        raise
+    except Exception as exc:
+        logger.exception("pull of %s failed", partner.code)
+        error = f"internal error ({type(exc).__name__})"
+    now = utcnow()
+    if error is None:
+        next_at = now + timedelta(seconds=partner.pull_interval_seconds)
+    else:
+        delay = backoff_seconds(
+            partner.pull_failures + 1,
+            float(partner.pull_interval_seconds),
+            max(config.pull_backoff_cap_seconds, float(partner.pull_interval_seconds)),
+        )
+        next_at = now + timedelta(seconds=delay)
+        logger.info("pull of %s failed: %s; next in %.0fs", partner.code, error, delay)
+    maker: async_sessionmaker[AsyncSession] = app.state.sessionmaker
+    try:
+        async with maker() as session, session.begin():
+            await PartnerRepository(session).finish_pull(partner.code, next_at=next_at, error=error)
+    except asyncio.CancelledError:
+        await _released(
+            maker, lambda session: PartnerRepository(session).release_pull(partner.code)
+        )
+        raise
+    except Exception as exc:
+        logger.warning("pull of %s not recorded (%s)", partner.code, type(exc).__name__)
+
+
+async def _read_capped(response: httpx.Response, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            raise PullFailed(f"a feed page is larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _page(body: bytes) -> FeedPage:
+    try:
+        payload = service.parse_json(body)
+    except ValueError as exc:
+        raise PullFailed("the feed answered something that is not JSON") from exc
+    try:
+        return FeedPage.model_validate(payload)
+    except ValidationError as exc:
+        raise PullFailed(
+            'the feed answered JSON that is not {"items": [...], "next_cursor": "..."}'
+        ) from exc
+
+
+async def _pull_pages(
+    app: FastAPI, client: httpx.AsyncClient, config: PartnerSyncConfig, partner: Partner
+) -> None:
+    maker: async_sessionmaker[AsyncSession] = app.state.sessionmaker
+    assert partner.pull_url is not None
+    cursor, etag = partner.pull_cursor, partner.pull_etag
+    for _ in range(config.pull_max_pages):
+        params = {"cursor": cursor} if cursor else {}
+        headers = {"If-None-Match": etag} if etag else {}
+        async with client.stream("GET", partner.pull_url, params=params, headers=headers) as answer:
+            if answer.status_code == 304:
+                return
+            if answer.status_code != 200:
+                raise PullFailed(f"the feed answered HTTP {answer.status_code}")
+            body = await _read_capped(answer, config.pull_max_page_bytes)
+            page_etag = answer.headers.get("etag")
+        page = _page(body)
+        next_cursor = page.next_cursor or cursor
+        async with maker() as session, session.begin():
+            for item in page.items:
+                # A rejected item is recorded for the partner; the rest of the page goes on.
+                with contextlib.suppress(service.EventRejected):
+                    await service.accept(
+                        session,
+                        partner,
+                        item,
+                        event_id=None,
+                        source="pull",
+                        raw=json.dumps(item, ensure_ascii=False, default=str),
+                    )
+            # The ETag belongs to the page asked for: keep it only while the cursor stays.
+            stored_etag = page_etag[:500] if page_etag and next_cursor == cursor else None
+            await PartnerRepository(session).save_pull_position(
+                partner.code, next_cursor, stored_etag, utcnow()
+            )
+        if not page.items or next_cursor == cursor:
+            return
+        cursor, etag = next_cursor, None

@@ -1,0 +1,959 @@
+"""Partner exchanges syncing in: the registry, signed pushes (Standard Webhooks), the inbox
+worker applying offers to listing, and the pull worker paging through real partner feeds.
+
+The gateway runs in process with its workers; listing's real app is mounted behind it; partner
+feeds are a real HTTP server on the loopback interface; PostgreSQL is real."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from sqlalchemy import update
+from sqlmodel import col
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from infra.migrations import head_revision
+from services.gateway.models import SCHEMA, InboundEvent, Partner
+from services.gateway.partners.repository import InboxRepository
+from services.gateway.partners.router import router as partners_router
+from services.gateway.partners.workers import (
+    PartnerSyncConfig,
+    backoff_seconds,
+    run_inbox,
+    run_pull,
+)
+from shared.app import build_app, open_database, open_upstreams
+from shared.settings import Settings
+from shared.webhooks import signed_headers
+from support import assert_problem, bearer, free_port, new_organization, real_application_numbers
+
+FAST = PartnerSyncConfig(
+    inbox_poll_seconds=0.2,
+    retry_base_seconds=0.2,
+    retry_cap_seconds=2.0,
+    pull_poll_seconds=0.1,
+    pull_request_timeout_seconds=2.0,
+    pull_run_timeout_seconds=5.0,
+)
+DEADLINE = 30.0
+
+
+# ------------------------------------------------------------------------------ the gateway
+
+
+@dataclass
+class Gateway:
+    app: FastAPI
+    client: httpx.AsyncClient
+    listing: FlakyListing
+
+
+class FlakyListing(httpx.AsyncBaseTransport):
+    """listing's real app, in front of which the next `failures` PUTs fail (alternately a 503
+    and a refused connection), as when listing is restarting."""
+
+    def __init__(self, listing_app: FastAPI) -> None:
+        self.inner = httpx.ASGITransport(listing_app, raise_app_exceptions=False)
+        self.failures = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "PUT" and self.failures > 0:
+            self.failures -= 1
+            if self.failures % 2:
+                raise httpx.ConnectError("listing is restarting", request=request)
+            return httpx.Response(503, json={"title": "restarting"}, request=request)
+        return await self.inner.handle_async_request(request)
+
+
+def gateway_app(settings: Settings, listing: FlakyListing, *, pull: bool) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with (
+            open_database(app, settings, schema=SCHEMA, expected_revision=head_revision(SCHEMA)),
+            open_upstreams(app, settings, {"listing": settings.listing_url}),
+        ):
+            workers = [asyncio.create_task(run_inbox(app))]
+            if pull:
+                workers.append(asyncio.create_task(run_pull(app)))
+            try:
+                yield
+            finally:
+                for worker in workers:
+                    worker.cancel()
+                await asyncio.gather(*workers, return_exceptions=True)
+
+    app = build_app(
+        name="gateway",
+        settings=settings,
+        lifespan=lifespan,
+        routers=[partners_router],
+        description="gateway under test",
+        http_mounts={"http://listing.test": listing},
+    )
+    app.state.partner_sync = FAST
+    return app
+
+
+@asynccontextmanager
+async def running_gateway(
+    settings: Settings, listing_app: FastAPI, *, pull: bool
+) -> AsyncIterator[Gateway]:
+    listing = FlakyListing(listing_app)
+    app = gateway_app(settings, listing, pull=pull)
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as c:
+            yield Gateway(app, c, listing)
+
+
+@pytest.fixture(scope="module")
+async def gateway(settings: Settings, listing_app: FastAPI) -> AsyncIterator[Gateway]:
+    """The gateway with its inbox worker (pull tests start their own, with the pull worker)."""
+    async with running_gateway(settings, listing_app, pull=False) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def numbers() -> Iterator[str]:
+    """Real CN invention application numbers, each used once in this module."""
+    return iter(list(real_application_numbers("invention_patent")))
+
+
+# ------------------------------------------------------------------------------ a partner site
+
+
+@dataclass
+class Feed:
+    items: list[dict[str, Any]] = field(default_factory=list)
+    mode: str = "ok"  # ok | sleepy | garbage
+    page_size: int = 10
+    log: list[tuple[str | None, str | None, int]] = field(default_factory=list)
+    in_flight: int = 0
+
+
+@dataclass
+class PartnerSite:
+    base_url: str
+    feeds: dict[str, Feed]
+
+    def url(self, name: str) -> str:
+        return f"{self.base_url}/feeds/{name}"
+
+
+@pytest.fixture(scope="module")
+async def partner_site() -> AsyncIterator[PartnerSite]:
+    """Partner exchanges' feeds served over real HTTP on 127.0.0.1."""
+    feeds: dict[str, Feed] = {}
+    release = asyncio.Event()
+
+    async def feed(request: Request) -> Response:
+        found = feeds[request.path_params["name"]]
+        cursor = request.query_params.get("cursor")
+        tag = request.headers.get("if-none-match")
+        if found.mode == "sleepy":
+            found.in_flight += 1
+            found.log.append((cursor, tag, 0))
+            try:
+                await asyncio.wait_for(release.wait(), 30)
+            except TimeoutError:
+                pass
+            finally:
+                found.in_flight -= 1
+            return JSONResponse({"items": [], "next_cursor": cursor})
+        if found.mode == "garbage":
+            found.log.append((cursor, tag, 200))
+            return Response("<html><body>502 Bad Gateway</body></html>", media_type="text/html")
+        start = int(cursor or 0)
+        page = found.items[start : start + found.page_size]
+        etag = f'"{start}-{len(found.items)}"'
+        if tag == etag:
+            found.log.append((cursor, tag, 304))
+            return Response(status_code=304, headers={"ETag": etag})
+        found.log.append((cursor, tag, 200))
+        return JSONResponse(
+            {"items": page, "next_cursor": str(start + len(page))}, headers={"ETag": etag}
+        )
+
+    app = Starlette(routes=[Route("/feeds/{name}", feed)])
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            ws="none",
+            timeout_graceful_shutdown=1,
+        )
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        assert not task.done(), "the partner site did not start"
+        await asyncio.sleep(0.02)
+    try:
+        yield PartnerSite(f"http://127.0.0.1:{port}", feeds)
+    finally:
+        release.set()
+        server.should_exit = True
+        await task
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+async def eventually(
+    check: Callable[[], Awaitable[Any]], what: str, seconds: float = DEADLINE
+) -> Any:
+    """Until check() returns something truthy (returned), or fail after `seconds`."""
+    deadline = time.monotonic() + seconds
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"not within {seconds}s: {what} (last: {last!r})")
+
+
+def code() -> str:
+    return "p" + uuid.uuid4().hex[:10]
+
+
+async def register(
+    gateway: Gateway, operator_key: str, partner: str, **fields: Any
+) -> dict[str, Any]:
+    body = {"code": partner, "name": f"合作交易所 {partner}", "region": "120000", **fields}
+    response = await gateway.client.post("/v1/partners", json=body, headers=bearer(operator_key))
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created
+
+
+def document(
+    exchange: str,
+    listing_id: str,
+    number: str,
+    version: int = 1,
+    *,
+    status: str = "published",
+    amount: str = "1200000.00",
+    transaction_type: str = "exclusive_license",
+    price_mode: str = "fixed",
+    typed: str | None = None,
+) -> dict[str, Any]:
+    """A canonical document for a real application number (`typed`: as the partner wrote it)."""
+    return {
+        "schema": "ipx.catalogue/v1",
+        "offer_id": f"{exchange}:{listing_id}",
+        "source": {
+            "exchange": exchange,
+            "listing_id": listing_id,
+            "url": f"https://{exchange}.example/listings/{listing_id}",
+            "updated_at": (datetime(2026, 11, 1, tzinfo=UTC) + timedelta(hours=version))
+            .isoformat()
+            .replace("+00:00", "Z"),
+            "version": version,
+        },
+        "asset": {
+            "kind": "invention_patent",
+            "identifier": typed or number,
+            "title": {"zh": "一种神经网络运算装置"},
+            "classifications": {"ipc": ["G06N 3/063"]},
+            "holders": [{"name": "中科寒武纪科技股份有限公司", "region": "110108"}],
+            "filed_on": f"{number[:4]}-06-01",
+            "legal_status": "granted",
+        },
+        "transaction": {
+            "type": transaction_type,
+            "price": {
+                "mode": price_mode,
+                "amount": amount if price_mode == "fixed" else None,
+                "currency": "CNY",
+            },
+            "term_months": 60,
+        },
+        "status": status,
+    }
+
+
+def tjipe(listing_id: str, number: str, version: int = 1, **extra: object) -> dict[str, Any]:
+    return {
+        "编号": listing_id,
+        "链接": f"https://tjipe.example/l/{listing_id}",
+        "版本": str(version),
+        "更新时间": f"2026-11-20 {8 + version % 10:02d}:00:00",
+        "状态": "挂牌中",
+        "交易方式": "普通许可",
+        "价格(万元)": "120.5",
+        "专利号": f"ZL {number[:4]} {number[4]} {number[5:]}",
+        "专利类型": "发明",
+        "名称": "一种神经网络处理器",
+        "申请日": f"{number[:4]}年6月1日",
+        "权利人": "天津大学；天津某科技有限公司",
+        "地区": "天津市",
+        "分类号": "G06N 3/063",
+        **extra,
+    }
+
+
+async def push(
+    gateway: Gateway,
+    partner: str,
+    secret: str,
+    payload: Any,
+    *,
+    event_id: str | None = None,
+    at: datetime | None = None,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
+    body = (
+        payload if isinstance(payload, bytes) else json.dumps(payload, ensure_ascii=False).encode()
+    )
+    signed = signed_headers(secret, event_id or f"msg_{uuid.uuid4().hex}", body, at=at)
+    return await gateway.client.post(
+        f"/v1/inbound/{partner}", content=body, headers={**signed, **(headers or {})}
+    )
+
+
+async def offers_of(
+    listing: httpx.AsyncClient, service_key: str, exchange: str
+) -> dict[str, dict[str, Any]]:
+    """listing's current offers of one exchange, by offer id (every status)."""
+    found: dict[str, dict[str, Any]] = {}
+    token = ""
+    while True:
+        response = await listing.get(
+            "/v1/offers",
+            params={"page_size": 1000, "page_token": token},
+            headers=bearer(service_key),
+        )
+        assert response.status_code == 200, response.text
+        page = response.json()
+        for item in page["items"]:
+            if item["document"]["source"]["exchange"] == exchange:
+                found[item["document"]["offer_id"]] = item
+        token = page["next_page_token"]
+        if not token:
+            return found
+
+
+async def inbox(gateway: Gateway, partner: str) -> list[InboundEvent]:
+    async with gateway.app.state.sessionmaker() as session:
+        return await InboxRepository(session).by_partner(partner)
+
+
+async def settled(gateway: Gateway, partner: str, count: int) -> list[InboundEvent]:
+    """Until the partner has `count` inbox rows, none pending."""
+
+    async def check() -> list[InboundEvent] | None:
+        rows = await inbox(gateway, partner)
+        done = len(rows) == count and all(r.status != "pending" for r in rows)
+        return rows if done else None
+
+    rows: list[InboundEvent] = await eventually(check, f"{count} events of {partner} processed")
+    return rows
+
+
+async def rejected(gateway: Gateway, partner: str, key: str) -> list[dict[str, Any]]:
+    response = await gateway.client.get(f"/v1/partners/{partner}/rejected", headers=bearer(key))
+    assert response.status_code == 200, response.text
+    items: list[dict[str, Any]] = response.json()["items"]
+    return items
+
+
+# ------------------------------------------------------------------------------ registry
+
+
+async def test_operators_register_partners_and_the_secret_is_shown_once(
+    gateway: Gateway, operator_key: str, listing: httpx.AsyncClient
+) -> None:
+    partner = code()
+    created = await register(
+        gateway, operator_key, partner, adapter="tjipe_v1", pull_url="https://feed.example/x"
+    )
+    assert created["inbound_secret"].startswith("whsec_")
+    assert created["status"] == "active" and created["adapter"] == "tjipe_v1"
+    assert created["inbound_url"].endswith(f"/v1/inbound/{partner}")
+    listed = await gateway.client.get("/v1/partners", headers=bearer(operator_key))
+    assert listed.status_code == 200
+    mine = [p for p in listed.json()["items"] if p["code"] == partner]
+    assert mine and "inbound_secret" not in mine[0]
+    read = await gateway.client.get(f"/v1/partners/{partner}", headers=bearer(operator_key))
+    assert "inbound_secret" not in read.json()
+
+    updated = await gateway.client.patch(
+        f"/v1/partners/{partner}",
+        json={"name": "天津知识产权交易中心", "pull_url": None, "pull_interval_seconds": 30},
+        headers=bearer(operator_key),
+    )
+    assert updated.status_code == 200, updated.text
+    body = updated.json()
+    assert body["name"] == "天津知识产权交易中心" and body["pull_url"] is None
+    assert body["inbound_secret"] is None
+
+    duplicate = await gateway.client.post(
+        "/v1/partners",
+        json={"code": partner, "name": "again", "region": "120000"},
+        headers=bearer(operator_key),
+    )
+    assert_problem(duplicate, 409)
+
+    _, member_key = await new_organization(listing, operator_key, name="某大学")
+    assert_problem(
+        await gateway.client.post(
+            "/v1/partners",
+            json={"code": code(), "name": "x", "region": "120000"},
+            headers=bearer(member_key),
+        ),
+        403,
+    )
+    assert_problem(await gateway.client.get("/v1/partners"), 401)
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"code": "jjj"}, "code"),
+        ({"code": "A!"}, "code"),
+        ({"region": "999999"}, "region"),
+        ({"region": "12"}, "region"),
+        ({"adapter": "xml"}, "adapter"),
+        ({"pull_url": "ftp://feed.example/x"}, "pull_url"),
+        ({"pull_url": "https://user:pw@feed.example/x"}, "pull_url"),
+        ({"pull_interval_seconds": 5}, "pull_interval_seconds"),
+        ({"colour": "red"}, "colour"),
+    ],
+)
+async def test_invalid_registrations_are_422(
+    gateway: Gateway, operator_key: str, body: dict[str, Any], field: str
+) -> None:
+    payload = {"code": code(), "name": "某交易所", "region": "120000", **body}
+    problem = assert_problem(
+        await gateway.client.post("/v1/partners", json=payload, headers=bearer(operator_key)), 422
+    )
+    assert field in {e["field"] for e in problem["errors"]}, problem
+
+
+# ------------------------------------------------------------------------------ push
+
+
+async def test_a_canonical_push_becomes_a_published_listing(
+    gateway: Gateway,
+    operator_key: str,
+    service_key: str,
+    listing: httpx.AsyncClient,
+    numbers: Iterator[str],
+) -> None:
+    partner = code()
+    secret = (await register(gateway, operator_key, partner))["inbound_secret"]
+    number = next(numbers)
+    response = await push(gateway, partner, secret, document(partner, "L-1", number))
+    assert response.status_code == 202, response.text
+    assert response.json() == {
+        "event_id": response.json()["event_id"],
+        "duplicate": False,
+        "offer_id": f"{partner}:L-1",
+        "source_version": 1,
+        "event_type": None,
+    }
+    await settled(gateway, partner, 1)
+    offers = await offers_of(listing, service_key, partner)
+    offer = offers[f"{partner}:L-1"]
+    assert offer["status"] == "published"
+    shown = await listing.get(f"/v1/listings/{offer['listing_id']}")  # public: published
+    assert shown.status_code == 200, shown.text
+    assert shown.json()["exchange"] == partner
+    assert shown.json()["source_url"] == f"https://{partner}.example/listings/L-1"
+    assert shown.json()["asset"]["identifier"] == number
+
+
+async def test_a_tjipe_push_in_an_envelope_is_converted_from_wan(
+    gateway: Gateway,
+    operator_key: str,
+    service_key: str,
+    listing: httpx.AsyncClient,
+    numbers: Iterator[str],
+) -> None:
+    partner = code()
+    secret = (await register(gateway, operator_key, partner, adapter="tjipe_v1"))["inbound_secret"]
+    number = next(numbers)
+    event = {
+        "type": "listing.published",
+        "timestamp": "2026-11-20T00:00:05Z",
+        "data": tjipe("TJ-1", number),
+    }
+    response = await push(gateway, partner, secret, event)
+    assert response.status_code == 202, response.text
+    assert response.json()["event_type"] == "listing.published"
+    await settled(gateway, partner, 1)
+    found = (await offers_of(listing, service_key, partner))[f"{partner}:TJ-1"]["document"]
+    assert found["transaction"]["price"]["amount"] == "1205000.00"
+    assert found["transaction"]["type"] == "nonexclusive_license"
+    assert found["asset"]["identifier"] == number
+    assert found["source"]["url"] == "https://tjipe.example/l/TJ-1"
+    assert found["source"]["updated_at"].startswith("2026-11-20T01:00:00")  # 09:00 Beijing
+
+
+async def test_refused_pushes_store_nothing(
+    gateway: Gateway, operator_key: str, numbers: Iterator[str]
+) -> None:
+    partner = code()
+    secret = (await register(gateway, operator_key, partner))["inbound_secret"]
+    body = json.dumps(document(partner, "L-1", next(numbers))).encode()
+    now = datetime.now(UTC)
+    good = signed_headers(secret, "msg_1", body)
+
+    async def send(headers: dict[str, str], target: str = partner) -> httpx.Response:
+        return await gateway.client.post(f"/v1/inbound/{target}", content=body, headers=headers)
+
+    def header_at_fault(response: httpx.Response, status: int) -> str:
+        problem = assert_problem(response, status)
+        return ",".join(sorted(e["field"] for e in problem.get("errors", [])))
+
+    wrong_secret = signed_headers("whsec_" + "A" * 43, "msg_1", body)
+    assert header_at_fault(await send(wrong_secret), 401) == "webhook-signature"
+    tampered = await gateway.client.post(
+        f"/v1/inbound/{partner}", content=body.replace(b"L-1", b"L-2"), headers=good
+    )
+    assert header_at_fault(tampered, 401) == "webhook-signature"
+    stale = signed_headers(secret, "msg_1", body, at=now - timedelta(minutes=6))
+    assert header_at_fault(await send(stale), 401) == "webhook-timestamp"
+    future = signed_headers(secret, "msg_1", body, at=now + timedelta(minutes=6))
+    assert header_at_fault(await send(future), 401) == "webhook-timestamp"
+    for garbage in ("v1,%%%", "nonsense", "v1,", "v2,abc", " ", "v1,dGVzdA== v1"):
+        assert header_at_fault(await send({**good, "webhook-signature": garbage}), 401) in (
+            "webhook-signature"
+        ), garbage
+    for timestamp in ("soon", "1e20", "-5", "9" * 40):
+        response = await send({**good, "webhook-timestamp": timestamp})
+        assert header_at_fault(response, 401) == "webhook-timestamp", timestamp
+    missing = {k: v for k, v in good.items() if k not in ("webhook-id", "webhook-signature")}
+    assert header_at_fault(await send(missing), 401) == "webhook-id,webhook-signature"
+    assert_problem(await send(good, target="nobody"), 404)
+
+    suspended = await gateway.client.patch(
+        f"/v1/partners/{partner}", json={"status": "suspended"}, headers=bearer(operator_key)
+    )
+    assert suspended.status_code == 200
+    assert_problem(await send(good), 403)
+    assert await inbox(gateway, partner) == []
+    assert await rejected(gateway, partner, operator_key) == []
+
+    await gateway.client.patch(
+        f"/v1/partners/{partner}", json={"status": "active"}, headers=bearer(operator_key)
+    )
+    assert (await send(good)).status_code == 202
+
+
+async def test_a_rotated_secret_replaces_the_old_one(
+    gateway: Gateway, operator_key: str, numbers: Iterator[str]
+) -> None:
+    partner = code()
+    old = (await register(gateway, operator_key, partner))["inbound_secret"]
+    rotated = await gateway.client.patch(
+        f"/v1/partners/{partner}", json={"rotate_secret": True}, headers=bearer(operator_key)
+    )
+    new = rotated.json()["inbound_secret"]
+    assert new.startswith("whsec_") and new != old
+    payload = document(partner, "L-1", next(numbers))
+    assert_problem(await push(gateway, partner, old, payload), 401)
+    assert (await push(gateway, partner, new, payload)).status_code == 202
+
+
+async def test_the_same_webhook_id_twice_is_accepted_once(
+    gateway: Gateway, operator_key: str, numbers: Iterator[str]
+) -> None:
+    partner = code()
+    secret = (await register(gateway, operator_key, partner))["inbound_secret"]
+    payload = document(partner, "L-1", next(numbers))
+    first = await push(gateway, partner, secret, payload, event_id="msg_same")
+    again = await push(gateway, partner, secret, payload, event_id="msg_same")
+    assert (first.status_code, again.status_code) == (202, 202)
+    assert (first.json()["duplicate"], again.json()["duplicate"]) == (False, True)
+    rows = await settled(gateway, partner, 1)
+    assert [r.status for r in rows] == ["applied"]
+
+
+async def test_invalid_payloads_are_422_with_every_error_and_visible_to_the_partner(
+    gateway: Gateway,
+    operator_key: str,
+    listing: httpx.AsyncClient,
+    numbers: Iterator[str],
+) -> None:
+    org_id, admin_key = await new_organization(
+        listing, operator_key, name="天津知识产权交易中心", region="120000", kind="exchange"
+    )
+    issued = await listing.post(
+        f"/v1/organizations/{org_id}/api-keys",
+        json={"name": "gateway sync", "roles": ["partner"]},
+        headers=bearer(operator_key),
+    )
+    assert issued.status_code == 201, issued.text
+    partner_key = issued.json()["key"]
+    partner = code()
+    secret = (
+        await register(gateway, operator_key, partner, adapter="tjipe_v1", organization_id=org_id)
+    )["inbound_secret"]
+    number = next(numbers)
+    bad = {**tjipe("TJ-9", number, 版本="v2", 状态="上架"), "价格(万元)": "-3"}
+    bad["专利号"] = bad["专利号"][:-1] + ("0" if bad["专利号"][-1] != "0" else "1")
+    response = await push(gateway, partner, secret, bad, event_id="msg_bad")
+    problem = assert_problem(response, 422)
+    assert {e["field"]: e["rule"] for e in problem["errors"]} == {
+        "版本": "int_format",
+        "状态": "enum",
+        "价格(万元)": "amount_negative",
+        "专利号": "cn_patent_check_digit",
+    }
+    malformed = await push(
+        gateway, partner, secret, '{"编号": "TJ-9",'.encode(), event_id="msg_cut"
+    )
+    problem = assert_problem(malformed, 422)
+    assert problem["errors"][0]["field"] == "body"
+    assert problem["errors"][0]["rule"] == "json_invalid"
+    wrapped = await push(
+        gateway, partner, secret, {"type": "listing.updated", "data": {"编号": "TJ-9"}}
+    )
+    assert "data.专利号" in {e["field"] for e in assert_problem(wrapped, 422)["errors"]}
+    assert await inbox(gateway, partner) == []
+
+    for key in (partner_key, operator_key):
+        seen = await rejected(gateway, partner, key)
+        assert [r["event_id"] for r in seen][1:] == ["msg_cut", "msg_bad"]
+        assert seen[-1]["source"] == "push"
+        assert {e["field"] for e in seen[-1]["errors"]} == {"版本", "状态", "价格(万元)", "专利号"}
+        assert "TJ-9" in seen[-1]["payload_excerpt"]
+    paged = await gateway.client.get(
+        f"/v1/partners/{partner}/rejected", params={"page_size": 2}, headers=bearer(partner_key)
+    )
+    assert len(paged.json()["items"]) == 2 and paged.json()["next_page_token"]
+    rest = await gateway.client.get(
+        f"/v1/partners/{partner}/rejected",
+        params={"page_size": 2, "page_token": paged.json()["next_page_token"]},
+        headers=bearer(partner_key),
+    )
+    assert [r["event_id"] for r in rest.json()["items"]] == ["msg_bad"]
+    assert len(await rejected(gateway, partner, admin_key)) == 3  # the exchange's own staff
+    _, stranger = await new_organization(listing, operator_key, name="河北某公司", region="130100")
+    assert_problem(
+        await gateway.client.get(f"/v1/partners/{partner}/rejected", headers=bearer(stranger)),
+        403,
+    )
+    assert_problem(await gateway.client.get(f"/v1/partners/{partner}/rejected"), 401)
+
+
+async def test_offers_listing_refuses_are_rejected_events_too(
+    gateway: Gateway, operator_key: str, numbers: Iterator[str]
+) -> None:
+    partner = code()
+    secret = (await register(gateway, operator_key, partner))["inbound_secret"]
+    negotiable_open = document(
+        partner, "L-open", next(numbers), transaction_type="open_license", price_mode="negotiable"
+    )
+    response = await push(gateway, partner, secret, negotiable_open, event_id="msg_open")
+    assert response.status_code == 202, response.text
+    rows = await settled(gateway, partner, 1)
+    assert rows[0].status == "rejected"
+    seen = await rejected(gateway, partner, operator_key)
+    assert seen[0]["event_id"] == "msg_open"
+    assert "open_license_not_negotiable" in {e["rule"] for e in seen[0]["errors"]}
+
+
+async def test_listing_down_is_retried_with_backoff_until_applied(
+    gateway: Gateway,
+    operator_key: str,
+    service_key: str,
+    listing: httpx.AsyncClient,
+    numbers: Iterator[str],
+) -> None:
+    partner = code()
+    secret = (await register(gateway, operator_key, partner))["inbound_secret"]
+    gateway.listing.failures = 3
+    response = await push(gateway, partner, secret, document(partner, "L-r", next(numbers)))
+    assert response.status_code == 202, response.text
+    rows = await settled(gateway, partner, 1)
+    assert gateway.listing.failures == 0
+    assert (rows[0].status, rows[0].attempts, rows[0].error) == ("applied", 3, None)
+    assert f"{partner}:L-r" in await offers_of(listing, service_key, partner)
+
+
+def test_backoff_grows_with_jitter_and_is_capped() -> None:
+    for failures, low, high in ((1, 1.0, 2.0), (2, 2.0, 4.0), (4, 8.0, 16.0), (40, 30.0, 60.0)):
+        delays = {backoff_seconds(failures, 2.0, 60.0) for _ in range(50)}
+        assert all(low <= d <= high for d in delays) and len(delays) > 1
+
+
+async def test_the_inbound_format_is_documented_as_json_schema(gateway: Gateway) -> None:
+    spec = (await gateway.client.get("/openapi.json")).json()
+    operation = spec["paths"]["/v1/inbound/{partner}"]["post"]
+    schema = operation["requestBody"]["content"]["application/json"]["schema"]
+    titles = [alternative["title"] for alternative in schema["anyOf"]]
+    assert titles == ["CatalogueDocument", "WebhookEvent", "TjipeListingV1"]
+    canonical = schema["anyOf"][0]
+    assert {"offer_id", "source", "asset", "transaction"} <= set(canonical["properties"])
+    assert "$ref" not in json.dumps(canonical)
+    assert {p["name"] for p in operation["parameters"]} >= {
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+    }
+
+
+async def test_a_flood_out_of_order_with_duplicates_ends_in_the_final_state(
+    gateway: Gateway,
+    operator_key: str,
+    service_key: str,
+    listing: httpx.AsyncClient,
+    numbers: Iterator[str],
+) -> None:
+    partner = code()
+    secret = (await register(gateway, operator_key, partner))["inbound_secret"]
+    offers = {f"F-{i:02d}": next(numbers) for i in range(20)}
+    final_status = {
+        listing_id: (
+            "withdrawn" if i % 4 == 0 else "under_negotiation" if i % 4 == 1 else "published"
+        )
+        for i, listing_id in enumerate(offers)
+    }
+
+    def amount(i: int, version: int) -> str:
+        return f"{100000 + version * 1000 + i}.00"
+
+    events: list[tuple[str, dict[str, Any]]] = []
+    for version in range(1, 11):
+        for i, (listing_id, number) in enumerate(offers.items()):
+            status = final_status[listing_id] if version == 10 else "published"
+            payload = document(
+                partner, listing_id, number, version, status=status, amount=amount(i, version)
+            )
+            events.append((f"msg_{listing_id}_{version}", payload))
+    rng = random.Random(20261120)
+    order = list(events)
+    for _ in range(len(order) // 10):  # 10% of the events moved out of order
+        a, b = rng.randrange(len(order)), rng.randrange(len(order))
+        order[a], order[b] = order[b], order[a]
+    for duplicate in rng.sample(events, len(events) // 10):  # 10% sent twice
+        order.insert(rng.randrange(len(order) + 1), duplicate)
+    assert len(order) == 220
+
+    limit = asyncio.Semaphore(8)
+
+    async def send(event_id: str, payload: dict[str, Any]) -> int:
+        async with limit:
+            return (await push(gateway, partner, secret, payload, event_id=event_id)).status_code
+
+    statuses = await asyncio.gather(*(send(event_id, payload) for event_id, payload in order))
+    assert set(statuses) == {202}
+
+    rows = await settled(gateway, partner, 200)
+    assert len({r.event_id for r in rows}) == 200
+    applied = sorted(
+        (r for r in rows if r.status == "applied"), key=lambda r: (r.processed_at, r.id)
+    )
+    for listing_id in offers:  # applied in version order: no offer ever went back
+        versions = [r.source_version for r in applied if r.offer_key == f"{partner}:{listing_id}"]
+        assert versions == sorted(set(versions)) and versions[-1] == 10
+    found = await offers_of(listing, service_key, partner)
+    assert set(found) == {f"{partner}:{listing_id}" for listing_id in offers}
+    for i, listing_id in enumerate(offers):
+        offer = found[f"{partner}:{listing_id}"]
+        assert offer["document"]["source"]["version"] == 10
+        assert offer["status"] == final_status[listing_id]
+        assert offer["document"]["transaction"]["price"]["amount"] == amount(i, 10)
+
+
+async def test_one_asset_on_three_exchanges_is_one_asset_with_three_offers(
+    gateway: Gateway,
+    operator_key: str,
+    service_key: str,
+    listing: httpx.AsyncClient,
+    numbers: Iterator[str],
+) -> None:
+    number = next(numbers)
+    exchanges = []
+    for typed, adapter in (
+        (number, "canonical"),
+        (number, "tjipe_v1"),
+        ("ZL" + number, "canonical"),
+    ):
+        partner = code()
+        secret = (await register(gateway, operator_key, partner, adapter=adapter))["inbound_secret"]
+        payload = (
+            tjipe("X-1", number)
+            if adapter == "tjipe_v1"
+            else document(partner, "X-1", number, typed=typed)
+        )
+        response = await push(gateway, partner, secret, payload)
+        assert response.status_code == 202, response.text
+        exchanges.append(partner)
+    offers = []
+    for partner in exchanges:
+        await settled(gateway, partner, 1)
+        offers.append((await offers_of(listing, service_key, partner))[f"{partner}:X-1"])
+    assert len({o["asset_id"] for o in offers}) == 1
+    assert {o["document"]["source"]["exchange"] for o in offers} == set(exchanges)
+    assert all(o["document"]["source"]["listing_id"] == "X-1" for o in offers)
+    assert all(o["document"]["source"]["url"] for o in offers)
+    assert all(o["document"]["asset"]["identifier"] == number for o in offers)
+
+
+# ------------------------------------------------------------------------------ pull
+
+
+async def set_due(gateway: Gateway, partner: str) -> None:
+    """Time passes: the partner's next pull is due now."""
+    async with gateway.app.state.sessionmaker() as session, session.begin():
+        await session.execute(
+            update(Partner)
+            .where(col(Partner.code) == partner)
+            .values(pull_next_at=datetime.now(UTC))
+        )
+
+
+async def partner_state(gateway: Gateway, partner: str, key: str) -> dict[str, Any]:
+    response = await gateway.client.get(f"/v1/partners/{partner}", headers=bearer(key))
+    assert response.status_code == 200, response.text
+    state: dict[str, Any] = response.json()
+    return state
+
+
+async def test_pull_pages_through_a_feed_resumes_after_a_restart_and_honours_304(
+    gateway: Gateway,
+    settings: Settings,
+    listing_app: FastAPI,
+    partner_site: PartnerSite,
+    operator_key: str,
+    service_key: str,
+    listing: httpx.AsyncClient,
+    numbers: Iterator[str],
+) -> None:
+    partner = code()
+    owned = list(itertools.islice(numbers, 25))
+    feed = partner_site.feeds[partner] = Feed(
+        items=[tjipe(f"P-{i:02d}", number) for i, number in enumerate(owned)]
+    )
+    await register(
+        gateway,
+        operator_key,
+        partner,
+        adapter="tjipe_v1",
+        pull_url=partner_site.url(partner),
+        pull_interval_seconds=10,
+    )
+
+    async def cursor_is(value: str) -> bool:
+        state = await partner_state(gateway, partner, operator_key)
+        return bool(state["pull_cursor"] == value)
+
+    async with running_gateway(settings, listing_app, pull=True) as first:
+        await eventually(lambda: cursor_is("25"), "the first sync")
+        await eventually(lambda: first_pass_done(feed), "the caught-up page with its ETag")
+        await eventually(lambda: pull_finished(gateway, partner, operator_key), "the pull's end")
+        await set_due(first, partner)
+        await eventually(lambda: saw(feed, 304), "a 304 for the stored ETag")
+        await eventually(lambda: pull_finished(gateway, partner, operator_key), "the 304's end")
+    assert [c for c, _, _ in feed.log[:4]] == [None, "10", "20", "25"]
+    assert feed.log[-1] == ("25", '"25-25"', 304)
+
+    # While no gateway runs, the partner lists updates of five offers and two new ones.
+    feed.items += [tjipe(f"P-{i:02d}", owned[i], 2, 状态="已撤回") for i in range(5)]
+    fresh = list(itertools.islice(numbers, 2))
+    feed.items += [tjipe(f"P-N{i}", number) for i, number in enumerate(fresh)]
+    requests_before = len(feed.log)
+    async with running_gateway(settings, listing_app, pull=True) as second:
+        await set_due(second, partner)
+        await eventually(lambda: cursor_is("32"), "the sync after the restart")
+        await settled(second, partner, 32)
+    after = feed.log[requests_before:]
+    assert after[0][0] == "25", after  # resumed from the stored cursor, not from the start
+    assert all(c is not None for c, _, _ in after)
+    found = await offers_of(listing, service_key, partner)
+    assert len(found) == 27
+    assert all(found[f"{partner}:P-{i:02d}"]["status"] == "withdrawn" for i in range(5))
+    assert found[f"{partner}:P-05"]["status"] == "published"
+    state = await partner_state(gateway, partner, operator_key)
+    assert state["pull_failures"] == 0 and state["pull_last_error"] is None
+
+
+async def pull_finished(gateway: Gateway, partner: str, key: str) -> bool:
+    """The pull ended and scheduled the next one an interval ahead."""
+    state = await partner_state(gateway, partner, key)
+    next_at = state["pull_next_at"]
+    return next_at is not None and datetime.fromisoformat(next_at) > datetime.now(UTC) + timedelta(
+        seconds=5
+    )
+
+
+async def first_pass_done(feed: Feed) -> bool:
+    return any(cursor == "25" and status == 200 for cursor, _, status in feed.log)
+
+
+async def asked(feed: Feed) -> bool:
+    return feed.in_flight > 0
+
+
+async def saw(feed: Feed, status: int) -> bool:
+    return any(s == status for _, _, s in feed.log)
+
+
+async def test_slow_and_broken_partners_do_not_hold_up_a_healthy_one(
+    gateway: Gateway,
+    settings: Settings,
+    listing_app: FastAPI,
+    partner_site: PartnerSite,
+    operator_key: str,
+    numbers: Iterator[str],
+) -> None:
+    sleepy, broken, healthy = code(), code(), code()
+    partner_site.feeds[sleepy] = Feed(mode="sleepy")
+    partner_site.feeds[broken] = Feed(mode="garbage")
+    partner_site.feeds[healthy] = Feed(
+        items=[
+            document(healthy, f"H-{i}", number)
+            for i, number in enumerate(itertools.islice(numbers, 3))
+        ]
+    )
+    # The slow and the broken are registered (and due) first.
+    for partner in (sleepy, broken, healthy):
+        await register(gateway, operator_key, partner, pull_url=partner_site.url(partner))
+
+    async with running_gateway(settings, listing_app, pull=True) as running:
+        await eventually(lambda: asked(partner_site.feeds[sleepy]), "the slow partner asked")
+        rows = await settled(running, healthy, 3)
+        assert partner_site.feeds[sleepy].in_flight == 1  # still waiting on the slow partner
+        assert {r.status for r in rows} == {"applied"}
+
+        async def failed(partner: str) -> dict[str, Any] | None:
+            state = await partner_state(gateway, partner, operator_key)
+            return state if state["pull_failures"] >= 1 else None
+
+        broken_state = await eventually(lambda: failed(broken), "the garbage partner's failure")
+        assert "not JSON" in broken_state["pull_last_error"]
+        assert broken_state["pull_cursor"] is None
+        sleepy_state = await eventually(lambda: failed(sleepy), "the slow partner's timeout", 10)
+        assert "did not answer" in sleepy_state["pull_last_error"]
+        for state in (broken_state, sleepy_state):  # backed off, not retried at once
+            next_at = datetime.fromisoformat(state["pull_next_at"])
+            assert next_at > datetime.now(UTC) + timedelta(seconds=2)
+    healthy_state = await partner_state(gateway, healthy, operator_key)
+    assert healthy_state["pull_cursor"] == "3" and healthy_state["pull_failures"] == 0
