@@ -8,7 +8,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.e2e
 
 
 class Stack:
-    def __init__(self, services: dict[str, ServiceProcess]) -> None:
+    def __init__(self, services: Mapping[str, ServiceProcess]) -> None:
         self.services = services
 
     def url(self, name: str) -> str:
