@@ -8,7 +8,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.e2e
 
 
 class Stack:
-    def __init__(self, services: Mapping[str, ServiceProcess]) -> None:
+    def __init__(self, services: dict[str, ServiceProcess]) -> None:
         self.services = services
 
     def url(self, name: str) -> str:
@@ -62,7 +62,7 @@ def stack(
         "IPX_LOG_LEVEL": "WARNING",
         **{f"IPX_{s.upper()}_URL": f"http://127.0.0.1:{p}" for s, p in ports.items()},
     }
-    services = {}
+    services: dict[str, ServiceProcess] = {}
     try:
         for service, port in ports.items():
             services[service] = start_service(
