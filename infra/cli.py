@@ -6,11 +6,13 @@ import typer
 import uvicorn
 
 from services.listing.imports.cli import import_file
+from services.matching.cli import index_app
 from shared.logging import configure_logging
 from shared.settings import SERVICE_NAMES, ServiceName, get_settings
 
 app = typer.Typer(no_args_is_help=True, help="Jing-Jin-Ji IP exchange backend.")
 app.command("import")(import_file)
+app.add_typer(index_app, name="index")
 
 
 @app.command()

@@ -150,7 +150,7 @@ class Indexer:
                 plan.upserts.append(document)
                 if not was_searchable:
                     plan.newly_searchable.append(document)
-            elif was_searchable:
+            else:  # also when unrecorded: an interrupted page may have left it in the index
                 plan.deletes.append(str(listing_id))
             plan.records.append(
                 {
