@@ -77,7 +77,10 @@ def run_stack() -> None:
         ),
     }
     stops: list[Callable[[], None]] = []
+    # Installed explicitly: a process started in the background may inherit SIGINT as ignored,
+    # and then Python raises no KeyboardInterrupt on Ctrl-C.
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGINT, _raise_interrupt)
     try:
         if launcher.database_url:
             env["IPX_DATABASE_URL"] = launcher.database_url
