@@ -48,6 +48,8 @@ def serve(name: str = typer.Argument(help="listing, matching or gateway")) -> No
         log_config=None,
         access_log=settings.access_log,
         proxy_headers=True,
+        # Long-polls (up to 30 s) would otherwise hold a shutdown that long.
+        timeout_graceful_shutdown=5,
     )
 
 
