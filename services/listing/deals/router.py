@@ -23,6 +23,7 @@ from services.listing.deals.schemas import (
     MessageCreate,
 )
 from services.listing.dependencies import CallerOrganizationDep, MemberDep, TodayDep
+from services.listing.listings.repository import serialize_writers
 from services.listing.listings.router import context
 from shared.auth import OptionalCallerDep
 from shared.contracts.catalogue import AssetKind, TransactionType
@@ -57,6 +58,7 @@ async def inquire(
     or add to it. The first offer on a published listing puts it under negotiation. Not on the
     caller's own listing (403, rule `own_listing`)."""
     ctx = context(request, session, principal, organization, today)
+    await serialize_writers(session, listing_id)  # before the idempotency claim writes
     # The same key on another listing is another request.
     digest = hashlib.sha256(f"{listing_id}\n{data.model_dump_json()}".encode()).hexdigest()
 
@@ -146,6 +148,8 @@ async def close_deal(
     organisation of `inquiry_id`, or `buyer_name` for a buyer met off the platform. The deal is
     announced in the change feed (`deal.closed`), without the amount when `confidential`."""
     ctx = context(request, session, principal, organization, today)
+
+    await serialize_writers(session, data.listing_id)  # before the idempotency claim writes
 
     async def create() -> tuple[dict[str, Any], dict[str, str]]:
         return (await service.close_deal(ctx, data)).model_dump(mode="json"), {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID
 
-from sqlalchemy import exists, select, tuple_
+from sqlalchemy import exists, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -13,13 +13,27 @@ from services.listing.listings.rules import ACTIVE
 from services.listing.models import Asset, Listing, ListingHistory, Organization
 
 
+async def serialize_writers(session: AsyncSession, listing_id: UUID) -> None:
+    """Queue behind other writers of this listing until the transaction ends. Call it before
+    any write: a transaction takes its id at its first write and the change feed is ordered by
+    transaction id, so a writer that wrote before waiting could list a later version before an
+    earlier one. (An advisory lock takes no transaction id.)"""
+    await session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+        {"key": f"listing:{listing_id}"},
+    )
+
+
 class ListingRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
     async def get(self, listing_id: UUID, *, lock: bool = False) -> Listing | None:
+        """With `lock`: the writers' queue first, then the row lock — always in this order, so
+        two writers never wait on each other's lock (advisory locks are re-entrant)."""
         query = select(Listing).where(col(Listing.id) == listing_id)
         if lock:
+            await serialize_writers(self.session, listing_id)
             query = query.with_for_update()
         return (await self.session.execute(query)).scalar_one_or_none()
 

@@ -10,7 +10,7 @@ from collections.abc import Collection
 from datetime import datetime
 from uuid import UUID
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -21,6 +21,14 @@ from services.listing.models import Asset, Listing, Organization
 class OfferRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
+
+    async def serialize(self, exchange: str, listing_id: str) -> None:
+        """Queue behind other writers of this offer until the transaction ends (an advisory lock
+        takes no transaction id, unlike a row lock on a row that may not exist yet)."""
+        await self.session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+            {"key": f"offer:{exchange}:{listing_id}"},
+        )
 
     async def exchange(self, code: str) -> Organization | None:
         query = select(Organization).where(col(Organization.code) == code)

@@ -265,7 +265,8 @@ async def upsert(
       offers skip the "seller must be a holder" check.
     - No review: the partner reviewed its offer, so it arrives in its own state. A `source.version`
       as old as the stored one (or older) changes nothing (`applied` false). Concurrent calls
-      for one offer serialise on its row lock; the first insert wins the unique constraint.
+      for one offer queue on an advisory lock taken before any write (so the feed lists their
+      events in version order); the first insert wins the unique constraint.
     - An ended right is refused (409, `right_not_in_force`) when offered as published; the
       exclusive-licence rule is not applied across exchanges (see `_refuse_if_ended`).
     """
@@ -281,6 +282,10 @@ async def upsert(
         ctx.today,
     )
     offers = OfferRepository(ctx.session)
+    # First, before any write: a transaction takes its id at its first write, and the change
+    # feed is ordered by transaction id, so writers of one offer must queue before they write or
+    # a later version could precede an earlier one in the feed.
+    await offers.serialize(exchange, listing_id)
     stored: Listing | None = None
     seller = await offers.exchange(exchange)
     if seller is None:
