@@ -31,6 +31,8 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # httpx logs every URL at INFO; a partner's pull URL may carry a token in its query string.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     # uvicorn's loggers go through ours (and its access log too).
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
