@@ -30,8 +30,9 @@ pytestmark = pytest.mark.e2e
 
 
 class Stack:
-    def __init__(self, services: dict[str, ServiceProcess]) -> None:
+    def __init__(self, services: dict[str, ServiceProcess], logs: list[Path]) -> None:
         self.services = services
+        self.logs = logs
 
     def url(self, name: str) -> str:
         return self.services[name].url
@@ -59,7 +60,7 @@ def stack(
         "IPX_MEILI_INDEX": f"catalogue_{uuid.uuid4().hex[:8]}",
         "IPX_SERVICE_KEY": service_key,
         "IPX_OPERATOR_KEY": operator_key,
-        "IPX_LOG_LEVEL": "WARNING",
+        "IPX_LOG_LEVEL": "INFO",  # every line a service writes, so the secrets check means it
         **{f"IPX_{s.upper()}_URL": f"http://127.0.0.1:{p}" for s, p in ports.items()},
     }
     services: dict[str, ServiceProcess] = {}
@@ -73,7 +74,7 @@ def stack(
             )
         for process in services.values():
             wait_ready(process)
-        yield Stack(services)
+        yield Stack(services, [test_root / f"e2e-{service}.log" for service in ports])
     finally:
         for process in services.values():
             process.stop()
@@ -124,7 +125,7 @@ async def eventually(check: Any, seconds: float = 30.0) -> Any:
 
 
 async def test_a_partner_push_reaches_a_buyer_as_a_signed_match_webhook(
-    stack: Stack, operator_key: str
+    stack: Stack, operator_key: str, service_key: str
 ) -> None:
     operator = bearer(operator_key)
     async with httpx.AsyncClient(timeout=20) as http, receiving(Receiver()) as subscriber:
@@ -201,3 +202,18 @@ async def test_a_partner_push_reaches_a_buyer_as_a_signed_match_webhook(
         assert payload["data"]["listing"]["offer_id"] == "tjipe:TJ-2026-0001"
         reasons = {r["factor"] for r in payload["data"]["reasons"]}
         assert {"text", "budget", "transaction_type"} <= reasons
+
+    # No secret of the flow is in any service's log (keys, signing secrets, the signature).
+    logs = "".join(path.read_text(errors="replace") for path in stack.logs)
+    assert "GET /v1/catalogue/search" in logs  # the access log was on: the check reads lines
+    secrets = [
+        operator_key,
+        service_key,
+        buyer_key,
+        secret,
+        webhook_secret,
+        request.headers["webhook-signature"],
+    ]
+    for value in secrets:
+        assert value not in logs
+        assert value.split("_")[-1][:16] not in logs
