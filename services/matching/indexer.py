@@ -67,6 +67,25 @@ class PageResult:
     cursor: str
 
 
+async def record_indexed(
+    session: AsyncSession, records: list[dict[str, Any]], *, only_newer: bool
+) -> None:
+    """Upsert the versions the index holds (`only_newer`: never move a listing back)."""
+    stmt = insert(IndexedListing).values(records)
+    await session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["listing_id"],
+            set_={
+                "version": stmt.excluded.version,
+                "searchable": stmt.excluded.searchable,
+                "asset_id": stmt.excluded.asset_id,
+                "indexed_at": stmt.excluded.indexed_at,
+            },
+            where=col(IndexedListing.version) < stmt.excluded.version if only_newer else None,
+        )
+    )
+
+
 async def ensure_index(meili: MeiliClient, uid: str) -> None:
     """Create the index if needed and apply the settings kept in code."""
     if not await meili.index_exists(uid):
@@ -177,19 +196,7 @@ class Indexer:
             await self.meili.wait_task(task)
         async with self.sessionmaker() as session, session.begin():
             if plan.records:
-                stmt = insert(IndexedListing).values(plan.records)
-                await session.execute(
-                    stmt.on_conflict_do_update(
-                        index_elements=["listing_id"],
-                        set_={
-                            "version": stmt.excluded.version,
-                            "searchable": stmt.excluded.searchable,
-                            "asset_id": stmt.excluded.asset_id,
-                            "indexed_at": stmt.excluded.indexed_at,
-                        },
-                        where=col(IndexedListing.version) < stmt.excluded.version,
-                    )
-                )
+                await record_indexed(session, plan.records, only_newer=True)
             if plan.newly_searchable and self.on_published is not None:
                 await self.on_published(session, plan.newly_searchable)
             state = insert(IndexerState).values(

@@ -75,12 +75,11 @@ from uuid import UUID
 import asyncpg
 import httpx
 from sqlalchemy import delete, select, text
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
 from services.matching.catalogue import SEARCHABLE, search_document
-from services.matching.indexer import Indexer, ensure_index
+from services.matching.indexer import Indexer, ensure_index, record_indexed
 from services.matching.meili import MeiliClient, MeiliError, MeiliTaskFailed, MeiliUnavailable
 from services.matching.models import SCHEMA, IndexedListing, IndexerState
 from shared.contracts.events import ChangeEvent, ChangeFeedPage, FeedHead, OfferSnapshotPage
@@ -357,18 +356,7 @@ async def _write_records(
     ]
     async with ctx.sessionmaker() as session, session.begin():
         for chunk in _chunks(rows, 1000):
-            stmt = insert(IndexedListing).values(list(chunk))
-            await session.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=["listing_id"],
-                    set_={
-                        "version": stmt.excluded.version,
-                        "searchable": stmt.excluded.searchable,
-                        "asset_id": stmt.excluded.asset_id,
-                        "indexed_at": stmt.excluded.indexed_at,
-                    },
-                )
-            )
+            await record_indexed(session, list(chunk), only_newer=False)
         for ids in _chunks(list(deletes), 1000):
             await session.execute(
                 delete(IndexedListing).where(col(IndexedListing.listing_id).in_(list(ids)))

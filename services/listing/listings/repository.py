@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID
 
-from sqlalchemy import exists, select, text, tuple_
+from sqlalchemy import Select, exists, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -24,6 +24,15 @@ async def serialize_writers(session: AsyncSession, listing_id: UUID) -> None:
     )
 
 
+def with_asset_and_seller() -> Select[Listing, Asset, Organization]:
+    """Listings joined with their asset and their seller (every listing read needs the three)."""
+    return (
+        select(Listing, Asset, Organization)
+        .join(Asset, col(Asset.id) == col(Listing.asset_id))
+        .join(Organization, col(Organization.id) == col(Listing.seller_id))
+    )
+
+
 class ListingRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -39,12 +48,7 @@ class ListingRepository:
 
     async def with_asset(self, listing_id: UUID) -> tuple[Listing, Asset, Organization] | None:
         row = (
-            await self.session.execute(
-                select(Listing, Asset, Organization)
-                .join(Asset, col(Asset.id) == col(Listing.asset_id))
-                .join(Organization, col(Organization.id) == col(Listing.seller_id))
-                .where(col(Listing.id) == listing_id)
-            )
+            await self.session.execute(with_asset_and_seller().where(col(Listing.id) == listing_id))
         ).first()
         return (row[0], row[1], row[2]) if row else None
 
@@ -68,11 +72,7 @@ class ListingRepository:
         limit: int,
     ) -> list[tuple[Listing, Asset, Organization]]:
         query = (
-            select(Listing, Asset, Organization)
-            .join(Asset, col(Asset.id) == col(Listing.asset_id))
-            .join(Organization, col(Organization.id) == col(Listing.seller_id))
-            .order_by(col(Listing.created_at), col(Listing.id))
-            .limit(limit)
+            with_asset_and_seller().order_by(col(Listing.created_at), col(Listing.id)).limit(limit)
         )
         if seller_id is not None:
             query = query.where(col(Listing.seller_id) == seller_id)

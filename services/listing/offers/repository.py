@@ -15,6 +15,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from services.listing.listings.repository import with_asset_and_seller
 from services.listing.models import Asset, Listing, Organization
 
 
@@ -69,6 +70,15 @@ class OfferRepository:
         )
         return inserted.scalar_one_or_none() is not None
 
+    async def snapshot_page(
+        self, after: UUID | None, limit: int
+    ) -> list[tuple[Listing, Asset, Organization]]:
+        """Every listing, any status, in id order (the offer snapshot for index rebuilds)."""
+        query = with_asset_and_seller().order_by(col(Listing.id)).limit(limit)
+        if after is not None:
+            query = query.where(col(Listing.id) > after)
+        return [(r[0], r[1], r[2]) for r in await self.session.execute(query)]
+
     async def of_asset(
         self,
         asset_id: UUID,
@@ -78,9 +88,7 @@ class OfferRepository:
         limit: int,
     ) -> list[tuple[Listing, Asset, Organization]]:
         query = (
-            select(Listing, Asset, Organization)
-            .join(Asset, col(Asset.id) == col(Listing.asset_id))
-            .join(Organization, col(Organization.id) == col(Listing.seller_id))
+            with_asset_and_seller()
             .where(col(Listing.asset_id) == asset_id, col(Listing.status).in_(statuses))
             .order_by(col(Listing.created_at), col(Listing.id))
             .limit(limit)

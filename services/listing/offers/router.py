@@ -11,13 +11,11 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from sqlalchemy import select
-from sqlmodel import col
 
 from services.listing.dependencies import TodayDep
 from services.listing.listings import service as listings
-from services.listing.models import Asset, Listing, Organization
 from services.listing.offers import service
+from services.listing.offers.repository import OfferRepository
 from shared.auth import Principal, require_roles
 from shared.contracts.catalogue import CatalogueDocument
 from shared.contracts.events import OfferSnapshot, OfferSnapshotPage
@@ -43,16 +41,8 @@ async def offer_snapshot(
     feed's head before the first page and resume the feed from it afterwards: nothing is
     missed, and a version seen twice is harmless."""
     position = decode_page_token(page_token, "id")
-    query = (
-        select(Listing, Asset, Organization)
-        .join(Asset, col(Asset.id) == col(Listing.asset_id))
-        .join(Organization, col(Organization.id) == col(Listing.seller_id))
-        .order_by(col(Listing.id))
-        .limit(page_size + 1)
-    )
-    if position:
-        query = query.where(col(Listing.id) > UUID(position["id"]))
-    rows = list(await session.execute(query))
+    after = UUID(position["id"]) if position else None
+    rows = await OfferRepository(session).snapshot_page(after, page_size + 1)
     more = len(rows) > page_size
     rows = rows[:page_size]
     catalogue_url = request.app.state.settings.gateway_url

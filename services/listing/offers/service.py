@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.listing.assets import service as assets
 from services.listing.assets.repository import AssetRepository
 from services.listing.assets.rules import normalize_asset
-from services.listing.listings.documents import terms_columns
+from services.listing.listings.documents import TERMS_COLUMNS, terms_columns
 from services.listing.listings.rules import VISIBLE, check_publishable, check_terms
 from services.listing.listings.service import Context, audit, document, emit
 from services.listing.models import Asset, Listing, Organization
@@ -54,14 +54,7 @@ PARTNER_COLUMNS = (
     "source_updated_at",
     "status",
     "published_at",
-    "transaction_type",
-    "price_mode",
-    "amount",
-    "currency",
-    "royalty_rate",
-    "term_months",
-    "territory",
-    "field_of_use",
+    *TERMS_COLUMNS,
 )
 
 
