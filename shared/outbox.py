@@ -31,7 +31,14 @@ def parse_cursor(cursor: str, field: str = "after") -> tuple[int, int]:
         raise UnprocessableEntity.single(
             field, "cursor_format", "a cursor looks like '<xid>.<seq>' (start with '0.0')"
         )
-    return int(match.group(1)), int(match.group(2))
+    xid, seq = int(match.group(1)), int(match.group(2))
+    # Both travel as bigint parameters: a larger number is no cursor we issued (and would
+    # fail in PostgreSQL as a 500).
+    if xid >= 2**63 or seq >= 2**63:
+        raise UnprocessableEntity.single(
+            field, "cursor_format", "a cursor looks like '<xid>.<seq>' (start with '0.0')"
+        )
+    return xid, seq
 
 
 def cursor_of(row: Any) -> str:
@@ -44,10 +51,13 @@ async def read_page(
     """Rows after `after` (each with `seq` and `xid` as text besides `columns`)."""
     assert TABLE.match(table)
     xid, seq = parse_cursor(after)
+    # ORDER BY names the table's xid8 column: a bare `xid` would be the text output column,
+    # and "1000" sorts before "999" (a page cut by LIMIT then skips events for good).
     query = text(
-        f"SELECT seq, xid::text AS xid, {', '.join(columns)} FROM {table} "
-        "WHERE (xid, seq) > (CAST(:xid AS xid8), :seq) "
-        "AND xid < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY xid, seq LIMIT :limit"
+        f"SELECT seq, xid::text AS xid, {', '.join(columns)} FROM {table} AS e "
+        "WHERE (e.xid, e.seq) > (CAST(:xid AS xid8), :seq) "
+        "AND e.xid < pg_snapshot_xmin(pg_current_snapshot()) "
+        "ORDER BY e.xid, e.seq LIMIT :limit"
     )
     return list(await conn.execute(query, {"xid": xid, "seq": seq, "limit": limit}))
 
@@ -60,9 +70,9 @@ async def read_head(
     row = (
         await conn.execute(
             text(
-                f"SELECT xid::text AS xid, seq, occurred_at FROM {table} "
-                "WHERE xid < pg_snapshot_xmin(pg_current_snapshot()) "
-                "ORDER BY xid DESC, seq DESC LIMIT 1"
+                f"SELECT xid::text AS xid, seq, occurred_at FROM {table} AS e "
+                "WHERE e.xid < pg_snapshot_xmin(pg_current_snapshot()) "
+                "ORDER BY e.xid DESC, e.seq DESC LIMIT 1"  # the xid8, not its text (above)
             )
         )
     ).first()
