@@ -6,7 +6,8 @@ does, before the response is sent, so a handler cannot half-write.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -23,6 +24,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.types import UserDefinedType
 from sqlmodel import Field
 
+from shared.errors import is_database_unavailable
 from shared.settings import Settings
 
 
@@ -46,6 +48,7 @@ __all__ = [
     "created_now",
     "get_session",
     "optional_timestamp",
+    "record_when_reachable",
     "schema_revision",
     "utcnow",
 ]
@@ -60,6 +63,9 @@ def create_engine(settings: Settings, *, application_name: str) -> AsyncEngine:
         # recovers by itself.
         pool_pre_ping=True,
         pool_timeout=5,
+        # A database error's text (logged with its traceback) must not carry the statement's
+        # values: they can be secrets (a partner's or a subscription's signing secret).
+        hide_parameters=True,
         connect_args={
             "timeout": 5,
             "server_settings": {"application_name": application_name},
@@ -127,3 +133,21 @@ async def schema_revision(engine: AsyncEngine, schema: str) -> str | None:
             return None
         revision = await conn.scalar(text(f'SELECT version_num FROM "{schema}".alembic_version'))
         return str(revision) if revision is not None else None
+
+
+async def record_when_reachable(record: Callable[[], Awaitable[None]], seconds: float) -> None:
+    """Run `record` (a short transaction writing an outcome already known), trying again while
+    PostgreSQL is unreachable, for up to `seconds`. A worker that gave up at once would leave
+    its lease to run out, and the work would wait that long after PostgreSQL is back."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    delay = 0.25
+    while True:
+        try:
+            await record()
+            return
+        except Exception as exc:
+            if not is_database_unavailable(exc) or loop.time() + delay > deadline:
+                raise
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 2.0)

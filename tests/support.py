@@ -6,6 +6,7 @@ import csv
 import socket
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -156,3 +157,65 @@ async def publish_records(
         headers={**bearer(operator_key), "Content-Type": "application/x-ndjson"},
     )
     assert report.json()["created"] == len(records), report.text
+
+
+def partner_document(
+    exchange: str,
+    listing_id: str,
+    number: str,
+    version: int = 1,
+    *,
+    status: str = "published",
+    amount: str = "1200000.00",
+    transaction_type: str = "exclusive_license",
+    price_mode: str = "fixed",
+    typed: str | None = None,
+) -> dict[str, Any]:
+    """A partner's canonical catalogue document for a real application number (`typed`: the
+    number as the partner wrote it)."""
+    return {
+        "schema": "ipx.catalogue/v1",
+        "offer_id": f"{exchange}:{listing_id}",
+        "source": {
+            "exchange": exchange,
+            "listing_id": listing_id,
+            "url": f"https://{exchange}.example/listings/{listing_id}",
+            "updated_at": (datetime(2026, 11, 1, tzinfo=UTC) + timedelta(hours=version))
+            .isoformat()
+            .replace("+00:00", "Z"),
+            "version": version,
+        },
+        "asset": {
+            "kind": "invention_patent",
+            "identifier": typed or number,
+            "title": {"zh": "一种神经网络运算装置"},
+            "classifications": {"ipc": ["G06N 3/063"]},
+            "holders": [{"name": "中科寒武纪科技股份有限公司", "region": "110108"}],
+            "filed_on": f"{number[:4]}-06-01",
+            "legal_status": "granted",
+        },
+        "transaction": {
+            "type": transaction_type,
+            "price": {
+                "mode": price_mode,
+                "amount": amount if price_mode == "fixed" else None,
+                "currency": "CNY",
+            },
+            "term_months": 60,
+        },
+        "status": status,
+    }
+
+
+def nonexclusive_offer(
+    exchange: str, listing_id: str, number: str, version: int = 1
+) -> dict[str, Any]:
+    """A partner's non-exclusive licence offer: any number of them may share an asset."""
+    return partner_document(
+        exchange,
+        listing_id,
+        number,
+        version,
+        amount="800000.00",
+        transaction_type="nonexclusive_license",
+    )

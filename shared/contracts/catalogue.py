@@ -10,9 +10,10 @@ from datetime import date
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from shared.identifiers import AssetKind
+from shared.schemas import nul_free
 
 __all__ = [
     "OUR_EXCHANGE",
@@ -66,6 +67,12 @@ Money = Annotated[Decimal, Field(ge=0, max_digits=16, decimal_places=2)]
 
 class Contract(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _nul_free(cls, value: object) -> object:
+        # Partner documents end up in PostgreSQL too: a NUL is a validation error at intake.
+        return nul_free(value)
 
 
 class LocalizedText(Contract):

@@ -43,7 +43,14 @@ from services.gateway.partners.workers import (
 from shared.app import build_app, open_database, open_upstreams
 from shared.settings import Settings
 from shared.webhooks import signed_headers
-from support import assert_problem, bearer, free_port, new_organization, real_application_numbers
+from support import (
+    assert_problem,
+    bearer,
+    free_port,
+    new_organization,
+    partner_document,
+    real_application_numbers,
+)
 
 FAST = PartnerSyncConfig(
     inbox_poll_seconds=0.2,
@@ -249,53 +256,6 @@ async def register(
     return created
 
 
-def document(
-    exchange: str,
-    listing_id: str,
-    number: str,
-    version: int = 1,
-    *,
-    status: str = "published",
-    amount: str = "1200000.00",
-    transaction_type: str = "exclusive_license",
-    price_mode: str = "fixed",
-    typed: str | None = None,
-) -> dict[str, Any]:
-    """A canonical document for a real application number (`typed`: as the partner wrote it)."""
-    return {
-        "schema": "ipx.catalogue/v1",
-        "offer_id": f"{exchange}:{listing_id}",
-        "source": {
-            "exchange": exchange,
-            "listing_id": listing_id,
-            "url": f"https://{exchange}.example/listings/{listing_id}",
-            "updated_at": (datetime(2026, 11, 1, tzinfo=UTC) + timedelta(hours=version))
-            .isoformat()
-            .replace("+00:00", "Z"),
-            "version": version,
-        },
-        "asset": {
-            "kind": "invention_patent",
-            "identifier": typed or number,
-            "title": {"zh": "一种神经网络运算装置"},
-            "classifications": {"ipc": ["G06N 3/063"]},
-            "holders": [{"name": "中科寒武纪科技股份有限公司", "region": "110108"}],
-            "filed_on": f"{number[:4]}-06-01",
-            "legal_status": "granted",
-        },
-        "transaction": {
-            "type": transaction_type,
-            "price": {
-                "mode": price_mode,
-                "amount": amount if price_mode == "fixed" else None,
-                "currency": "CNY",
-            },
-            "term_months": 60,
-        },
-        "status": status,
-    }
-
-
 def tjipe(listing_id: str, number: str, version: int = 1, **extra: object) -> dict[str, Any]:
     return {
         "编号": listing_id,
@@ -467,7 +427,7 @@ async def test_a_canonical_push_becomes_a_published_listing(
     partner = code()
     secret = (await register(gateway, operator_key, partner))["inbound_secret"]
     number = next(numbers)
-    response = await push(gateway, partner, secret, document(partner, "L-1", number))
+    response = await push(gateway, partner, secret, partner_document(partner, "L-1", number))
     assert response.status_code == 202, response.text
     assert response.json() == {
         "event_id": response.json()["event_id"],
@@ -519,7 +479,7 @@ async def test_refused_pushes_store_nothing(
 ) -> None:
     partner = code()
     secret = (await register(gateway, operator_key, partner))["inbound_secret"]
-    body = json.dumps(document(partner, "L-1", next(numbers))).encode()
+    body = json.dumps(partner_document(partner, "L-1", next(numbers))).encode()
     now = datetime.now(UTC)
     good = signed_headers(secret, "msg_1", body)
 
@@ -575,7 +535,7 @@ async def test_a_rotated_secret_replaces_the_old_one(
     )
     new = rotated.json()["inbound_secret"]
     assert new.startswith("whsec_") and new != old
-    payload = document(partner, "L-1", next(numbers))
+    payload = partner_document(partner, "L-1", next(numbers))
     assert_problem(await push(gateway, partner, old, payload), 401)
     assert (await push(gateway, partner, new, payload)).status_code == 202
 
@@ -585,7 +545,7 @@ async def test_the_same_webhook_id_twice_is_accepted_once(
 ) -> None:
     partner = code()
     secret = (await register(gateway, operator_key, partner))["inbound_secret"]
-    payload = document(partner, "L-1", next(numbers))
+    payload = partner_document(partner, "L-1", next(numbers))
     first = await push(gateway, partner, secret, payload, event_id="msg_same")
     again = await push(gateway, partner, secret, payload, event_id="msg_same")
     assert (first.status_code, again.status_code) == (202, 202)
@@ -667,7 +627,7 @@ async def test_offers_listing_refuses_are_rejected_events_too(
 ) -> None:
     partner = code()
     secret = (await register(gateway, operator_key, partner))["inbound_secret"]
-    negotiable_open = document(
+    negotiable_open = partner_document(
         partner, "L-open", next(numbers), transaction_type="open_license", price_mode="negotiable"
     )
     response = await push(gateway, partner, secret, negotiable_open, event_id="msg_open")
@@ -689,7 +649,7 @@ async def test_listing_down_is_retried_with_backoff_until_applied(
     partner = code()
     secret = (await register(gateway, operator_key, partner))["inbound_secret"]
     gateway.listing.failures = 3
-    response = await push(gateway, partner, secret, document(partner, "L-r", next(numbers)))
+    response = await push(gateway, partner, secret, partner_document(partner, "L-r", next(numbers)))
     assert response.status_code == 202, response.text
     rows = await settled(gateway, partner, 1)
     assert gateway.listing.failures == 0
@@ -743,7 +703,7 @@ async def test_a_flood_out_of_order_with_duplicates_ends_in_the_final_state(
     for version in range(1, 11):
         for i, (listing_id, number) in enumerate(offers.items()):
             status = final_status[listing_id] if version == 10 else "published"
-            payload = document(
+            payload = partner_document(
                 partner, listing_id, number, version, status=status, amount=amount(i, version)
             )
             events.append((f"msg_{listing_id}_{version}", payload))
@@ -801,7 +761,7 @@ async def test_one_asset_on_three_exchanges_is_one_asset_with_three_offers(
         payload = (
             tjipe("X-1", number)
             if adapter == "tjipe_v1"
-            else document(partner, "X-1", number, typed=typed)
+            else partner_document(partner, "X-1", number, typed=typed)
         )
         response = await push(gateway, partner, secret, payload)
         assert response.status_code == 202, response.text
@@ -929,7 +889,7 @@ async def test_slow_and_broken_partners_do_not_hold_up_a_healthy_one(
     partner_site.feeds[broken] = Feed(mode="garbage")
     partner_site.feeds[healthy] = Feed(
         items=[
-            document(healthy, f"H-{i}", number)
+            partner_document(healthy, f"H-{i}", number)
             for i, number in enumerate(itertools.islice(numbers, 3))
         ]
     )
@@ -957,3 +917,17 @@ async def test_slow_and_broken_partners_do_not_hold_up_a_healthy_one(
             assert next_at > datetime.now(UTC) + timedelta(seconds=2)
     healthy_state = await partner_state(gateway, healthy, operator_key)
     assert healthy_state["pull_cursor"] == "3" and healthy_state["pull_failures"] == 0
+
+
+async def test_a_nul_in_a_refused_push_is_stored_as_a_replacement_character(
+    gateway: Gateway, operator_key: str
+) -> None:
+    # Found by the fuzzer: PostgreSQL refuses NUL in text and jsonb, so recording the refusal
+    # of a body "\x00" (or of a key holding one) was a 500.
+    partner = code()
+    secret = (await register(gateway, operator_key, partner))["inbound_secret"]
+    for body in (b"\x00", json.dumps({"\x00": 1}).encode()):
+        response = await push(gateway, partner, secret, body)
+        assert_problem(response, 422)
+    stored = await rejected(gateway, partner, operator_key)
+    assert [item["payload_excerpt"] for item in stored] == ['{"\\u0000": 1}', "\ufffd"]

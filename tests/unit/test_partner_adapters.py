@@ -352,3 +352,13 @@ def test_envelope_errors_are_named_inside_data() -> None:
             "tjipe_v1", {"type": "listing.updated", "data": tjipe(状态="已撤回")}, exchange="tjipe"
         )
     assert fields(exc) == {"type": "event_type_mismatch"}
+
+
+@pytest.mark.parametrize("kind", [{}, [], 7, None])
+def test_a_kind_of_the_wrong_type_is_a_field_error_not_a_crash(kind: object) -> None:
+    # Found by the fuzzer: an object as asset.kind was hashed in a set lookup (a 500).
+    document = canonical_doc()
+    document["asset"] = {**document["asset"], "kind": kind}
+    with pytest.raises(AdapterError) as exc:
+        canonical(document, exchange="tipei")
+    assert "asset.kind" in fields(exc)

@@ -103,7 +103,9 @@ def _normalise_identifiers(data: dict[str, Any]) -> list[FieldError]:
     asset = data.get("asset")
     if not isinstance(asset, dict):
         return errors
-    kind = asset.get("kind")
+    # A kind of the wrong type (e.g. an object) is the model's to report; hashing it in the
+    # set lookups below would raise.
+    kind = asset.get("kind") if isinstance(asset.get("kind"), str) else None
     identifier = asset.get("identifier")
     if kind in ASSET_KINDS and isinstance(identifier, str) and identifier.strip():
         try:

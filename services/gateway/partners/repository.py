@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -28,10 +29,15 @@ class PartnerRepository:
     async def get(self, code: str) -> Partner | None:
         return await self.session.get(Partner, code)
 
-    async def add(self, partner: Partner) -> Partner:
-        self.session.add(partner)
-        await self.session.flush()
-        return partner
+    async def add(self, partner: Partner) -> bool:
+        """False when the code is taken (a concurrent registration committed it first)."""
+        try:
+            async with self.session.begin_nested():
+                self.session.add(partner)
+                await self.session.flush()
+        except IntegrityError:
+            return False
+        return True
 
     async def page(self, after: str | None, limit: int) -> list[Partner]:
         query = select(Partner).order_by(col(Partner.code)).limit(limit)

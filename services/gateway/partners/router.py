@@ -21,7 +21,15 @@ from services.gateway.partners.schemas import (
 from shared.auth import CallerDep, Principal, require_roles
 from shared.db import SessionDep
 from shared.errors import Forbidden, ProblemResponse, problem_responses
-from shared.schemas import Page, PageSize, PageToken, decode_page_token, encode_page_token
+from shared.schemas import (
+    Page,
+    PageSize,
+    PageToken,
+    encode_page_token,
+    page_position,
+    token_int,
+    token_str,
+)
 
 __all__ = ["router"]
 
@@ -65,9 +73,9 @@ async def list_partners(
     page_token: PageToken = "",
 ) -> Page[PartnerPublic]:
     """Every partner exchange, by code, with its pull state (operators)."""
-    position = decode_page_token(page_token, "code")
+    position = page_position(page_token, code=token_str)
     partners = await service.list_partners(
-        session, str(position["code"]) if position else None, page_size + 1
+        session, position["code"] if position else None, page_size + 1
     )
     more = len(partners) > page_size
     partners = partners[:page_size]
@@ -128,8 +136,8 @@ async def list_rejected(
         raise Forbidden("only the partner exchange itself and operators see its rejected events")
     partner = await service.get_partner(session, code)
     service.ensure_can_read_rejected(principal, partner)
-    position = decode_page_token(page_token, "id")
-    before = int(position["id"]) if position else None
+    position = page_position(page_token, id=token_int)
+    before = position["id"] if position else None
     items = await service.list_rejected(session, partner, before, page_size + 1)
     more = len(items) > page_size
     items = items[:page_size]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -20,6 +21,7 @@ from services.gateway.partners.repository import (
     RejectedEventRepository,
 )
 from services.gateway.partners.schemas import (
+    CODE_PATTERN,
     InboundAccepted,
     PartnerCreate,
     PartnerPublic,
@@ -79,7 +81,11 @@ def to_public(partner: Partner, gateway_url: str) -> dict[str, Any]:
 
 
 async def get_partner(session: AsyncSession, code: str) -> Partner:
-    partner = await PartnerRepository(session).get(code)
+    # A string that cannot be a code names no partner; it is not even sent to PostgreSQL
+    # (which refuses a NUL character with an error).
+    partner = None
+    if re.fullmatch(CODE_PATTERN, code):
+        partner = await PartnerRepository(session).get(code)
     if partner is None:
         raise NotFound(f"no partner exchange has the code {code!r}")
     return partner
@@ -107,7 +113,8 @@ async def register_partner(session: AsyncSession, data: PartnerCreate) -> tuple[
         created_at=now,
         updated_at=now,
     )
-    await partners.add(partner)
+    if not await partners.add(partner):
+        raise Conflict(f"the partner code {data.code!r} is taken")
     return partner, secret
 
 
@@ -255,9 +262,14 @@ def _detail(errors: list[FieldError]) -> str:
     )
 
 
+def _storable(text: str) -> str:
+    """PostgreSQL text and jsonb refuse NUL: stored as U+FFFD, as undecodable bytes are."""
+    return text.replace("\x00", "\ufffd")
+
+
 def excerpt(payload: bytes | str) -> str:
     text = payload.decode("utf-8", errors="replace") if isinstance(payload, bytes) else payload
-    return text[:EXCERPT_CHARS]
+    return _storable(text[:EXCERPT_CHARS])
 
 
 async def reject(
@@ -275,7 +287,8 @@ async def reject(
             event_id=event_id,
             source=source,
             received_at=utcnow(),
-            errors=[e.model_dump() for e in errors],
+            # Field names and messages quote what was sent (an unknown key may hold a NUL).
+            errors=[{k: _storable(v) for k, v in e.model_dump().items()} for e in errors],
             payload_excerpt=payload_excerpt,
         )
     )

@@ -3,7 +3,6 @@ private targets."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
@@ -21,8 +20,17 @@ from services.gateway.webhooks.schemas import (
 )
 from shared.auth import CallerDep, Principal, require_roles
 from shared.db import SessionDep
-from shared.errors import UnprocessableEntity, problem_responses
-from shared.schemas import Page, PageSize, PageToken, decode_page_token, encode_page_token
+from shared.errors import problem_responses
+from shared.schemas import (
+    Page,
+    PageSize,
+    PageToken,
+    encode_page_token,
+    page_position,
+    token_datetime,
+    token_int,
+    token_uuid,
+)
 
 __all__ = ["router"]
 
@@ -64,15 +72,8 @@ async def list_subscriptions(
     page_token: PageToken = "",
 ) -> Page[SubscriptionPublic]:
     """The caller's organisation's subscriptions, newest first (operators: everyone's)."""
-    position = decode_page_token(page_token, "created_at", "id")
-    after = None
-    if position is not None:
-        try:
-            after = (datetime.fromisoformat(position["created_at"]), UUID(position["id"]))
-        except (TypeError, ValueError) as exc:
-            raise UnprocessableEntity.single(
-                "page_token", "page_token_invalid", "page_token is not one this API issued"
-            ) from exc
+    position = page_position(page_token, created_at=token_datetime, id=token_uuid)
+    after = (position["created_at"], position["id"]) if position else None
     rows = await service.list_page(session, principal, after, page_size + 1)
     more = len(rows) > page_size
     rows = rows[:page_size]
@@ -125,15 +126,8 @@ async def list_deliveries(
 ) -> Page[DeliveryPublic]:
     """Deliveries newest first, each with its status, attempt count, last response code and
     every attempt (time, response code, latency, error)."""
-    position = decode_page_token(page_token, "seq")
-    before = None
-    if position is not None:
-        try:
-            before = int(position["seq"])
-        except (TypeError, ValueError) as exc:
-            raise UnprocessableEntity.single(
-                "page_token", "page_token_invalid", "page_token is not one this API issued"
-            ) from exc
+    position = page_position(page_token, seq=token_int)
+    before = position["seq"] if position else None
     rows = await service.deliveries(
         session, principal, subscription_id, status_, before, page_size + 1
     )

@@ -439,5 +439,6 @@ async def delete_target(session: AsyncSession, raw: str) -> None:
         pattern = normalize_pattern(raw)
     except ValueError:
         pattern = raw
-    if not await repository.delete_target(session, pattern):
+    # A NUL character is never stored (PostgreSQL refuses it with an error, not a miss).
+    if "\x00" in pattern or not await repository.delete_target(session, pattern):
         raise NotFound(f"{raw!r} is not allow-listed")

@@ -19,7 +19,7 @@ from services.listing.imports.service import Mode, run_import
 from services.listing.models import ImportJob, Organization
 from shared.auth import Principal
 from shared.errors import Forbidden, NotFound, UnprocessableEntity, problem_responses
-from shared.schemas import PageSize, PageToken, decode_page_token, encode_page_token
+from shared.schemas import PageSize, PageToken, encode_page_token, page_position, token_int
 
 router = APIRouter(prefix="/v1/imports", tags=["bulk import"])
 SPOOL_IN_MEMORY = 4 * 1024 * 1024
@@ -90,10 +90,10 @@ def _report(job: ImportJob, rejections: list[Rejection], token: str) -> ImportRe
 async def _rejections(
     maker: async_sessionmaker[AsyncSession], job_id: UUID, page_size: int, page_token: str
 ) -> tuple[list[Rejection], str]:
-    position = decode_page_token(page_token, "id")
+    position = page_position(page_token, id=token_int)
     async with maker() as session:
         rows = await ImportRepository(session).rejections(
-            job_id, int(position["id"]) if position else 0, page_size + 1
+            job_id, position["id"] if position else 0, page_size + 1
         )
     token = encode_page_token({"id": rows[page_size - 1].id}) if len(rows) > page_size else ""
     return [
@@ -173,7 +173,7 @@ async def import_file(
     return _report(job, rejections, token)
 
 
-@router.get("/{import_id}", response_model=ImportReport, responses=problem_responses(401, 404))
+@router.get("/{import_id}", response_model=ImportReport, responses=problem_responses(401, 403, 404))
 async def read_import(
     import_id: UUID,
     request: Request,

@@ -22,7 +22,7 @@ from shared.contracts.events import OfferSnapshot, OfferSnapshotPage
 from shared.contracts.offers import OfferUpsertResult
 from shared.db import SessionDep
 from shared.errors import problem_responses
-from shared.schemas import Page, PageSize, PageToken, decode_page_token, encode_page_token
+from shared.schemas import Page, PageSize, PageToken, encode_page_token, page_position, token_uuid
 
 router = APIRouter(prefix="/v1/offers", tags=["offers"])
 # Mounted beside `router` by the app: the read of an asset's offers lives under /v1/assets.
@@ -40,8 +40,8 @@ async def offer_snapshot(
     """Current documents of all listings (every status) in listing-id order. Read the change
     feed's head before the first page and resume the feed from it afterwards: nothing is
     missed, and a version seen twice is harmless."""
-    position = decode_page_token(page_token, "id")
-    after = UUID(position["id"]) if position else None
+    position = page_position(page_token, id=token_uuid)
+    after = position["id"] if position else None
     rows = await OfferRepository(session).snapshot_page(after, page_size + 1)
     more = len(rows) > page_size
     rows = rows[:page_size]

@@ -19,13 +19,13 @@ from services.matching.demands.schemas import (
     MatchPublic,
 )
 from services.matching.meili import MeiliUnavailable
-from services.matching.search.query import quote
 from shared.auth import CallerDep, Principal, require_roles
 from shared.db import SessionDep
 from shared.errors import ServiceUnavailable, UnprocessableEntity, problem_responses
 from shared.notifier import long_poll
 from shared.outbox import START, cursor_of, parse_cursor, read_page
-from shared.schemas import Page, PageSize, PageToken, decode_page_token, encode_page_token
+from shared.schemas import Page, PageSize, PageToken, encode_page_token, page_position, token_int
+from shared.search import quote
 
 router = APIRouter(tags=["demands"])
 Member = Annotated[Principal, Depends(require_roles("member", "admin"))]
@@ -147,8 +147,8 @@ async def demand_matches(
 ) -> Page[MatchPublic]:
     """Ranked matches with the reasons each matched, and the listing as indexed now."""
     await service.get_owned(session, principal, demand_id)
-    position = decode_page_token(page_token, "offset")
-    offset = int(position["offset"]) if position else 0
+    position = page_position(page_token, offset=token_int)
+    offset = position["offset"] if position else 0
     rows = await service.matches(session, demand_id, page_size + 1, offset)
     more = len(rows) > page_size
     rows = rows[:page_size]
