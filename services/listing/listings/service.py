@@ -53,7 +53,7 @@ from shared.errors import (
     PreconditionRequired,
     UnprocessableEntity,
 )
-from shared.schemas import Page, decode_page_token, encode_page_token
+from shared.schemas import Page, encode_page_token, page_position, token_datetime, token_uuid
 
 EVENT_OF_ACTION: dict[Action, EventType] = {
     "submit": "listing.submitted",
@@ -215,9 +215,18 @@ async def create(ctx: Context, data: ListingCreate) -> tuple[Listing, Asset, Org
     return listing, asset, ctx.organization
 
 
-async def _locked(ctx: Context, listing_id: UUID) -> tuple[Listing, Asset, Organization]:
+async def _locked(
+    ctx: Context, listing_id: UUID, *, on_behalf: bool = False
+) -> tuple[Listing, Asset, Organization]:
+    """The listing, row-locked. A draft or a listing in review is 404 to anyone but its seller
+    and operators, as on reads: a 403 would tell an outsider that it exists."""
     repo = ListingRepository(ctx.session)
-    if await repo.get(listing_id, lock=True) is None:
+    listing = await repo.get(listing_id, lock=True)
+    if listing is None or (
+        not on_behalf
+        and listing.status not in VISIBLE
+        and not may_see_everything(ctx.principal, listing)
+    ):
         raise NotFound(f"no listing {listing_id}")
     found = await repo.with_asset(listing_id)
     assert found is not None
@@ -294,7 +303,7 @@ async def transition(
 ) -> tuple[Listing, Asset, Organization]:
     """Move a listing along its lifecycle. `on_behalf`: the service itself acts (an offer opens
     negotiation, a deal closes the listing), after its own permission checks."""
-    listing, asset, seller = await _locked(ctx, listing_id)
+    listing, asset, seller = await _locked(ctx, listing_id, on_behalf=on_behalf)
     if not on_behalf:
         if action in OPERATOR_ACTIONS and not ctx.principal.is_operator:
             raise Forbidden(f"only an exchange operator may {action} a listing")
@@ -379,10 +388,8 @@ async def list_page(
         if seller is not None and seller != principal.organization_id:
             raise Forbidden("members list their own organisation's listings")
         seller = principal.organization_id
-    position = decode_page_token(page_token, "created_at", "id")
-    after = (
-        (datetime.fromisoformat(position["created_at"]), UUID(position["id"])) if position else None
-    )
+    position = page_position(page_token, created_at=token_datetime, id=token_uuid)
+    after = (position["created_at"], position["id"]) if position else None
     rows = await ListingRepository(session).page(
         seller_id=seller, status=status, after=after, limit=page_size + 1
     )
