@@ -26,6 +26,7 @@ from shared.db import create_engine, create_sessionmaker
 from shared.errors import ProblemResponse, ServiceUnavailable, install_error_handlers
 from shared.health import ReadinessCheck, database_check, http_check
 from shared.middleware import BodySizeLimitMiddleware
+from shared.openapi import document_problems
 from shared.ratelimit import RateLimitMiddleware
 from shared.settings import ServiceName, Settings
 
@@ -148,6 +149,7 @@ def build_app(
 
     for router in routers:
         app.include_router(router)
+    document_problems(app)
     return app
 
 

@@ -1,0 +1,1 @@
+"""Schemathesis fuzzing of the three services (a package: the modules share fuzz.harness)."""
