@@ -5,6 +5,8 @@ Bytes are counted as the body arrives, because a chunked request carries no Cont
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Sequence
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -12,6 +14,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared.errors import PayloadTooLarge, ProblemResponse
 
 __all__ = ["BodySizeLimitMiddleware"]
+
+# A refused body is read on (and dropped) for up to this long before the 413 goes out: a server
+# that closes with unread bytes makes the kernel reset the connection, and the client, still
+# sending, never sees the answer. Memory stays flat; a sender slower than this gets the reset.
+DRAIN_SECONDS = 2.0
 
 
 class BodySizeLimitMiddleware:
@@ -47,6 +54,8 @@ class BodySizeLimitMiddleware:
                 except ValueError:
                     declared = -1
                 if declared > limit:
+                    if not _expects_continue(scope):  # else the client waits for our answer
+                        await _drain(receive)
                     await _send_problem(scope, receive, send, too_large)
                     return
 
@@ -59,6 +68,8 @@ class BodySizeLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
+                    if message.get("more_body", False):
+                        await _drain(receive)
                     raise too_large
             return message
 
@@ -75,6 +86,23 @@ class BodySizeLimitMiddleware:
             if response_started or exc is not too_large:
                 raise
             await _send_problem(scope, receive, send, too_large)
+
+
+def _expects_continue(scope: Scope) -> bool:
+    return any(
+        name == b"expect" and value.lower() == b"100-continue"
+        for name, value in scope.get("headers", [])
+    )
+
+
+async def _drain(receive: Receive) -> None:
+    """Read the rest of the body, dropping it, for at most DRAIN_SECONDS."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(DRAIN_SECONDS):
+            while True:
+                message = await receive()
+                if message["type"] != "http.request" or not message.get("more_body", False):
+                    return
 
 
 async def _send_problem(scope: Scope, receive: Receive, send: Send, error: PayloadTooLarge) -> None:

@@ -56,12 +56,25 @@ class Settings(BaseSettings):
     upstream_timeout_seconds: float = 5.0
     # How often listing looks for listings whose right has ended.
     expiry_interval_seconds: float = 3600.0
+    # Gateway, outbound webhooks: seconds to wait after the 1st, 2nd, ... failed attempt,
+    # comma-separated (e.g. "0.5,1,2"); empty keeps the production schedule (RETRY_SCHEDULE in
+    # services/gateway/webhooks/workers.py, more than 24 hours in all). Tests shorten it.
+    webhook_retry_schedule: Annotated[list[float], NoDecode] = Field(default_factory=list)
+    # Gateway: how long one delivery attempt may take (resolving, connecting, the answer).
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
 
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("webhook_retry_schedule", mode="before")
+    @classmethod
+    def _split_schedule(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [float(step) for step in value.split(",") if step.strip()]
         return value
 
     def port_of(self, service: ServiceName) -> int:

@@ -35,15 +35,19 @@ class Received:
 class Receiver:
     """A real HTTP/1.1 server on 127.0.0.1 that records every request. It answers the next
     requests as `script` says, then as `mode`: ok (200), fail (500), close (drops the
-    connection), hang (never answers), slow (200 after `slow_seconds`)."""
+    connection), hang (never answers), slow (200 after `slow_seconds`). `per_event` scripts
+    each webhook-id on its own: its n-th attempt is answered as `per_event[n]` (then `mode`),
+    so every event meets the same failures whatever the order of arrival."""
 
     mode: str = "ok"
     script: list[str] = field(default_factory=list)
+    per_event: list[str] = field(default_factory=list)
     slow_seconds: float = 5.0
     port: int = field(default_factory=free_port)
     received: list[Received] = field(default_factory=list)
     _server: asyncio.Server | None = None
     _handlers: set[asyncio.Task[Any]] = field(default_factory=set)
+    _attempts: dict[str, int] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -74,7 +78,14 @@ class Receiver:
             body = await reader.readexactly(int(headers.get("content-length", "0")))
             request = Received(time.monotonic(), method, path, headers, body)
             self.received.append(request)
-            mode = self.script.pop(0) if self.script else self.mode
+            attempt = self._attempts.get(headers.get("webhook-id", ""), 0)
+            self._attempts[headers.get("webhook-id", "")] = attempt + 1
+            if self.script:
+                mode = self.script.pop(0)
+            elif attempt < len(self.per_event):
+                mode = self.per_event[attempt]
+            else:
+                mode = self.mode
             if mode == "close":
                 return
             if mode == "hang":

@@ -49,6 +49,7 @@ from services.gateway.partners.repository import (
     RejectedEventRepository,
 )
 from shared.contracts.offers import OfferUpsertResult
+from shared.db import record_when_reachable
 from shared.errors import FieldError
 from shared.notifier import FeedNotifier
 from shared.settings import Settings
@@ -159,55 +160,64 @@ async def _apply(app: FastAPI, config: PartnerSyncConfig, event: ClaimedEvent) -
     maker: async_sessionmaker[AsyncSession] = app.state.sessionmaker
     try:
         outcome = await _put_offer(app, event)
-        async with maker() as session, session.begin():
-            inbox = InboxRepository(session)
-            now = utcnow()
-            if isinstance(outcome, OfferUpsertResult):
-                if outcome.applied:
-                    await inbox.finish(event.id, "applied", None, now)
-                else:
-                    await inbox.finish(
-                        event.id,
-                        "stale",
-                        f"listing already holds version {outcome.source_version}",
-                        now,
-                    )
-            elif isinstance(outcome, tuple):
-                detail, errors = outcome
-                await inbox.finish(event.id, "rejected", detail, now)
-                await RejectedEventRepository(session).add(
-                    RejectedEvent(
-                        partner_code=event.partner_code,
-                        event_id=event.event_id,
-                        source=event.source,
-                        received_at=now,
-                        errors=[e.model_dump() for e in errors],
-                        payload_excerpt=service.excerpt(
-                            json.dumps(event.document, ensure_ascii=False)
-                        ),
-                    )
-                )
-            else:
-                attempts = event.attempts + 1
-                delay = backoff_seconds(
-                    attempts, config.retry_base_seconds, config.retry_cap_seconds
-                )
-                await inbox.retry_later(
-                    event.id, attempts, now + timedelta(seconds=delay), outcome[:2000]
-                )
-                logger.info(
-                    "inbox event %s of %s: %s; retry %d in %.1fs",
-                    event.id,
-                    event.partner_code,
-                    outcome,
-                    attempts,
-                    delay,
-                )
+        # The outcome is known: record it as soon as PostgreSQL answers (within the lease).
+        await record_when_reachable(
+            lambda: _record(maker, config, event, outcome), config.inbox_lease_seconds / 2
+        )
     except asyncio.CancelledError:
         await _released(maker, lambda session: InboxRepository(session).release(event.id))
         raise
     except Exception as exc:
         logger.warning("inbox event %s not recorded (%s)", event.id, type(exc).__name__)
+
+
+async def _record(
+    maker: async_sessionmaker[AsyncSession],
+    config: PartnerSyncConfig,
+    event: ClaimedEvent,
+    outcome: OfferUpsertResult | tuple[str, list[FieldError]] | str,
+) -> None:
+    """One inbox event's outcome, in one transaction."""
+    async with maker() as session, session.begin():
+        inbox = InboxRepository(session)
+        now = utcnow()
+        if isinstance(outcome, OfferUpsertResult):
+            if outcome.applied:
+                await inbox.finish(event.id, "applied", None, now)
+            else:
+                await inbox.finish(
+                    event.id,
+                    "stale",
+                    f"listing already holds version {outcome.source_version}",
+                    now,
+                )
+        elif isinstance(outcome, tuple):
+            detail, errors = outcome
+            await inbox.finish(event.id, "rejected", detail, now)
+            await RejectedEventRepository(session).add(
+                RejectedEvent(
+                    partner_code=event.partner_code,
+                    event_id=event.event_id,
+                    source=event.source,
+                    received_at=now,
+                    errors=[e.model_dump() for e in errors],
+                    payload_excerpt=service.excerpt(json.dumps(event.document, ensure_ascii=False)),
+                )
+            )
+        else:
+            attempts = event.attempts + 1
+            delay = backoff_seconds(attempts, config.retry_base_seconds, config.retry_cap_seconds)
+            await inbox.retry_later(
+                event.id, attempts, now + timedelta(seconds=delay), outcome[:2000]
+            )
+            logger.info(
+                "inbox event %s of %s: %s; retry %d in %.1fs",
+                event.id,
+                event.partner_code,
+                outcome,
+                attempts,
+                delay,
+            )
 
 
 async def _released(

@@ -45,7 +45,7 @@ from services.gateway.webhooks.ssrf import (
     send_pinned,
 )
 from shared.contracts.events import ChangeFeedPage
-from shared.db import asyncpg_connect_kwargs
+from shared.db import asyncpg_connect_kwargs, record_when_reachable
 from shared.errors import is_database_unavailable
 from shared.notifier import FeedNotifier
 from shared.settings import Settings
@@ -213,11 +213,11 @@ async def run_fanout(app: FastAPI) -> None:
 # ----------------------------------------------------------------------------- delivery
 
 
-def subscriber_client() -> httpx.AsyncClient:
+def subscriber_client(total_timeout: float = TOTAL_TIMEOUT_SECONDS) -> httpx.AsyncClient:
     """The client for subscribers' URLs: no redirects, no proxies from the environment (the
     connection must go to the checked address), short timeouts."""
     return httpx.AsyncClient(
-        timeout=httpx.Timeout(TOTAL_TIMEOUT_SECONDS, connect=CONNECT_TIMEOUT_SECONDS),
+        timeout=httpx.Timeout(total_timeout, connect=min(CONNECT_TIMEOUT_SECONDS, total_timeout)),
         follow_redirects=False,
         trust_env=False,
         limits=httpx.Limits(max_connections=2 * CONCURRENCY, max_keepalive_connections=CONCURRENCY),
@@ -346,7 +346,8 @@ class DeliveryWorker:
                 error = f"HTTP {status_code}"
             retry_in = retry_delay(claimed.attempts, self.schedule)
             outcome = "failed" if retry_in is None else "pending"
-        try:
+
+        async def record() -> None:
             async with self.sessionmaker() as session, session.begin():
                 await repository.record_attempt(
                     session,
@@ -357,6 +358,10 @@ class DeliveryWorker:
                     outcome=outcome,
                     retry_in=retry_in,
                 )
+
+        try:
+            # As soon as PostgreSQL answers again (within the lease), not when the lease ends.
+            await record_when_reachable(record, self.lease_seconds / 2)
         except Exception as exc:
             # The lease runs out and the delivery is tried again: at least once still holds.
             _log_pause(f"recording webhook delivery {claimed.id}", exc, self.lease_seconds)
@@ -373,13 +378,20 @@ class DeliveryWorker:
 async def run_deliveries(app: FastAPI) -> None:
     """Deliver forever (start as a task in the gateway's lifespan; cancel to stop). Uses
     app.state.settings and app.state.sessionmaker; its own HTTP client for subscribers.
-    app.state.webhook_retry_schedule, when set, replaces RETRY_SCHEDULE (tests)."""
+    The retry schedule is app.state.webhook_retry_schedule when set (tests in process), else
+    IPX_WEBHOOK_RETRY_SCHEDULE when set, else RETRY_SCHEDULE; the attempt's time limit is
+    IPX_WEBHOOK_TIMEOUT_SECONDS."""
     settings: Settings = app.state.settings
-    schedule = tuple(getattr(app.state, RETRY_SCHEDULE_STATE, RETRY_SCHEDULE))
+    configured = tuple(settings.webhook_retry_schedule) or RETRY_SCHEDULE
+    schedule = tuple(getattr(app.state, RETRY_SCHEDULE_STATE, configured))
+    timeout = settings.webhook_timeout_seconds
     notifier = FeedNotifier(settings.database_url, DELIVERY_CHANNEL)
     await notifier.start()
     try:
-        async with subscriber_client() as client:
-            await DeliveryWorker(app.state.sessionmaker, client, schedule=schedule).run(notifier)
+        async with subscriber_client(timeout) as client:
+            worker = DeliveryWorker(
+                app.state.sessionmaker, client, schedule=schedule, total_timeout=timeout
+            )
+            await worker.run(notifier)
     finally:
         await notifier.stop()
