@@ -12,6 +12,7 @@ import httpx
 from fastapi import FastAPI
 
 from infra.migrations import head_revision
+from services.gateway.catalogue.engine import CatalogueEngine
 from services.gateway.catalogue.router import router as catalogue_router
 from services.gateway.models import SCHEMA
 from services.gateway.partners.router import router as partners_router
@@ -36,8 +37,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     upstreams = {"listing": settings.listing_url, "matching": settings.matching_url}
     async with (
         open_database(app, settings, schema=SCHEMA, expected_revision=head_revision(SCHEMA)),
-        open_upstreams(app, settings, upstreams),
+        open_upstreams(app, settings, upstreams) as client,
+        CatalogueEngine(settings, client) as catalogue,
     ):
+        app.state.catalogue = catalogue
         tasks = (
             [asyncio.create_task(worker(app), name=worker.__name__) for worker in WORKERS]
             if settings.run_workers

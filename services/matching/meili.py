@@ -4,24 +4,16 @@ responses cost far more than they save on this hop). Only what matching uses."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
 import httpx
 
+from shared.search import MeiliError, MeiliUnavailable
+
 __all__ = ["MeiliClient", "MeiliError", "MeiliTaskFailed", "MeiliUnavailable"]
-
-
-class MeiliUnavailable(Exception):
-    """Meilisearch cannot be reached (or timed out)."""
-
-
-class MeiliError(Exception):
-    """Meilisearch refused a request; `code` is its error code (e.g. invalid_search_filter)."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.status, self.code, self.message = status, code, message
 
 
 class MeiliTaskFailed(MeiliError):
@@ -112,6 +104,38 @@ class MeiliClient:
                 raise MeiliUnavailable(f"task {task_uid} still {task['status']}")
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.25)
+
+    # Keys ---------------------------------------------------------------------------------
+
+    async def search_key(self, index_uid: str) -> str:
+        """A key that may only search `index_uid`, created on first use. Its uid is derived from
+        the index name, so every replica (and every restart) finds the same key instead of
+        adding one; Meilisearch derives the key itself from the master key and the uid."""
+        if not self.headers:
+            return ""  # no master key: Meilisearch asks no key of anyone
+        uid = str(
+            uuid.UUID(
+                bytes=hashlib.sha256(f"ipx-search:{index_uid}".encode()).digest()[:16], version=4
+            )
+        )
+        try:
+            created = await self.request(
+                "POST",
+                "/keys",
+                {
+                    "uid": uid,
+                    "name": f"ipx search {index_uid}",
+                    "description": "search only, for the gateway's catalogue search",
+                    "actions": ["search"],
+                    "indexes": [index_uid],
+                    "expiresAt": None,
+                },
+            )
+        except MeiliError as exc:
+            if exc.code != "api_key_already_exists":
+                raise
+            created = await self.request("GET", f"/keys/{uid}")
+        return str(created["key"])
 
     # Reading ------------------------------------------------------------------------------
 

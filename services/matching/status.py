@@ -1,4 +1,5 @@
-"""GET /v1/index/status: where the indexer is, how far behind, and how big the index is."""
+"""GET /v1/index/status: where the indexer is, how far behind, and how big the index is.
+GET /v1/index/search-key: the search-only key the gateway queries the catalogue index with."""
 
 from __future__ import annotations
 
@@ -67,3 +68,29 @@ async def index_status(
         last_event_at=last,
         documents=documents,
     )
+
+
+class SearchKey(BaseModel):
+    """Where and how to search the catalogue index directly (NOTES.md "Search hop"): this key
+    can search this index and do nothing else; matching keeps every write."""
+
+    url: str
+    index: str
+    key: str
+
+
+@router.get("/search-key", response_model=SearchKey, responses=problem_responses(401, 403, 503))
+async def search_key(
+    request: Request,
+    _: Annotated[Principal, Depends(require_roles("service"))],
+) -> SearchKey:
+    settings = request.app.state.settings
+    uid: str = request.app.state.index_uid
+    meili: MeiliClient = request.app.state.meili
+    try:
+        key = await meili.search_key(uid)
+    except (MeiliUnavailable, MeiliError) as exc:
+        raise ServiceUnavailable(
+            "the search key cannot be provisioned right now", headers={"Retry-After": "2"}
+        ) from exc
+    return SearchKey(url=settings.meili_url, index=uid, key=key)

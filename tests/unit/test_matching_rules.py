@@ -8,7 +8,7 @@ import pytest
 
 from services.matching.demands.matcher import salient_query
 from services.matching.demands.scoring import DemandTerms, matched_terms, score
-from services.matching.search.query import SearchParams, normalize_ipc_prefix, quote, search_body
+from shared.search import SearchParams, normalize_ipc_prefix, quote, search_body
 
 LISTING = {
     "amount": 1_500_000.0,

@@ -1,6 +1,6 @@
-"""The open catalogue API (no key): search (through matching), an asset with every offer across
-exchanges, one listing, deal announcements, and the public change feed. Reads carry strong ETags
-(If-None-Match gives 304) and Cache-Control; the paths are rate-limited per client."""
+"""The open catalogue API (no key): search (the catalogue index, directly), an asset with every
+offer across exchanges, one listing, deal announcements, and the public change feed. Reads carry
+strong ETags (If-None-Match gives 304) and Cache-Control; the paths are rate-limited per client."""
 
 from __future__ import annotations
 
@@ -10,11 +10,14 @@ from typing import Annotated, Any
 from uuid import UUID
 
 import httpx
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
+from services.gateway.catalogue.engine import CatalogueEngine
 from shared.contracts.events import ChangeFeedPage
+from shared.contracts.search import SearchResult
 from shared.errors import NotFound, ProblemResponse, ServiceUnavailable, problem_responses
 from shared.outbox import START, parse_cursor
+from shared.search import SearchParams, catalogue_search, search_params
 
 router = APIRouter(prefix="/v1/catalogue", tags=["catalogue"])
 # What the public may see of a listing's life (drafts and reviews stay private).
@@ -67,20 +70,19 @@ def _relay_problem(response: httpx.Response) -> Response:
     return ProblemResponse(response.json(), status_code=response.status_code)
 
 
-@router.get("/search", responses=problem_responses(422, 429, 503))
-async def search(request: Request) -> Response:
-    """Search the catalogue: the parameters of matching's GET /v1/search (q, kind,
-    transaction_type, ipc, nice, region, price_min, price_max, legal_status, exchange, sort,
-    facets, highlight, group, page, page_size)."""
-    settings = request.app.state.settings
-    response = await _upstream(
-        request,
-        f"{settings.matching_url}/v1/search",
-        params=list(request.query_params.multi_items()),
-    )
-    if response.status_code != 200:
-        return _relay_problem(response)
-    return _cached(request, response.content, max_age=10)
+@router.get(
+    "/search",
+    response_model=SearchResult,
+    responses=problem_responses(422, 429, 503),
+)
+async def search(
+    request: Request, params: Annotated[SearchParams, Depends(search_params)]
+) -> Response:
+    """Search the catalogue (published listings) in Chinese or English, or by patent number
+    (matched exactly), with filters, facets, sorting and pages: the same parameters and answer
+    as matching's GET /v1/search, queried from the catalogue index directly."""
+    engine: CatalogueEngine = request.app.state.catalogue
+    return _cached(request, await catalogue_search(engine.search, params), max_age=10)
 
 
 @router.get("/assets/{asset_id}", responses=problem_responses(404, 422, 429, 503))

@@ -12,9 +12,9 @@ from sqlmodel import col
 from services.matching.demands.matcher import Matcher
 from services.matching.demands.schemas import DemandCreate, DemandUpdate
 from services.matching.models import Demand, Match
-from services.matching.search.query import normalize_ipc_prefix
 from shared.auth import Principal
 from shared.errors import Conflict, FieldError, Forbidden, NotFound, UnprocessableEntity
+from shared.search import normalize_ipc_prefix
 
 
 def _checked_lists(ipc_prefixes: list[str], regions: list[str]) -> tuple[list[str], list[str]]:

@@ -1,4 +1,5 @@
-"""Search responses."""
+"""The catalogue search's answer (built as JSON by shared/search.py; these models document it
+in both services' OpenAPI)."""
 
 from __future__ import annotations
 
