@@ -1,7 +1,7 @@
 """Finding matches in both directions, in batches:
 
 - a demand is created or changed: one catalogue search with its text and hard filters;
-- listings become searchable: one multi-search of the demands index per 100 listings (the
+- listings become searchable: one multi-search of the demands index per 20 listings (the
   listing's title against every active demand), never every demand against every listing.
 
 Matches are upserted (a listing found again is re-scored); a new match writes a `match.created`
@@ -29,9 +29,9 @@ from services.matching.demands.scoring import (
     matched_terms,
     score,
 )
-from services.matching.meili import MeiliClient
+from services.matching.meili import MeiliClient, MeiliTaskFailed
 from services.matching.models import Demand, Match, MatchEvent
-from services.matching.search.query import quote
+from shared.search import quote
 
 CJK = re.compile(r"[\u3400-\u9fff]")
 # Patent-title boilerplate. Meilisearch drops query words from the end until documents match,
@@ -72,7 +72,15 @@ def salient_query(title: str) -> str:
     return " ".join(words[:10])
 
 
-MULTI_SEARCH_BATCH = 100
+# Listings per multi-search. Each query runs against every active demand: at 10,000 demands
+# 100 queries took ~4 s on 2 busy cores, near the client's timeout, and a timed-out page is
+# retried whole by the indexer, which then never got past it. 20 keep each request short.
+MULTI_SEARCH_BATCH = 20
+# Rows per INSERT of matches and their events. A page of 1,000 new listings against 10,000
+# demands finds tens of thousands of matches: in one statement that is more bind parameters
+# than PostgreSQL's protocol allows (32,767), the page failed on every retry and the indexer
+# stalled for good. 1,000 rows (8,000 parameters) also compile once and hit the SQL cache.
+STORE_BATCH = 1000
 LISTING_FIELDS = [
     "listing_id",
     "asset_id",
@@ -137,7 +145,12 @@ class Matcher:
         if self._ready:
             return
         if not await self.meili.index_exists(self.demands_uid):
-            await self.meili.wait_task(await self.meili.create_index(self.demands_uid, "id"))
+            try:
+                await self.meili.wait_task(await self.meili.create_index(self.demands_uid, "id"))
+            except MeiliTaskFailed as exc:
+                # The indexer's matching and a request (or a replica) race to create it first.
+                if exc.code != "index_already_exists":
+                    raise
         await self.meili.wait_task(await self.meili.update_settings(self.demands_uid, SETTINGS))
         self._ready = True
 
@@ -264,17 +277,19 @@ class Matcher:
             }
             for demand, doc, total, reasons in scored
         ]
-        stmt = insert(Match).values(values)
-        upsert = stmt.on_conflict_do_update(
-            index_elements=["demand_id", "listing_id"],
-            set_={
-                "score": stmt.excluded.score,
-                "reasons": stmt.excluded.reasons,
-                "listing_version": stmt.excluded.listing_version,
-                "updated_at": now,
-            },
-        ).returning(col(Match.demand_id), col(Match.listing_id), text("(xmax = 0) AS inserted"))
-        inserted = {(r[0], r[1]) for r in await session.execute(upsert) if r[2]}
+        inserted: set[tuple[UUID, UUID]] = set()
+        for start in range(0, len(values), STORE_BATCH):
+            stmt = insert(Match).values(values[start : start + STORE_BATCH])
+            upsert = stmt.on_conflict_do_update(
+                index_elements=["demand_id", "listing_id"],
+                set_={
+                    "score": stmt.excluded.score,
+                    "reasons": stmt.excluded.reasons,
+                    "listing_version": stmt.excluded.listing_version,
+                    "updated_at": now,
+                },
+            ).returning(col(Match.demand_id), col(Match.listing_id), text("(xmax = 0) AS inserted"))
+            inserted |= {(r[0], r[1]) for r in await session.execute(upsert) if r[2]}
         events = []
         for demand, doc, total, reasons in scored:
             if (demand.id, UUID(doc["listing_id"])) not in inserted:
@@ -295,6 +310,6 @@ class Matcher:
                     },
                 }
             )
-        if events:
-            await session.execute(insert(MatchEvent).values(events))
+        for start in range(0, len(events), STORE_BATCH):
+            await session.execute(insert(MatchEvent).values(events[start : start + STORE_BATCH]))
         return len(events)

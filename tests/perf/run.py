@@ -1,0 +1,471 @@
+"""The benchmark suite (issue 6): one command, every scenario next to its raw baseline.
+
+    .venv/bin/python tests/perf/run.py                  # default sizes, about 10 minutes
+    .venv/bin/python tests/perf/run.py --full           # the issue's sizes (100,000 listings)
+    .venv/bin/python tests/perf/run.py --huge           # --full, and growth up to 1,000,000
+    .venv/bin/python tests/perf/run.py --only create --only import --json /tmp/bench.json
+
+It starts everything itself: one PostgreSQL and one Meilisearch for the run (infra/postgres.py,
+infra/meili.py) and, for each scenario, a fresh database cloned from a migrated template, its own
+catalogue index and the services it needs as real processes (infra/processes.py; see stack.py).
+Data come from the real records copied into the project (infra/seed/data, tests/data), scaled by
+varying holders, prices and regions, never by inventing text (datasets.py). Load generators run
+in processes of their own; warm-up requests are not counted.
+
+Scenarios (each measured next to its raw baseline in the same run, because only ratios hold on
+a shared machine):
+
+- search: catalogue search through the gateway vs the same queries straight to Meilisearch
+  (bench_search.py), 16 concurrent connections;
+- create: POST /v1/listings with Idempotency-Key, 16 clients, vs a bare FastAPI + asyncpg
+  endpoint doing the same inserts (bench_create.py, bare_create.py);
+- import: bulk import rows/s and the service's peak RSS vs PostgreSQL COPY (bench_import.py);
+- index: the indexer's docs/s vs the same documents added to Meilisearch directly
+  (bench_index.py);
+- freshness: partner push to searchable at 50 pushes/s (bench_freshness.py);
+- matches: N new listings against M active demands, time until every match is in the match
+  feed (bench_matches.py);
+- rss: each service's peak RSS under the freshness and matches load;
+- growth: search latency and import time at two sizes (three with --huge).
+
+Default sizes, so that the whole run stays within 10 minutes on 2 cores (NOTES.md allows a
+smaller default with 100,000 behind a flag): 5,000 listings for import, index and search (growth
+1,000 -> 5,000), 1,000 creates each side, freshness at 50 pushes/s for 20 s, matches with the
+issue's full 1,000 listings against 10,000 demands. --full: 100,000 listings (growth 10,000 ->
+100,000), 4,000 creates, freshness for 60 s. --size N sets the listing count (growth N/5 -> N).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+PERF = Path(__file__).resolve().parent
+if str(PERF) not in sys.path:  # imported from the tests rather than run as a script
+    sys.path.insert(0, str(PERF))
+
+import bench_create  # noqa: E402
+import bench_freshness  # noqa: E402
+import bench_import  # noqa: E402
+import bench_index  # noqa: E402
+import bench_matches  # noqa: E402
+from stack import Infra, RssSampler  # noqa: E402
+
+SCENARIOS = ("search", "create", "import", "index", "freshness", "matches", "rss", "growth")
+MB = 1e6
+
+
+@dataclass
+class Sizes:
+    listings: int
+    growth: list[int]
+    creates: int
+    search_seconds: float
+    search_warmup: float
+    freshness_seconds: float
+    push_rate: float
+    demands: int
+    new_listings: int
+    demands_through_api: int = 160
+
+    @classmethod
+    def of(cls, args: argparse.Namespace) -> Sizes:
+        if args.huge or args.full:
+            sizes = cls(100_000, [10_000, 100_000], 4000, 10.0, 3.0, 60.0, 50.0, 10_000, 1000)
+            if args.huge:
+                sizes.growth.append(1_000_000)
+        else:
+            sizes = cls(5000, [1000, 5000], 1000, 5.0, 3.0, 20.0, 50.0, 10_000, 1000)
+        if args.size:
+            sizes.listings = args.size
+            sizes.growth = [max(1, args.size // 5), args.size]
+        if args.tiny:  # the smoke test: seconds per scenario, every code path
+            sizes = cls(args.size or 300, [], 64, 2.0, 2.0, 2.0, 20.0, 400, 60, 32)
+            sizes.growth = [max(1, sizes.listings // 3), sizes.listings]
+        return sizes
+
+
+@dataclass
+class Row:
+    scenario: str
+    metric: str
+    measured: float
+    unit: str
+    baseline: float | None
+    ratio: float | None
+    target: str
+    met: bool | None
+    note: str = ""
+
+
+@dataclass
+class Run:
+    sizes: Sizes
+    infra: Infra
+    results: dict[str, Any]
+    rows: list[Row]
+    rss: list[RssSampler]
+
+
+# Scenarios -----------------------------------------------------------------------------------
+
+
+def search_on(run: Run, listings: int, seconds: float, warmup: float) -> dict[str, Any]:
+    """bench_search (the catalogue-search scenario) on a stack of its own: it publishes
+    `listings` and waits for the index itself."""
+    import bench_search
+
+    queries = 60 if listings >= 1000 else 20  # a few hundred titles give fewer distinct cuts
+    with run.infra.stack() as stack:
+        result: dict[str, Any] = bench_search.run(
+            stack, listings, queries=queries, seconds=seconds, warmup=warmup
+        )
+    return result
+
+
+def scenario_index(run: Run) -> None:
+    with run.infra.stack(("listing",)) as stack:
+        run.results["index"] = i = bench_index.run(stack, run.sizes.listings)
+    run.rows.append(
+        Row(
+            "index",
+            f"indexer docs/s ({i['documents']:,} listings, batches of 1,000)",
+            i["indexer"]["docs_per_s"],
+            "docs/s",
+            i["baseline"]["docs_per_s"],
+            i["ratio"],
+            ">= 0.8x",
+            i["ratio"] >= 0.8,
+        )
+    )
+
+
+def scenario_search(run: Run) -> None:
+    sizes = run.sizes
+    run.results["search"] = s = search_on(
+        run, sizes.listings, sizes.search_seconds, sizes.search_warmup
+    )
+    gateway, raw, ratios = s["results"]["gateway"], s["results"]["raw"], s["ratios"]["gateway"]
+    for metric, key, ratio_key, target, ok in (
+        ("gateway search p50", "p50_ms", "p50", "<= 1.5x", ratios["p50"] <= 1.5),
+        ("gateway search p99", "p99_ms", "p99", "<= 2x", ratios["p99"] <= 2.0),
+        ("gateway searches/s", "throughput", "throughput", ">= 0.5x", ratios["throughput"] >= 0.5),
+    ):
+        run.rows.append(
+            Row(
+                "search",
+                f"{metric} ({s['listings']:,} listings, {s['connections']} conn.)",
+                round(gateway[key], 2),
+                "req/s" if key == "throughput" else "ms",
+                round(raw[key], 2),
+                round(ratios[ratio_key], 3),
+                target,
+                ok,
+            )
+        )
+
+
+def scenario_create(run: Run) -> None:
+    with run.infra.stack(("listing",)) as stack:
+        run.results["create"] = c = bench_create.run(stack, run.sizes.creates)
+    service, bare = c["service"], c["baseline"]
+    run.rows.append(
+        Row(
+            "create",
+            f"creates/s, 16 clients (p50 {service['p50_ms']:.0f} ms, p99 "
+            f"{service['p99_ms']:.0f} ms; bare p50 {bare['p50_ms']:.0f}, p99 {bare['p99_ms']:.0f})",
+            service["throughput"],
+            "req/s",
+            bare["throughput"],
+            c["ratio"],
+            ">= 0.7x",
+            c["ratio"] >= 0.7,
+        )
+    )
+
+
+def scenario_import(run: Run) -> None:
+    with run.infra.stack(("listing",)) as stack:
+        run.results["import"] = r = bench_import.run(stack, run.sizes.listings)
+    first = r["first"]
+    run.rows.append(
+        Row(
+            "import",
+            f"bulk import rows/s ({r['rows']:,} rows; "
+            f"re-import {r['reimport']['rows_per_s']:,.0f})",
+            first["rows_per_s"],
+            "rows/s",
+            r["copy"]["rows_per_s"],
+            r["ratio_to_copy"],
+            ">= 10,000 rows/s",
+            first["rows_per_s"] >= 10_000,
+        )
+    )
+    run.rows.append(
+        Row(
+            "import",
+            "listing peak RSS during import"
+            + ("" if r["rss_flat"] else " (NOT flat: grew during the import)"),
+            r["peak_rss_mb"],
+            "MB",
+            None,
+            None,
+            "<= 200 MB, flat",
+            r["peak_rss_mb"] <= 200 and r["rss_flat"],
+        )
+    )
+
+
+def scenario_freshness(run: Run) -> None:
+    sizes = run.sizes
+    pushes = int(sizes.push_rate * sizes.freshness_seconds)
+    with run.infra.stack() as stack:
+        pids: dict[str, int] = {name: stack.pid(name) for name in stack.services}
+        with RssSampler(pids, interval=0.2) as rss:
+            run.results["freshness"] = f = bench_freshness.run(stack, pushes, sizes.push_rate)
+        run.rss.append(rss)
+    for metric, key, limit in (("p50", "p50_ms", 300), ("p95", "p95_ms", 1000)):
+        run.rows.append(
+            Row(
+                "freshness",
+                f"push to searchable {metric} ({pushes} pushes at {sizes.push_rate:g}/s)",
+                f[key],
+                "ms",
+                None,
+                None,
+                f"<= {limit} ms",
+                f[key] <= limit,
+            )
+        )
+
+
+def scenario_matches(run: Run) -> None:
+    sizes = run.sizes
+    with run.infra.stack() as stack:
+        pids: dict[str, int] = {name: stack.pid(name) for name in stack.services}
+        # Sampled here too: the RSS under this load counts even when the scenario fails.
+        with RssSampler(pids, interval=0.2) as rss:
+            try:
+                run.results["matches"], _ = bench_matches.run(
+                    stack, sizes.demands, sizes.new_listings, sizes.demands_through_api
+                )
+            finally:
+                run.rss.append(rss)
+    m = run.results["matches"]
+    run.rows.append(
+        Row(
+            "matches",
+            f"{m['listings']:,} new listings vs {m['demands']:,} demands: all matches "
+            f"({m['matches']:,} matches)",
+            m["seconds_to_all_matches"],
+            "s",
+            None,
+            None,
+            "<= 10 s",
+            m["seconds_to_all_matches"] <= 10,
+        )
+    )
+
+
+def scenario_rss(run: Run) -> None:
+    if not run.rss:  # measured under the freshness and matches load
+        scenario_matches(run)
+    peaks: dict[str, float] = {}
+    for sampler in run.rss:
+        for name in sampler.samples:
+            peaks[name] = max(peaks.get(name, 0.0), sampler.peak(name) / MB)
+    run.results["rss"] = {name: round(mb, 1) for name, mb in peaks.items()}
+    for name, mb in sorted(peaks.items()):
+        run.rows.append(
+            Row(
+                "rss",
+                f"{name} peak RSS under load",
+                round(mb, 1),
+                "MB",
+                None,
+                None,
+                "<= 150 MB",
+                mb <= 150,
+            )
+        )
+
+
+def scenario_growth(run: Run) -> None:
+    """Import time (bench_import) and search latency (bench_search) at each growth size; the
+    main size's figures are reused when those scenarios ran."""
+    sizes = run.sizes
+    table = []
+    for n in sizes.growth:
+        imported = run.results.get("import") if n == sizes.listings else None
+        if imported is None:
+            with run.infra.stack(("listing",)) as stack:
+                imported = bench_import.run(stack, n)
+        searched = run.results.get("search") if n == sizes.listings else None
+        if searched is None:
+            searched = search_on(run, n, min(sizes.search_seconds, 3.0), sizes.search_warmup)
+        gateway, raw = searched["results"]["gateway"], searched["results"]["raw"]
+        table.append(
+            {
+                "listings": n,
+                "import_s": imported["first"]["seconds"],
+                "import_rows_per_s": imported["first"]["rows_per_s"],
+                "import_peak_rss_mb": imported["peak_rss_mb"],
+                "search_p50_ms": round(gateway["p50_ms"], 2),
+                "search_p99_ms": round(gateway["p99_ms"], 2),
+                "raw_p50_ms": round(raw["p50_ms"], 2),
+                "raw_p99_ms": round(raw["p99_ms"], 2),
+            }
+        )
+    run.results["growth"] = table
+    first, last = table[0], table[-1]
+    run.rows.append(
+        Row(
+            "growth",
+            f"gateway search p50 at {last['listings']:,} vs {first['listings']:,} listings",
+            last["search_p50_ms"],
+            "ms",
+            first["search_p50_ms"],
+            round(last["search_p50_ms"] / first["search_p50_ms"], 3),
+            "(shown)",
+            None,
+        )
+    )
+    run.rows.append(
+        Row(
+            "growth",
+            f"import time at {last['listings']:,} vs {first['listings']:,} rows",
+            last["import_s"],
+            "s",
+            first["import_s"],
+            round(last["import_s"] / first["import_s"], 3),
+            f"(rows x{last['listings'] / first['listings']:g})",
+            None,
+        )
+    )
+
+
+# The table -----------------------------------------------------------------------------------
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.2f}" if abs(value) < 100 else f"{value:,.0f}"
+
+
+def table(rows: list[Row]) -> str:
+    header = ("scenario", "measured", "baseline", "ratio", "target", "met?")
+    lines = [
+        [
+            f"{r.scenario}: {r.metric}",
+            f"{_fmt(r.measured)} {r.unit}",
+            f"{_fmt(r.baseline)}" + (f" {r.unit}" if r.baseline is not None else ""),
+            f"{r.ratio:.2f}x" if r.ratio is not None else "-",
+            r.target,
+            {True: "yes", False: "NO", None: "-"}[r.met],
+        ]
+        for r in rows
+    ]
+    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
+    out = [" | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+    out.append("-+-".join("-" * w for w in widths))
+    out += [" | ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) for line in lines]
+    return "\n".join(out)
+
+
+def growth_table(growth: list[dict[str, Any]]) -> str:
+    lines = [
+        f"{'listings':>10} {'import s':>9} {'rows/s':>9} {'peak RSS MB':>12} "
+        f"{'search p50':>11} {'p99':>8} {'raw p50':>8} {'raw p99':>8}  (ms)"
+    ]
+    for g in growth:
+        lines.append(
+            f"{g['listings']:>10,} {g['import_s']:>9.2f} {g['import_rows_per_s']:>9,.0f} "
+            f"{g['import_peak_rss_mb']:>12,.0f} {g['search_p50_ms']:>11.2f} "
+            f"{g['search_p99_ms']:>8.2f} {g['raw_p50_ms']:>8.2f} {g['raw_p99_ms']:>8.2f}"
+        )
+    return "\n".join(lines)
+
+
+# The command ---------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="The benchmark suite (issue 6).")
+    parser.add_argument("--size", type=int, help="listings for import, index and search")
+    parser.add_argument("--full", action="store_true", help="the issue's sizes (100,000)")
+    parser.add_argument("--huge", action="store_true", help="--full, growth to 1,000,000")
+    parser.add_argument("--tiny", action="store_true", help="smoke-test sizes (seconds)")
+    parser.add_argument("--only", action="append", choices=SCENARIOS, help="repeatable")
+    parser.add_argument("--json", type=Path, help="write the figures here")
+    args = parser.parse_args(argv)
+    sizes = Sizes.of(args)
+    wanted = set(args.only or SCENARIOS)
+    began = time.perf_counter()
+    errors: dict[str, str] = {}
+    timings: dict[str, float] = {}
+    print(f"sizes: {asdict(sizes)}; scenarios: {', '.join(s for s in SCENARIOS if s in wanted)}")
+    if not (args.full or args.huge or args.size):
+        print(
+            "default run: 5,000 listings (growth 1,000 -> 5,000) to stay within 10 minutes; "
+            "--full measures at 100,000 (growth 10,000 -> 100,000)"
+        )
+    with Infra.start() as infra:
+        run = Run(sizes, infra, {}, [], [])
+        steps: list[tuple[str, Callable[[], None]]] = [
+            ("create", lambda: scenario_create(run)),
+            ("import", lambda: scenario_import(run)),
+            ("search", lambda: scenario_search(run)),
+            ("index", lambda: scenario_index(run)),
+            ("freshness", lambda: scenario_freshness(run)),
+            ("matches", lambda: scenario_matches(run)),
+            ("rss", lambda: scenario_rss(run)),
+            ("growth", lambda: scenario_growth(run)),
+        ]
+        for name, step in steps:
+            if name not in wanted:
+                continue
+            step_began = time.perf_counter()
+            print(f"\n== {name}", flush=True)
+            try:
+                step()
+            except Exception:  # keep going: the other scenarios still mean something
+                errors[name] = traceback.format_exc()
+                print(errors[name], file=sys.stderr)
+            timings[name] = round(time.perf_counter() - step_began, 1)
+            print(f"   ({timings[name]:.0f} s)", flush=True)
+    elapsed = time.perf_counter() - began
+    print("\n" + table(run.rows))
+    if "growth" in run.results:
+        print("\ngrowth (import: a member's bulk import of drafts; search: gateway, 16 conn.)")
+        print(growth_table(run.results["growth"]))
+    print(f"\nwhole run: {elapsed:.0f} s")
+    results = run.results
+    report = {
+        "command": " ".join(
+            [Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]
+        ),
+        "sizes": asdict(sizes),
+        "elapsed_s": round(elapsed, 1),
+        "timings_s": timings,
+        "rows": [asdict(r) for r in run.rows],
+        "scenarios": results,
+        "errors": errors,
+    }
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str))
+        print(f"figures written to {args.json}")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
