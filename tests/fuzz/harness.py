@@ -191,6 +191,11 @@ def _stable_choice(case: FuzzCase, count: int) -> int:
 class Fuzz:
     """A service under test with its seed data: keys, known ids, and what the fuzz ran."""
 
+    def __repr__(self) -> str:
+        # Hypothesis prints the test's arguments (this fixture among them) for each example:
+        # the seed data and counters grow past 100 kB, which it refuses as an overly large repr.
+        return f"Fuzz({self.name!r})"
+
     name: str
     stack: Stack = field(default_factory=Stack)
     operator_key: str = ""
