@@ -24,6 +24,7 @@ from standardwebhooks.webhooks import Webhook
 
 from fuzz.harness import (
     FUZZ_SETTINGS,
+    LARGE_REPRS_ALLOWED,
     Fuzz,
     FuzzCase,
     ListingSeed,
@@ -68,6 +69,7 @@ class Signer(requests.auth.AuthBase):
         return request
 
 
+pytestmark = LARGE_REPRS_ALLOWED
 KEYS = ("anonymous", "operator", "service", "seller admin", "buyer member", "buyer admin")
 SIGNER = Signer()
 FUZZ = Fuzz("gateway", key_names=KEYS, signer=SIGNER)

@@ -10,6 +10,7 @@ import schemathesis
 
 from fuzz.harness import (
     FUZZ_SETTINGS,
+    LARGE_REPRS_ALLOWED,
     Fuzz,
     FuzzCase,
     ListingSeed,
@@ -22,6 +23,7 @@ from services.listing.app import create_app
 from shared.settings import Settings
 from support import nonexclusive_offer
 
+pytestmark = LARGE_REPRS_ALLOWED
 KEYS = ("anonymous", "operator", "service", "seller admin", "seller member", "buyer member")
 FUZZ = Fuzz("listing", key_names=KEYS)
 schema = FUZZ.schema(create_app(Settings()).openapi())

@@ -12,6 +12,7 @@ import pytest
 
 from fuzz.harness import (
     FUZZ_SETTINGS,
+    LARGE_REPRS_ALLOWED,
     Fuzz,
     FuzzCase,
     assert_errors_documented_as_problems,
@@ -22,6 +23,7 @@ from services.listing.app import create_app as create_listing
 from services.matching.app import create_app
 from shared.settings import Settings
 
+pytestmark = LARGE_REPRS_ALLOWED
 KEYS = ("anonymous", "operator", "service", "seller admin", "buyer member", "buyer admin")
 FUZZ = Fuzz("matching", key_names=KEYS)
 schema = FUZZ.schema(create_app(Settings()).openapi())
