@@ -25,7 +25,6 @@ from services.gateway.webhooks.router import router
 from services.gateway.webhooks.workers import (
     RETRY_JITTER,
     RETRY_SCHEDULE,
-    RETRY_SCHEDULE_STATE,
     retry_delay,
     run_deliveries,
     run_fanout,
@@ -60,6 +59,7 @@ TEST_SCHEDULE = (0.2, 0.4, 0.8, 1.6, 3.2)
 def gateway_app(settings: Settings, listing_app: FastAPI, matching_app: FastAPI) -> FastAPI:
     """What the gateway's create_app does for webhooks: database, upstreams, the router, and
     both workers as tasks of the lifespan (retry schedule shrunk)."""
+    settings = settings.model_copy(update={"webhook_retry_schedule": list(TEST_SCHEDULE)})
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -68,7 +68,6 @@ def gateway_app(settings: Settings, listing_app: FastAPI, matching_app: FastAPI)
             open_database(app, settings, schema=SCHEMA, expected_revision=head_revision(SCHEMA)),
             open_upstreams(app, settings, upstreams),
         ):
-            setattr(app.state, RETRY_SCHEDULE_STATE, TEST_SCHEDULE)
             tasks = [
                 asyncio.create_task(run_fanout(app), name="webhook-fanout"),
                 asyncio.create_task(run_deliveries(app), name="webhook-deliveries"),

@@ -54,7 +54,6 @@ from shared.webhooks import signed_headers
 __all__ = [
     "RETRY_JITTER",
     "RETRY_SCHEDULE",
-    "RETRY_SCHEDULE_STATE",
     "DeliveryWorker",
     "retry_delay",
     "run_deliveries",
@@ -83,8 +82,7 @@ RETRY_SCHEDULE: tuple[float, ...] = (
 # Each wait is scaled by a random factor in [1 - RETRY_JITTER, 1 + RETRY_JITTER]: retries of
 # many deliveries spread out, and the whole schedule still spans at least 24 hours.
 RETRY_JITTER = 0.2
-# Tests (or an operator's build) shrink the schedule: app.state.<this> = (0.2, 0.4, ...).
-RETRY_SCHEDULE_STATE = "webhook_retry_schedule"
+# Tests and operators replace the schedule with IPX_WEBHOOK_RETRY_SCHEDULE.
 
 CONNECT_TIMEOUT_SECONDS = 5.0
 TOTAL_TIMEOUT_SECONDS = 10.0  # resolving, connecting, sending and the answer, together
@@ -378,12 +376,10 @@ class DeliveryWorker:
 async def run_deliveries(app: FastAPI) -> None:
     """Deliver forever (start as a task in the gateway's lifespan; cancel to stop). Uses
     app.state.settings and app.state.sessionmaker; its own HTTP client for subscribers.
-    The retry schedule is app.state.webhook_retry_schedule when set (tests in process), else
-    IPX_WEBHOOK_RETRY_SCHEDULE when set, else RETRY_SCHEDULE; the attempt's time limit is
-    IPX_WEBHOOK_TIMEOUT_SECONDS."""
+    The retry schedule is IPX_WEBHOOK_RETRY_SCHEDULE when set, else RETRY_SCHEDULE; the
+    attempt's time limit is IPX_WEBHOOK_TIMEOUT_SECONDS."""
     settings: Settings = app.state.settings
-    configured = tuple(settings.webhook_retry_schedule) or RETRY_SCHEDULE
-    schedule = tuple(getattr(app.state, RETRY_SCHEDULE_STATE, configured))
+    schedule = tuple(settings.webhook_retry_schedule) or RETRY_SCHEDULE
     timeout = settings.webhook_timeout_seconds
     notifier = FeedNotifier(settings.database_url, DELIVERY_CHANNEL)
     await notifier.start()
