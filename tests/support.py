@@ -70,6 +70,23 @@ async def new_organization(
     return str(org_id), str(key)
 
 
+async def new_exchange(
+    listing: httpx.AsyncClient, operator_key: str, *, name: str, region: str = "120000"
+) -> tuple[str, str, str]:
+    """A partner exchange's organisation with a partner key the operator issued:
+    (id, admin key, partner key)."""
+    org_id, admin_key = await new_organization(
+        listing, operator_key, name=name, region=region, kind="exchange"
+    )
+    issued = await listing.post(
+        f"/v1/organizations/{org_id}/api-keys",
+        json={"name": "sync", "roles": ["partner"]},
+        headers=bearer(operator_key),
+    )
+    assert issued.status_code == 201, issued.text
+    return org_id, admin_key, str(issued.json()["key"])
+
+
 def patent(
     holder: str,
     identifier: str = "201710601862.3",

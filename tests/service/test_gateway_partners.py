@@ -47,6 +47,7 @@ from support import (
     assert_problem,
     bearer,
     free_port,
+    new_exchange,
     new_organization,
     partner_document,
     real_application_numbers,
@@ -560,16 +561,9 @@ async def test_invalid_payloads_are_422_with_every_error_and_visible_to_the_part
     listing: httpx.AsyncClient,
     numbers: Iterator[str],
 ) -> None:
-    org_id, admin_key = await new_organization(
-        listing, operator_key, name="天津知识产权交易中心", region="120000", kind="exchange"
+    org_id, admin_key, partner_key = await new_exchange(
+        listing, operator_key, name="天津知识产权交易中心"
     )
-    issued = await listing.post(
-        f"/v1/organizations/{org_id}/api-keys",
-        json={"name": "gateway sync", "roles": ["partner"]},
-        headers=bearer(operator_key),
-    )
-    assert issued.status_code == 201, issued.text
-    partner_key = issued.json()["key"]
     partner = code()
     secret = (
         await register(gateway, operator_key, partner, adapter="tjipe_v1", organization_id=org_id)

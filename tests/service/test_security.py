@@ -39,6 +39,7 @@ from shared.webhooks import signed_headers
 from support import (
     assert_problem,
     bearer,
+    new_exchange,
     new_organization,
     nonexclusive_offer,
     patent,
@@ -110,15 +111,9 @@ async def world(listing: httpx.AsyncClient, operator_key: str, numbers: Iterator
     _, third = await new_organization(
         listing, operator_key, name="天津某贸易有限公司", kind="enterprise", region="120000"
     )
-    exchange_id, _ = await new_organization(
-        listing, operator_key, name="天津知识产权交易中心", kind="exchange", region="120000"
+    exchange_id, _, partner_key = await new_exchange(
+        listing, operator_key, name="天津知识产权交易中心"
     )
-    issued = await listing.post(
-        f"/v1/organizations/{exchange_id}/api-keys",
-        json={"name": "sync", "roles": ["partner"]},
-        headers=bearer(operator_key),
-    )
-    assert issued.status_code == 201, issued.text
     published = await publish(listing, seller, operator_key, next(numbers))
     return World(
         seller_id=seller_id,
@@ -127,7 +122,7 @@ async def world(listing: httpx.AsyncClient, operator_key: str, numbers: Iterator
         buyer=buyer,
         third=third,
         exchange_id=exchange_id,
-        partner_key=issued.json()["key"],
+        partner_key=partner_key,
         listing_id=published["id"],
         asset_id=published["asset"]["id"],
     )
