@@ -11,8 +11,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import asyncpg
 from fastapi import Depends, Request
-from sqlalchemy import DateTime, text
+from sqlalchemy import DateTime, event, text
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql.base import ischema_names
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
@@ -21,6 +23,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import UserDefinedType
 from sqlmodel import Field
 
@@ -46,6 +49,7 @@ __all__ = [
     "create_engine",
     "create_sessionmaker",
     "created_now",
+    "driver_connection",
     "get_session",
     "optional_timestamp",
     "record_when_reachable",
@@ -55,13 +59,14 @@ __all__ = [
 
 
 def create_engine(settings: Settings, *, application_name: str) -> AsyncEngine:
-    return create_async_engine(
+    engine = create_async_engine(
         settings.database_url,
-        pool_size=settings.db_pool_size,
-        max_overflow=settings.db_max_overflow,
-        # A connection broken by a PostgreSQL restart is replaced on checkout, so the service
-        # recovers by itself.
-        pool_pre_ping=True,
+        # At most pool size + overflow connections, as configured, but every one kept once
+        # opened: SQLAlchemy closes an overflow connection as soon as it is checked in, so
+        # under a steady load above the pool size each request paid for a new connection
+        # (TCP, SSL refusal, authentication, codec setup).
+        pool_size=settings.db_pool_size + settings.db_max_overflow,
+        max_overflow=0,
         pool_timeout=5,
         # A database error's text (logged with its traceback) must not carry the statement's
         # values: they can be secrets (a partner's or a subscription's signing secret).
@@ -71,6 +76,18 @@ def create_engine(settings: Settings, *, application_name: str) -> AsyncEngine:
             "server_settings": {"application_name": application_name},
         },
     )
+    event.listen(engine.sync_engine.pool, "checkout", _replace_if_closed)
+    return engine
+
+
+def _replace_if_closed(dbapi_connection: Any, record: ConnectionPoolEntry, proxy: Any) -> None:
+    """A connection broken by a PostgreSQL restart is replaced on checkout, so the service
+    recovers by itself. asyncpg marks a connection closed as soon as the server ends it (the
+    loop reads the EOF), so this costs no round trip; SQLAlchemy's pre-ping costs three (BEGIN,
+    SELECT, ROLLBACK) on every checkout. A connection that dies in use fails that request and
+    is replaced here at its next checkout."""
+    if record.driver_connection is None or record.driver_connection.is_closed():
+        raise sa_exc.DisconnectionError("the connection was closed by the server")
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -92,6 +109,31 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 # scope="function": the commit happens before the response is sent, so a failed commit is
 # reported to the client instead of being lost after a 2xx.
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+
+_DRIVER_CONNECTION = "ipx.driver_connection"
+
+
+async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
+    """The asyncpg connection under `session`, inside the session's transaction: for hot paths
+    where building SQLAlchemy statements costs more than running them. What runs on it commits
+    or rolls back with the session."""
+    # Remembered for the session's current transaction (the connection is the same until it
+    # ends): asking the session for it costs more than some of the statements sent on it.
+    cached = session.info.get(_DRIVER_CONNECTION)
+    if cached is not None and cached[0] is session.sync_session.get_transaction():
+        driver: asyncpg.Connection = cached[1]
+        return driver
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    adapted: Any = raw.dbapi_connection
+    # SQLAlchemy's asyncpg adapter sends BEGIN lazily, before its own first statement: begin
+    # now, or statements sent straight to the driver would each commit on their own.
+    if adapted._transaction is None:
+        await adapted._start_transaction()
+    driver = raw.driver_connection
+    session.info[_DRIVER_CONNECTION] = (session.sync_session.get_transaction(), driver)
+    return driver
 
 
 def asyncpg_connect_kwargs(database_url: str) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from shared.settings import Settings, get_settings
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     async with open_database(app, settings, schema=SCHEMA, expected_revision=head_revision(SCHEMA)):
-        app.state.authenticator = DatabaseAuthenticator(settings, app.state.sessionmaker)
+        app.state.authenticator = DatabaseAuthenticator(settings, app.state.engine)
         app.state.feed_notifier = FeedNotifier(settings.database_url, channel="listing_changes")
         await app.state.feed_notifier.start()
         expiry = asyncio.create_task(

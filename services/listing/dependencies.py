@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 
 from fastapi import Depends
 
+from services.listing.auth import KeyHolder
 from services.listing.models import Organization
 from shared.auth import CallerDep, Principal
 from shared.db import SessionDep
@@ -31,11 +32,18 @@ async def member(principal: CallerDep) -> Principal:
 MemberDep = Annotated[Principal, Depends(member)]
 
 
+async def today() -> date:
+    """As a dependency: async, so FastAPI calls it in place rather than in its thread pool."""
+    return today_in_china()
+
+
 async def caller_organization(principal: MemberDep, session: SessionDep) -> Organization | None:
     if principal.organization_id is None:
         return None
+    if isinstance(principal, KeyHolder) and principal.organization is not None:
+        return principal.organization  # read with the key, in this request
     return await session.get(Organization, principal.organization_id)
 
 
 CallerOrganizationDep = Annotated[Organization | None, Depends(caller_organization)]
-TodayDep = Annotated[date, Depends(today_in_china)]
+TodayDep = Annotated[date, Depends(today)]

@@ -4,19 +4,17 @@ transaction) and replayed for a repeat; the same key with another body is a 422.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import Header
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
-from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col
 
-from services.listing.models import IdempotencyRecord
+from shared.db import driver_connection, utcnow
 from shared.errors import UnprocessableEntity
 
 IdempotencyKeyHeader = Annotated[
@@ -35,6 +33,25 @@ def request_hash(body: BaseModel) -> str:
     return hashlib.sha256(body.model_dump_json().encode()).hexdigest()
 
 
+# Straight to the driver, in the session's transaction: these run on every keyed create, and
+# building them with SQLAlchemy cost more CPU than PostgreSQL spends running them.
+CLAIM = """
+INSERT INTO listing.idempotency_keys
+    (organization_id, scope, key, request_hash, status_code, response, created_at)
+VALUES ($1, $2, $3, $4, $5, '{}', $6)
+ON CONFLICT DO NOTHING
+RETURNING key
+"""
+STORED = """
+SELECT request_hash, status_code, response FROM listing.idempotency_keys
+WHERE organization_id = $1 AND scope = $2 AND key = $3
+"""
+REMEMBER = """
+UPDATE listing.idempotency_keys SET status_code = $4, response = $5
+WHERE organization_id = $1 AND scope = $2 AND key = $3
+"""
+
+
 async def claim(
     session: AsyncSession, organization_id: UUID, scope: str, key: str, digest: str
 ) -> tuple[int, dict[str, Any]] | None:
@@ -42,37 +59,20 @@ async def claim(
 
     A concurrent request with the same key waits on the primary key until the first commits.
     """
-    inserted = await session.execute(
-        insert(IdempotencyRecord)
-        .values(
-            organization_id=organization_id,
-            scope=scope,
-            key=key,
-            request_hash=digest,
-            status_code=IN_FLIGHT,
-            response={},
-        )
-        .on_conflict_do_nothing()
-        .returning(col(IdempotencyRecord.key))
-    )
-    if inserted.scalar_one_or_none() is not None:
+    conn = await driver_connection(session)
+    args = (organization_id, scope, key)
+    if await conn.fetchval(CLAIM, *args, digest, IN_FLIGHT, utcnow()) is not None:
         return None
-    stored = (
-        await session.execute(
-            select(IdempotencyRecord).where(
-                col(IdempotencyRecord.organization_id) == organization_id,
-                col(IdempotencyRecord.scope) == scope,
-                col(IdempotencyRecord.key) == key,
-            )
-        )
-    ).scalar_one()
-    if stored.request_hash != digest:
+    stored = await conn.fetchrow(STORED, *args)
+    assert stored is not None  # the conflicting row is committed: ON CONFLICT waited for it
+    if stored["request_hash"] != digest:
         raise UnprocessableEntity.single(
             "Idempotency-Key",
             "idempotency_key_reused",
             "this Idempotency-Key was used with a different request body",
         )
-    return stored.status_code, stored.response
+    response: dict[str, Any] = stored["response"]
+    return stored["status_code"], response
 
 
 async def remember(
@@ -81,17 +81,11 @@ async def remember(
     scope: str,
     key: str,
     status_code: int,
-    response: dict[str, Any],
+    response: str,
 ) -> None:
-    await session.execute(
-        update(IdempotencyRecord)
-        .where(
-            col(IdempotencyRecord.organization_id) == organization_id,
-            col(IdempotencyRecord.scope) == scope,
-            col(IdempotencyRecord.key) == key,
-        )
-        .values(status_code=status_code, response=response)
-    )
+    """Store the response (its JSON text) to replay."""
+    conn = await driver_connection(session)
+    await conn.execute(REMEMBER, organization_id, scope, key, status_code, response)
 
 
 async def create_once(
@@ -102,7 +96,7 @@ async def create_once(
     key: str | None,
     digest: str,
     create: Callable[[], Awaitable[tuple[dict[str, Any], dict[str, str]]]],
-) -> JSONResponse:
+) -> Response:
     """Run `create` (returning the 201 body and headers) once per key: a repeat replays the
     stored response with `Idempotent-Replayed: true`. Without a key, `create` just runs."""
     keyed = key is not None and organization_id is not None
@@ -113,6 +107,8 @@ async def create_once(
                 stored[1], status_code=stored[0], headers={"Idempotent-Replayed": "true"}
             )
     body, headers = await create()
+    # Rendered once, as JSONResponse renders, for both the client and the stored copy.
+    content = json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     if keyed:
-        await remember(session, organization_id, scope, key, 201, body)  # type: ignore[arg-type]
-    return JSONResponse(body, status_code=201, headers=headers)
+        await remember(session, organization_id, scope, key, 201, content)  # type: ignore[arg-type]
+    return Response(content, status_code=201, headers=headers, media_type="application/json")

@@ -37,10 +37,10 @@ async def register_asset(
 ) -> AssetPublic:
     """Register a right. The same right again (any typed form of its identifier) returns the
     existing asset with 200; a right registered to another holder is a 409."""
-    asset, created = await service.register(session, principal, organization, data, today=today)
-    if not created:
+    registered = await service.register(session, principal, organization, data, today=today)
+    if not registered.created:
         response.status_code = status.HTTP_200_OK
-    return service.to_public(asset)
+    return registered.public
 
 
 @router.get("/{asset_id}", response_model=AssetPublic, responses=problem_responses(404, 422))

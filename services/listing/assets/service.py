@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -15,9 +17,10 @@ from services.listing.listings.documents import asset_json
 from services.listing.models import Asset, Organization
 from shared.auth import Principal
 from shared.contracts.catalogue import AssetDocument
+from shared.db import utcnow
 from shared.errors import Conflict, Forbidden, NotFound, UnprocessableEntity
 
-__all__ = ["get", "lookup", "register", "row_values", "to_document", "to_public"]
+__all__ = ["Registration", "get", "lookup", "register", "row_values", "to_document", "to_public"]
 from shared.identifiers import IdentifierError, normalize_identifier
 
 
@@ -25,14 +28,18 @@ def to_document(asset: Asset) -> AssetDocument:
     return AssetDocument.model_validate(asset_json(asset))
 
 
-def to_public(asset: Asset) -> AssetPublic:
-    return AssetPublic(
-        **to_document(asset).model_dump(),
-        id=asset.id,
-        version=asset.version,
-        needs_review=asset.needs_review,
-        created_at=asset.created_at,
-        updated_at=asset.updated_at,
+def to_public(asset: Asset | Mapping[str, Any]) -> AssetPublic:
+    """From a stored asset, or an asset row's values."""
+    a = asset if isinstance(asset, Mapping) else asset.model_dump()
+    return AssetPublic.model_validate(
+        {
+            **asset_json(a),
+            "id": a["id"],
+            "version": a["version"],
+            "needs_review": a["needs_review"],
+            "created_at": a["created_at"],
+            "updated_at": a["updated_at"],
+        }
     )
 
 
@@ -58,6 +65,29 @@ def row_values(doc: AssetDocument) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class Registration:
+    """A registered right: its row's values, whether this call created it, and its public
+    form."""
+
+    row: dict[str, Any]
+    created: bool
+    public: AssetPublic
+
+
+def _new_public(doc: AssetDocument, row: Mapping[str, Any]) -> AssetPublic:
+    """The public form of an asset just inserted from `doc`, which normalize_asset validated:
+    validating it once more (to_public) cost as much as the insert."""
+    return AssetPublic.model_construct(
+        **{name: getattr(doc, name) for name in AssetDocument.model_fields},
+        id=row["id"],
+        version=row["version"],
+        needs_review=row["needs_review"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
 async def register(
     session: AsyncSession,
     principal: Principal,
@@ -65,7 +95,7 @@ async def register(
     data: AssetCreate,
     *,
     today: date,
-) -> tuple[Asset, bool]:
+) -> Registration:
     """The asset for this right: created, or the existing one (same holder) — 409 when the
     right is registered to another holder."""
     if data.uscc_check_override and not principal.is_operator:
@@ -75,22 +105,31 @@ async def register(
         today=today,
         allow_bad_uscc_check=data.uscc_check_override,
     )
-    asset, created = await AssetRepository(session).insert_or_get(
-        Asset(**row_values(doc), registered_by=principal.organization_id)
+    now = utcnow()
+    asset, created = await AssetRepository(session).insert_or_get_values(
+        {
+            "id": uuid4(),
+            **row_values(doc),
+            "registered_by": principal.organization_id,
+            "needs_review": False,
+            "version": 1,
+            "created_at": now,
+            "updated_at": now,
+        }
     )
     if not created and not principal.is_operator:
         # The same right again: it is the caller's when they are among its holders, either as
         # registered or as they describe it now.
         own = organization is not None and (
-            is_holder(asset.holders, organization.name, organization.uscc)
+            is_holder(asset["holders"], organization.name, organization.uscc)
         )
-        same_holders = {h.name for h in doc.holders} & {str(h["name"]) for h in asset.holders}
+        same_holders = {h.name for h in doc.holders} & {str(h["name"]) for h in asset["holders"]}
         if not own and not same_holders:
             raise Conflict(
                 "this right is registered to another holder",
-                extra={"asset_id": str(asset.id)},
+                extra={"asset_id": str(asset["id"])},
             )
-    return asset, created
+    return Registration(asset, created, _new_public(doc, asset) if created else to_public(asset))
 
 
 async def get(session: AsyncSession, asset_id: UUID) -> Asset:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from sqlalchemy import Select, exists, select, text, tuple_
@@ -11,6 +13,11 @@ from sqlmodel import col
 
 from services.listing.listings.rules import ACTIVE
 from services.listing.models import Asset, Listing, ListingHistory, Organization
+from shared.db import driver_connection
+
+
+def _placeholders(start: int, count: int) -> str:
+    return ", ".join(f"${i}" for i in range(start, start + count))
 
 
 async def serialize_writers(session: AsyncSession, listing_id: UUID) -> None:
@@ -89,3 +96,23 @@ class ListingRepository:
             .order_by(col(ListingHistory.id))
         )
         return list(rows.scalars())
+
+    async def insert_created(
+        self, listing: dict[str, Any], *, history: dict[str, Any], event: dict[str, Any]
+    ) -> None:
+        """A new listing, its history entry and its outbox event in one statement (one round
+        trip; the foreign keys are checked at its end), straight to the driver in the session's
+        transaction. `history` and `event` lack the listing's id (the event's `entity_id`)."""
+        h = {**history, "changes": json.dumps(history["changes"])}
+        e = {**event, "payload": json.dumps(event["payload"])}
+        n, m = len(listing), len(h)
+        sql = (
+            f"WITH created AS (INSERT INTO listing.listings ({', '.join(listing)})"
+            f" VALUES ({_placeholders(1, n)}) RETURNING id),"
+            f" audited AS (INSERT INTO listing.listing_history (listing_id, {', '.join(h)})"
+            f" SELECT id, {_placeholders(n + 1, m)} FROM created)"
+            f" INSERT INTO listing.change_events (entity_id, {', '.join(e)})"
+            f" SELECT id, {_placeholders(n + m + 1, len(e))} FROM created"
+        )
+        conn = await driver_connection(self.session)
+        await conn.execute(sql, *listing.values(), *h.values(), *e.values())

@@ -77,9 +77,9 @@ async def create_listing(
     ctx = context(request, session, principal, organization, today)
 
     async def create() -> tuple[dict[str, Any], dict[str, str]]:
-        listing, asset, seller = await service.create(ctx, data)
-        body = service.to_public(listing, asset, seller).model_dump(mode="json")
-        return body, {"ETag": etag(listing.version), "Location": f"/v1/listings/{listing.id}"}
+        created = await service.create(ctx, data)
+        body = created.model_dump(mode="json")
+        return body, {"ETag": etag(created.version), "Location": f"/v1/listings/{created.id}"}
 
     return await idempotency.create_once(
         session,
