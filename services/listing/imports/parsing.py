@@ -15,18 +15,30 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
-from typing import IO, Any, Literal
+from decimal import Decimal
+from functools import lru_cache
+from typing import IO, Any, Literal, cast, get_args
 
 from pydantic import ValidationError
 
-from services.listing.assets.rules import normalize_asset
+from services.listing.assets.rules import normalize_asset, normalize_asset_values
+from services.listing.assets.service import row_values
 from services.listing.imports.schemas import ImportRow
+from services.listing.listings.documents import terms_columns
 from services.listing.listings.rules import check_terms
-from shared.contracts.catalogue import AssetDocument, TransactionTerms
+from shared.contracts.catalogue import (
+    LegalStatus,
+    Price,
+    PriceMode,
+    TransactionTerms,
+    TransactionType,
+)
 from shared.errors import FieldError, UnprocessableEntity, field_errors_from_validation
+from shared.identifiers import ASSET_KINDS
 
 Format = Literal["csv", "jsonl"]
 CSV_COLUMNS = (
@@ -58,16 +70,14 @@ CSV_COLUMNS = (
 REQUIRED_CSV = ("kind", "identifier", "holders", "transaction_type", "price_mode")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs a setattr call per field
 class ValidRow:
     line: int
-    asset: AssetDocument
+    key: tuple[str, str]  # (kind, identifier), normalised
+    asset: dict[str, Any]  # the asset's column values (assets.service.row_values)
     terms: TransactionTerms
     pledge_disclosed: bool
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return self.asset.kind, self.asset.identifier
+    listing: dict[str, Any]  # the listing's terms columns, pledge_disclosed included
 
 
 @dataclass(frozen=True)
@@ -77,15 +87,18 @@ class RejectedRow:
 
 
 def _split(value: str | None) -> list[str]:
-    return [part.strip() for part in (value or "").split(";") if part.strip()]
+    if not value:
+        return []
+    parts = [part.strip() for part in value.split(";")]
+    return [part for part in parts if part]
 
 
 def _blank_to_none(value: str | None) -> str | None:
-    return value.strip() if value and value.strip() else None
+    return (value.strip() or None) if value else None
 
 
 def csv_record_to_row(record: dict[str, str | None]) -> dict[str, Any]:
-    """A CSV record in the JSONL shape (validation happens after, in one place)."""
+    """A CSV record in the JSONL shape (validated after: fast_csv_row, else validate_row)."""
     names = _split(record.get("holders"))
     usccs = _split(record.get("holder_uscc"))
     regions = _split(record.get("holder_region"))
@@ -116,8 +129,8 @@ def csv_record_to_row(record: dict[str, str | None]) -> dict[str, Any]:
         "filed_on": _blank_to_none(get("filed_on")),
         "granted_on": _blank_to_none(get("granted_on")),
     }
-    if _blank_to_none(get("legal_status")):
-        asset["legal_status"] = _blank_to_none(get("legal_status"))
+    if legal_status := _blank_to_none(get("legal_status")):
+        asset["legal_status"] = legal_status
     transaction = {
         "type": _blank_to_none(get("transaction_type")),
         "price": {
@@ -150,7 +163,190 @@ def validate_row(line: int, raw: Any, today: date) -> ValidRow | RejectedRow:
     problems = check_terms(row.transaction)
     if problems:
         return RejectedRow(line, problems)
-    return ValidRow(line, asset, row.transaction, row.pledge_disclosed)
+    return ValidRow(
+        line,
+        (asset.kind, asset.identifier),
+        row_values(asset),
+        row.transaction,
+        row.pledge_disclosed,
+        {**terms_columns(row.transaction), "pledge_disclosed": row.pledge_disclosed},
+    )
+
+
+# The fast path of a CSV row: the same checks as the models above and normalize_asset, on plain
+# values (building and copying pydantic models was most of an import's CPU time). It only takes
+# rows it is sure the models accept with the same values — strings already stripped, no NUL,
+# ISO dates, plain decimals, no Nice classes — and any other row, or any broken rule, goes to
+# validate_row, which reports the errors exactly as before.
+_KINDS = frozenset(ASSET_KINDS)
+_LEGAL_STATUSES = frozenset(get_args(LegalStatus))
+_TRANSACTION_TYPES = frozenset(get_args(TransactionType))
+_PRICE_MODES = frozenset(get_args(PriceMode))
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_AMOUNT = re.compile(r"(?:0|[1-9][0-9]{0,13})(?:\.[0-9]{1,2})?")  # ge=0, 16 digits, 2 places
+_RATE = re.compile(r"0(?:\.[0-9]{1,6})?|1(?:\.0{1,6})?")  # 0..1, 7 digits, 6 places
+_MONTHS = re.compile(r"[1-9][0-9]{0,3}")
+
+
+class _NotFast(Exception):
+    """The row leaves the fast path for validate_row."""
+
+
+def _fits(value: str | None, max_length: int) -> str | None:
+    if value is not None and len(value) > max_length:
+        raise _NotFast
+    return value
+
+
+def _iso_date(value: str | None) -> date | None:
+    return None if value is None else _parse_iso_date(value)
+
+
+@lru_cache(maxsize=4096)  # dates repeat across rows; a _NotFast is not cached
+def _parse_iso_date(value: str) -> date:
+    if not _ISO_DATE.fullmatch(value):
+        raise _NotFast
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise _NotFast from None
+
+
+def _number(value: str | None, pattern: re.Pattern[str]) -> str | None:
+    if value is not None and not pattern.fullmatch(value):
+        raise _NotFast
+    return value
+
+
+@lru_cache(maxsize=4096)  # a seller's rows often share their terms; a _NotFast is not cached
+def _fast_terms(
+    type_: str | None,
+    mode: str | None,
+    amount: str | None,
+    rate: str | None,
+    months: str | None,
+    territory: str | None,
+    field_of_use: str | None,
+) -> TransactionTerms | None:
+    """The terms, when the models take them as they are and check_terms finds nothing wrong.
+    (Shared between rows: nothing changes a row's terms once validated.)"""
+    if type_ not in _TRANSACTION_TYPES or mode not in _PRICE_MODES:
+        return None
+    amount = _number(amount, _AMOUNT)
+    rate = _number(rate, _RATE)
+    months = _number(months, _MONTHS)
+    if months is not None and int(months) > 1200:
+        return None
+    terms = TransactionTerms.model_construct(
+        type=cast(TransactionType, type_),
+        price=Price.model_construct(
+            mode=cast(PriceMode, mode),
+            amount=None if amount is None else Decimal(amount),
+            currency="CNY",
+        ),
+        royalty_rate=None if rate is None else Decimal(rate),
+        term_months=None if months is None else int(months),
+        territory=_fits(territory, 100),
+        field_of_use=_fits(field_of_use, 500),
+    )
+    return None if check_terms(terms) else terms
+
+
+def fast_csv_row(line: int, raw: dict[str, Any], today: date) -> ValidRow | None:
+    """The ValidRow validate_row would return for a CSV row, or None: then call validate_row."""
+    try:
+        return _fast_csv_row(line, raw, today)
+    except (_NotFast, UnprocessableEntity):
+        return None
+
+
+def _fast_csv_row(line: int, raw: dict[str, Any], today: date) -> ValidRow | None:
+    a, t = raw["asset"], raw["transaction"]
+    kind, identifier = a["kind"], a["identifier"]
+    classifications = a["classifications"]
+    if (
+        kind not in _KINDS
+        or not identifier
+        or classifications["nice"]
+        or len(classifications["ipc"]) > 100
+        or len(classifications["locarno"]) > 20
+        or not 1 <= len(a["holders"]) <= 50
+    ):
+        return None
+    _fits(identifier, 200)
+    title, abstract = a["title"], a["abstract"]
+    title_zh, title_en = _fits(title["zh"], 20_000), _fits(title["en"], 20_000)
+    abstract_zh, abstract_en = _fits(abstract["zh"], 20_000), _fits(abstract["en"], 20_000)
+    legal_status = a.get("legal_status", "pending")
+    if legal_status not in _LEGAL_STATUSES:
+        return None
+    holders = [
+        (_fits(h["name"], 500) or "", _fits(h["uscc"], 24), _fits(h["region"], 6))
+        for h in a["holders"]
+    ]
+    filed_on, granted_on = _iso_date(a["filed_on"]), _iso_date(a["granted_on"])
+    n = normalize_asset_values(
+        kind=kind,
+        identifier=identifier,
+        publication_number=_fits(a["publication_number"], 40),
+        has_title=bool(title_zh or title_en),
+        ipc=classifications["ipc"],
+        nice=(),
+        locarno=classifications["locarno"],
+        has_plant=False,
+        woody=False,
+        holders=holders,
+        filed_on=filed_on,
+        granted_on=granted_on,
+        expires_on=None,
+        legal_status=legal_status,
+        today=today,
+    )
+
+    price = t["price"]
+    terms = _fast_terms(
+        t["type"],
+        price["mode"],
+        price["amount"],
+        t["royalty_rate"],
+        t["term_months"],
+        t["territory"],
+        t["field_of_use"],
+    )
+    if terms is None:
+        return None
+    holder_rows = [
+        {"name": name, "uscc": uscc, "region": region} for name, uscc, region in n.holders
+    ]
+    asset = {  # as assets.service.row_values of the normalised document
+        "kind": kind,
+        "identifier": n.identifier,
+        "publication_number": n.publication_number,
+        "title_zh": title_zh,
+        "title_en": title_en,
+        "abstract_zh": abstract_zh,
+        "abstract_en": abstract_en,
+        "classifications": {"ipc": n.ipc, "nice": n.nice, "locarno": n.locarno, "plant": None},
+        "holders": holder_rows,
+        "region": next((h["region"] for h in holder_rows if h["region"]), None),
+        "filed_on": filed_on,
+        "granted_on": granted_on,
+        "expires_on": n.expires_on,
+        "legal_status": n.legal_status,
+        "encumbrances": [],
+    }
+    listing = {  # as listings.documents.terms_columns
+        "transaction_type": terms.type,
+        "price_mode": terms.price.mode,
+        "amount": terms.price.amount,
+        "currency": "CNY",
+        "royalty_rate": terms.royalty_rate,
+        "term_months": terms.term_months,
+        "territory": terms.territory,
+        "field_of_use": terms.field_of_use,
+        "pledge_disclosed": raw["pledge_disclosed"],
+    }
+    return ValidRow(line, (kind, n.identifier), asset, terms, raw["pledge_disclosed"], listing)
 
 
 def iter_csv(handle: IO[str], today: date) -> Iterator[ValidRow | RejectedRow]:
@@ -188,7 +384,11 @@ def iter_csv(handle: IO[str], today: date) -> Iterator[ValidRow | RejectedRow]:
                 ],
             )
             continue
-        yield validate_row(start, csv_record_to_row(record), today)
+        raw = csv_record_to_row(record)
+        # A NUL goes to the models, which name its field.
+        nul = any("\x00" in value for value in record.values() if value)
+        fast = None if nul else fast_csv_row(start, raw, today)
+        yield fast or validate_row(start, raw, today)
 
 
 def iter_jsonl(handle: IO[str], today: date) -> Iterator[ValidRow | RejectedRow]:
