@@ -24,14 +24,14 @@ from uuid import UUID
 
 import asyncpg
 import httpx
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
 from services.matching.catalogue import SEARCHABLE, SETTINGS, search_document
 from services.matching.meili import MeiliClient, MeiliError, MeiliUnavailable
-from services.matching.models import IndexedListing, IndexerState
+from services.matching.models import SCHEMA, IndexedListing, IndexerState
 from shared.contracts.events import ChangeFeedPage
 from shared.db import asyncpg_connect_kwargs
 from shared.errors import is_database_unavailable
@@ -44,7 +44,13 @@ logger = logging.getLogger("ipx.matching.indexer")
 OnPublished = Callable[[AsyncSession, list[dict[str, Any]]], Awaitable[None]]
 
 
-IN_FLIGHT = 4
+# Pages sent to Meilisearch and not yet committed, and their events: enough that Meilisearch
+# always has the next pages queued while it indexes a batch (it merges queued tasks into one
+# batch), and that a trickle of small pages is never held back; the events bound the memory.
+IN_FLIGHT_PAGES = 64
+IN_FLIGHT_EVENTS = 8000
+# The longest pause between two polls of a page's tasks (a finished task is seen this soon).
+TASK_POLL_SECONDS = 0.05
 
 
 @dataclass
@@ -57,6 +63,44 @@ class Plan:
     records: list[dict[str, Any]] = field(default_factory=list)
     newly_searchable: list[dict[str, Any]] = field(default_factory=list)
     tasks: list[int] = field(default_factory=list)
+    upserted: int = 0
+    deleted: int = 0
+    sent: asyncio.Task[None] | None = None
+
+
+class Flight:
+    """The pages in flight (sent, not committed), oldest first, shared by the loop that reads
+    and sends pages and the loop that commits them; `overlay` holds the versions they carry."""
+
+    def __init__(self) -> None:
+        self.pending: deque[Plan] = deque()
+        self.events = 0
+        self.overlay: dict[UUID, tuple[int, bool]] = {}
+        self.changed = asyncio.Condition()
+
+    def has_room(self) -> bool:
+        return len(self.pending) < IN_FLIGHT_PAGES and self.events < IN_FLIGHT_EVENTS
+
+    async def add(self, plan: Plan) -> None:
+        for record in plan.records:
+            self.overlay[record["listing_id"]] = (record["version"], record["searchable"])
+        async with self.changed:
+            self.pending.append(plan)
+            self.events += plan.events
+            self.changed.notify_all()
+
+    async def remove(self, plans: list[Plan]) -> None:
+        """`plans` (the oldest pending) are committed."""
+        for plan in plans:
+            for record in plan.records:
+                if self.overlay.get(record["listing_id"], (0, False))[0] == record["version"]:
+                    del self.overlay[record["listing_id"]]
+        async with self.changed:
+            for plan in plans:
+                assert self.pending[0] is plan
+                self.pending.popleft()
+                self.events -= plan.events
+            self.changed.notify_all()
 
 
 @dataclass
@@ -70,20 +114,36 @@ class PageResult:
 async def record_indexed(
     session: AsyncSession, records: list[dict[str, Any]], *, only_newer: bool
 ) -> None:
-    """Upsert the versions the index holds (`only_newer`: never move a listing back)."""
-    stmt = insert(IndexedListing).values(records)
+    """Upsert the versions the index holds (`only_newer`: never move a listing back). One row
+    per listing in `records`."""
+    if not records:
+        return
+    # Arrays through unnest: a multi-row VALUES of thousands of rows costs the indexer seconds
+    # of statement building in Python on a page; this is five parameters whatever the size.
     await session.execute(
-        stmt.on_conflict_do_update(
-            index_elements=["listing_id"],
-            set_={
-                "version": stmt.excluded.version,
-                "searchable": stmt.excluded.searchable,
-                "asset_id": stmt.excluded.asset_id,
-                "indexed_at": stmt.excluded.indexed_at,
-            },
-            where=col(IndexedListing.version) < stmt.excluded.version if only_newer else None,
-        )
+        _RECORD_NEWER if only_newer else _RECORD_ANY,
+        {
+            "ids": [r["listing_id"] for r in records],
+            "assets": [r["asset_id"] for r in records],
+            "versions": [r["version"] for r in records],
+            "searchable": [r["searchable"] for r in records],
+            "at": [r["indexed_at"] for r in records],
+        },
     )
+
+
+_RECORD = (
+    f"INSERT INTO {SCHEMA}.indexed_listings "
+    "(listing_id, asset_id, version, searchable, indexed_at) "
+    "SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:assets AS uuid[]), "
+    "CAST(:versions AS integer[]), CAST(:searchable AS boolean[]), "
+    "CAST(:at AS timestamptz[])) "
+    "ON CONFLICT (listing_id) DO UPDATE SET version = excluded.version, "
+    "searchable = excluded.searchable, asset_id = excluded.asset_id, "
+    "indexed_at = excluded.indexed_at"
+)
+_RECORD_ANY = text(_RECORD)
+_RECORD_NEWER = text(_RECORD + f" WHERE {SCHEMA}.indexed_listings.version < excluded.version")
 
 
 async def ensure_index(meili: MeiliClient, uid: str) -> None:
@@ -139,6 +199,9 @@ class Indexer:
             seen = latest.get(event.entity_id)
             if seen is None or event.version > seen.version:
                 latest[event.entity_id] = event
+        # Taken before PostgreSQL is read: a page committed meanwhile leaves the overlay only
+        # after its versions are in PostgreSQL, so one of the two always has it.
+        sent = {i: overlay[i] for i in latest if i in overlay}
         async with self.sessionmaker() as session:
             rows = await session.execute(
                 select(
@@ -154,7 +217,9 @@ class Indexer:
             last_at=page.events[-1].occurred_at if page.events else None,
         )
         for listing_id, event in latest.items():
-            version, was_searchable = overlay.get(listing_id) or known.get(listing_id, (0, False))
+            version, was_searchable = max(
+                sent.get(listing_id, (0, False)), known.get(listing_id, (0, False))
+            )
             if event.version <= version:
                 continue  # a replay or an older version: the index has newer
             searchable = event.data["status"] in SEARCHABLE
@@ -188,21 +253,41 @@ class Indexer:
             plan.tasks.append(await self.meili.add_documents(self.index_uid, plan.upserts))
         if plan.deletes:
             plan.tasks.append(await self.meili.delete_documents(self.index_uid, plan.deletes))
+        # Only the counts are needed from here on (the new documents stay for `on_published`).
+        plan.upserted, plan.deleted = len(plan.upserts), len(plan.deletes)
+        plan.upserts, plan.deletes = [], []
 
     async def commit(self, plan: Plan) -> PageResult:
         """Once the page's tasks succeeded: its versions, its matches and the cursor, in one
         transaction."""
-        for task in plan.tasks:
-            await self.meili.wait_task(task)
+        await self.meili.wait_tasks(plan.tasks, poll_cap=TASK_POLL_SECONDS)
+        await self.record([plan])
+        return PageResult(plan.events, plan.upserted, plan.deleted, plan.cursor)
+
+    async def record(self, plans: list[Plan]) -> None:
+        """Consecutive pages whose tasks succeeded: their versions, their matches and the
+        cursor after the last one, in one transaction."""
+        records: dict[UUID, dict[str, Any]] = {}
+        published: dict[str, dict[str, Any]] = {}
+        for plan in plans:  # one row per listing: its newest version (an upsert takes a row once)
+            for record in plan.records:
+                seen = records.get(record["listing_id"])
+                if seen is None or record["version"] > seen["version"]:
+                    records[record["listing_id"]] = record
+            for doc in plan.newly_searchable:
+                found = published.get(doc["listing_id"])
+                if found is None or doc["version"] > found["version"]:
+                    published[doc["listing_id"]] = doc
+        last_at = next((p.last_at for p in reversed(plans) if p.last_at is not None), None)
         async with self.sessionmaker() as session, session.begin():
-            if plan.records:
-                await record_indexed(session, plan.records, only_newer=True)
-            if plan.newly_searchable and self.on_published is not None:
-                await self.on_published(session, plan.newly_searchable)
+            if records:
+                await record_indexed(session, list(records.values()), only_newer=True)
+            if published and self.on_published is not None:
+                await self.on_published(session, list(published.values()))
             state = insert(IndexerState).values(
                 index_uid=self.index_uid,
-                cursor=plan.cursor,
-                last_event_at=plan.last_at,
+                cursor=plans[-1].cursor,
+                last_event_at=last_at,
                 updated_at=datetime.now(UTC),
             )
             await session.execute(
@@ -217,7 +302,6 @@ class Indexer:
                     },
                 )
             )
-        return PageResult(plan.events, len(plan.upserts), len(plan.deletes), plan.cursor)
 
     async def apply(self, page: ChangeFeedPage) -> PageResult:
         """Index one page and record it (cursor, versions, matches) atomically."""
@@ -230,33 +314,73 @@ class Indexer:
         return await self.apply(page)
 
     async def pipeline(self, wait: float) -> None:
-        """Index continuously with up to IN_FLIGHT pages sent ahead of the last committed one.
+        """Index continuously: one loop reads and sends pages (up to IN_FLIGHT_PAGES and
+        IN_FLIGHT_EVENTS ahead of the last commit), another commits them as their tasks succeed.
 
-        Pages commit in order, each after its own tasks succeeded; on any failure the loop
-        ends and the caller restarts from the committed cursor (nothing is skipped)."""
+        Pages commit in order, each after its own tasks succeeded (consecutive finished pages
+        in one transaction); on any failure both loops end and the caller restarts from the
+        committed cursor (nothing is skipped)."""
+        flight = Flight()
+        loops = [
+            asyncio.create_task(self._send_pages(flight, wait), name="indexer-send"),
+            asyncio.create_task(self._commit_pages(flight), name="indexer-commit"),
+        ]
+        try:
+            done, _ = await asyncio.wait(loops, return_when=asyncio.FIRST_EXCEPTION)
+            for loop in done:
+                loop.result()  # the failure that ended it
+        finally:
+            # Nothing may be sent once we return (the caller releases the lease).
+            sends = [p.sent for p in flight.pending if p.sent is not None]
+            for task in (*loops, *sends):
+                task.cancel()
+            await asyncio.gather(*loops, *sends, return_exceptions=True)
+
+    async def _send_pages(self, flight: Flight, wait: float) -> None:
+        """Read the feed and send each page, the next page read while one is being sent."""
         cursor = await self.cursor()
-        pending: deque[Plan] = deque()
-        overlay: dict[UUID, tuple[int, bool]] = {}
+        sending: asyncio.Task[None] | None = None
         while True:
-            if not pending:
-                # Nothing in flight: the committed cursor is the truth (an operator's replay or a
-                # rebuild's swap may have moved it).
+            async with flight.changed:
+                await flight.changed.wait_for(flight.has_room)
+            if not flight.pending:
+                # Nothing in flight: the committed cursor is the truth (an operator's replay or
+                # a rebuild's swap may have moved it).
                 cursor = await self.cursor()
-                overlay.clear()
-            page = await self.fetch(cursor, 0 if pending else wait)
-            if page.events:
-                plan = await self.plan(page, overlay)
-                await self.send(plan)
-                for record in plan.records:
-                    overlay[record["listing_id"]] = (record["version"], record["searchable"])
-                pending.append(plan)
-                cursor = page.next_cursor
-            if pending and (len(pending) >= IN_FLIGHT or not page.events):
-                done = pending.popleft()
-                await self.commit(done)
-                for record in done.records:
-                    if overlay.get(record["listing_id"], (0, False))[0] == record["version"]:
-                        del overlay[record["listing_id"]]
+                flight.overlay.clear()
+            page = await self.fetch(cursor, wait)
+            if not page.events:
+                continue
+            plan = await self.plan(page, flight.overlay)
+            if sending is not None:
+                await sending  # Meilisearch applies tasks in the order they are sent
+            sending = plan.sent = asyncio.create_task(self.send(plan))
+            await flight.add(plan)
+            cursor = page.next_cursor
+
+    async def _commit_pages(self, flight: Flight) -> None:
+        """Commit the oldest page once its tasks succeeded, with every page after it whose
+        tasks succeeded too (Meilisearch indexes queued tasks together)."""
+        while True:
+            async with flight.changed:
+                await flight.changed.wait_for(lambda: bool(flight.pending))
+            oldest = flight.pending[0]
+            assert oldest.sent is not None
+            await oldest.sent
+            await self.meili.wait_tasks(oldest.tasks, poll_cap=TASK_POLL_SECONDS)
+            ready = [oldest]
+            sent: list[Plan] = []  # the pages after it already sent, in order
+            for plan in list(flight.pending)[1:]:
+                if not _sent(plan):
+                    break
+                sent.append(plan)
+            statuses = await self.meili.task_statuses([t for p in sent for t in p.tasks])
+            for plan in sent:
+                if any(statuses.get(t, {}).get("status") != "succeeded" for t in plan.tasks):
+                    break  # not yet (or failed: the next round waits on it and raises)
+                ready.append(plan)
+            await self.record(ready)
+            await flight.remove(ready)
 
     async def run_forever(self, wait: float = 10.0) -> None:
         """Hold the lease and index; on any outage, back off (with jitter) and resume."""
@@ -294,3 +418,9 @@ class Indexer:
                         await conn.close(timeout=1)
             await asyncio.sleep(delay * (1 + random.random()))
             delay = min(delay * 2, 10.0)
+
+
+def _sent(plan: Plan) -> bool:
+    """The page's tasks are enqueued (its send ended without an error)."""
+    task = plan.sent
+    return task is not None and task.done() and not task.cancelled() and task.exception() is None

@@ -10,10 +10,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import httpx
+from pydantic_core import to_json
 
 from shared.search import MeiliError, MeiliUnavailable
 
 __all__ = ["MeiliClient", "MeiliError", "MeiliTaskFailed", "MeiliUnavailable"]
+
+JSON_CONTENT = {"Content-Type": "application/json"}
 
 
 class MeiliTaskFailed(MeiliError):
@@ -29,9 +32,13 @@ class MeiliClient:
     async def request(
         self, method: str, path: str, json: Any = None, params: dict[str, Any] | None = None
     ) -> Any:
+        # Encoded by pydantic-core: several times faster than the json module on a page of
+        # documents, and the indexer's CPU is taken from Meilisearch's on a small machine.
+        content = None if json is None else to_json(json)
+        headers = self.headers if content is None else {**self.headers, **JSON_CONTENT}
         try:
             response = await self.client.request(
-                method, f"{self.url}{path}", json=json, params=params, headers=self.headers
+                method, f"{self.url}{path}", content=content, params=params, headers=headers
             )
         except httpx.HTTPError as exc:
             raise MeiliUnavailable(type(exc).__name__) from exc
@@ -104,6 +111,48 @@ class MeiliClient:
                 raise MeiliUnavailable(f"task {task_uid} still {task['status']}")
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.25)
+
+    async def task_statuses(self, task_uids: Sequence[int]) -> dict[int, dict[str, Any]]:
+        """Several tasks in one request (`GET /tasks?uids=`), by uid."""
+        if not task_uids:
+            return {}
+        result = await self.request(
+            "GET",
+            "/tasks",
+            params={"uids": ",".join(str(u) for u in task_uids), "limit": len(task_uids)},
+        )
+        return {int(task["uid"]): task for task in result["results"]}
+
+    async def wait_tasks(
+        self, task_uids: Sequence[int], seconds: float = 120.0, poll_cap: float = 0.05
+    ) -> None:
+        """Until every task ends, polling them together (`poll_cap`: the longest pause between
+        two polls, so a finished task is noticed soon); MeiliTaskFailed when one failed."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        delay = 0.005
+        waiting = list(task_uids)
+        while waiting:
+            tasks = await self.task_statuses(waiting)
+            for uid in list(waiting):
+                task = tasks.get(uid)
+                if task is None:
+                    continue  # not visible yet (never expected): ask again
+                if task["status"] in ("failed", "canceled"):
+                    error = task.get("error") or {}
+                    raise MeiliTaskFailed(
+                        400,
+                        error.get("code", task["status"]),
+                        error.get("message", f"task {uid} {task['status']}"),
+                    )
+                if task["status"] == "succeeded":
+                    waiting.remove(uid)
+            if not waiting:
+                return
+            if loop.time() > deadline:
+                raise MeiliUnavailable(f"tasks {waiting} still running")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, poll_cap)
 
     # Keys ---------------------------------------------------------------------------------
 

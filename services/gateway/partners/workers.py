@@ -101,38 +101,55 @@ def backoff_seconds(failures: int, base: float, cap: float) -> float:
 
 
 async def run_inbox(app: FastAPI) -> None:
-    """Apply inbox events to listing until cancelled."""
+    """Apply inbox events to listing until cancelled: up to `inbox_batch` at once, a free slot
+    refilled as soon as an event is done (not when the slowest of a batch is)."""
     config = _config(app)
     settings: Settings = app.state.settings
     notifier = FeedNotifier(settings.database_url, channel=INBOX_CHANNEL)
     await notifier.start()
+    in_flight: set[asyncio.Task[None]] = set()
     try:
         while True:
+            room = config.inbox_batch - len(in_flight)
+            if room > 0:
+                try:
+                    claimed, stale = await _claim(app, config, room)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    logger.warning("inbox round failed (%s); retrying", type(exc).__name__)
+                    logger.debug("inbox round failure", exc_info=exc)
+                    await asyncio.sleep(config.inbox_poll_seconds)
+                    continue
+                for event in claimed:
+                    task = asyncio.create_task(_apply(app, config, event))
+                    in_flight.add(task)
+                    task.add_done_callback(in_flight.discard)
+                if (claimed or stale) and len(in_flight) < config.inbox_batch:
+                    continue  # more may be due
+            # Until an event is done (a slot frees) or new events may have arrived.
+            woken = asyncio.create_task(notifier.wait(config.inbox_poll_seconds))
             try:
-                worked = await _inbox_round(app, config)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                logger.warning("inbox round failed (%s); retrying", type(exc).__name__)
-                logger.debug("inbox round failure", exc_info=exc)
-                await asyncio.sleep(config.inbox_poll_seconds)
-                continue
-            if not worked:
-                await notifier.wait(config.inbox_poll_seconds)
+                await asyncio.wait({woken, *in_flight}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                woken.cancel()
     finally:
+        for task in in_flight:
+            task.cancel()  # _apply gives its lease back
+        await asyncio.gather(*in_flight, return_exceptions=True)
         await notifier.stop()
 
 
-async def _inbox_round(app: FastAPI, config: PartnerSyncConfig) -> bool:
+async def _claim(
+    app: FastAPI, config: PartnerSyncConfig, limit: int
+) -> tuple[list[ClaimedEvent], int]:
+    """Due events, leased in a transaction that commits before any HTTP call: the leases hold
+    the rows, no row lock is kept across the calls."""
     maker: async_sessionmaker[AsyncSession] = app.state.sessionmaker
     async with maker() as session, session.begin():
-        claimed, stale = await InboxRepository(session).claim(
-            utcnow(), config.inbox_batch, timedelta(seconds=config.inbox_lease_seconds)
+        return await InboxRepository(session).claim(
+            utcnow(), limit, timedelta(seconds=config.inbox_lease_seconds)
         )
-    # Committed: the leases hold the rows, no row lock is kept across the HTTP calls.
-    if claimed:
-        await asyncio.gather(*(_apply(app, config, event) for event in claimed))
-    return bool(claimed or stale)
 
 
 def _problem_errors(response: httpx.Response) -> tuple[str, list[FieldError]]:
