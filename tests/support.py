@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import socket
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -133,9 +135,6 @@ async def wait_indexed(
     matching: httpx.AsyncClient, key: str, seconds: float = 30.0
 ) -> dict[str, object]:
     """Until the indexer has caught up with the listing feed; returns the index status."""
-    import asyncio
-    import time
-
     deadline = time.monotonic() + seconds
     status: dict[str, object] = {}
     while time.monotonic() < deadline:
@@ -236,3 +235,20 @@ def nonexclusive_offer(
         amount="800000.00",
         transaction_type="nonexclusive_license",
     )
+
+
+async def wait_matched(
+    matching: httpx.AsyncClient, key: str, seconds: float = 30.0
+) -> dict[str, object]:
+    """Until the indexer has caught up and the match worker has matched every listing it
+    queued (their matches and match events are committed); returns the index status."""
+    deadline = time.monotonic() + seconds
+    status = await wait_indexed(matching, key, seconds)
+    while time.monotonic() < deadline:
+        response = await matching.get("/v1/index/status", headers=bearer(key))
+        if response.status_code == 200:
+            status = cast(dict[str, object], response.json())
+            if status["matches_pending"] == 0:
+                return status
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the match queue did not drain: {status}")

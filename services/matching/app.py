@@ -11,6 +11,7 @@ import httpx
 from fastapi import FastAPI
 
 from infra.migrations import head_revision
+from services.matching.demands import queue
 from services.matching.demands.matcher import Matcher
 from services.matching.demands.router import router as demands_router
 from services.matching.indexer import Indexer
@@ -43,15 +44,22 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             http=client,
             meili=app.state.meili,
             index_uid=settings.meili_index,
-            on_published=app.state.matcher.match_listings,
+            # Queued in the indexer's transaction; the match worker searches the demands.
+            on_published=queue.enqueue,
         )
         app.state.feed_notifier = FeedNotifier(settings.database_url, channel="matching_changes")
         await app.state.feed_notifier.start()
-        workers = (
-            [asyncio.create_task(app.state.indexer.run_forever(), name="indexer")]
-            if settings.run_workers
-            else []
+        queue_notifier = queue.QueueNotifier(settings.database_url)
+        app.state.match_worker = queue.MatchWorker(
+            sessionmaker=app.state.sessionmaker, matcher=app.state.matcher, notifier=queue_notifier
         )
+        workers = []
+        if settings.run_workers:
+            await queue_notifier.start()
+            workers = [
+                asyncio.create_task(app.state.indexer.run_forever(), name="indexer"),
+                asyncio.create_task(app.state.match_worker.run_forever(), name="match-worker"),
+            ]
         try:
             yield
         finally:
@@ -59,6 +67,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 worker.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await worker
+            await queue_notifier.stop()
             await app.state.feed_notifier.stop()
 
 

@@ -120,3 +120,23 @@ class MatchEvent(SQLModel, table=True):
     type: str = Field(default="match.created", max_length=40)
     payload: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
     occurred_at: datetime = created_now()
+
+
+class MatchQueueItem(SQLModel, table=True):
+    """A listing that became searchable and still has to be matched against the demands.
+
+    The indexer inserts it in the transaction that moves its cursor (so none is lost or
+    queued twice); the match worker claims it with a lease and deletes it in the transaction
+    that stores its matches."""
+
+    __tablename__ = "match_queue"
+    __table_args__ = {"schema": SCHEMA}
+
+    listing_id: UUID = Field(primary_key=True)
+    version: int
+    # The fields of the listing's search document that matching reads (the query, the scoring
+    # and the summary in the match event).
+    document: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
+    enqueued_at: datetime = created_now()
+    lease_until: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    attempts: int = 0

@@ -1,4 +1,5 @@
-"""GET /v1/index/status: where the indexer is, how far behind, and how big the index is.
+"""GET /v1/index/status: where the indexer is, how far behind, how big the index is, and how
+many indexed listings still wait for their matches.
 GET /v1/index/search-key: the search-only key the gateway queries the catalogue index with."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import httpx
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 
+from services.matching.demands import queue
 from services.matching.meili import MeiliClient, MeiliError, MeiliUnavailable
 from services.matching.models import IndexerState
 from shared.auth import Principal, require_roles
@@ -28,6 +30,9 @@ class IndexStatus(BaseModel):
     lag_seconds: float | None
     last_event_at: datetime | None
     documents: int | None
+    # Listings indexed but not yet matched against the demands (the match queue): their
+    # matches are in the match feed once this is 0.
+    matches_pending: int
 
 
 @router.get("/status", response_model=IndexStatus, responses=problem_responses(401, 403, 503))
@@ -67,6 +72,7 @@ async def index_status(
         lag_seconds=lag,
         last_event_at=last,
         documents=documents,
+        matches_pending=await queue.pending(session),
     )
 
 

@@ -11,8 +11,10 @@ in bulk with the service's own row model and index document (the Demand table mo
 Then a seller publishes L listings (the operator's publishing import of real records) and the
 clock runs from the import request until
 
-- the indexer's cursor has passed the last listing event (matching computes a page's matches
-  in the transaction that moves the cursor, so every match of those listings is committed), and
+- the indexer's cursor has passed the last listing event and the match queue is empty (the
+  indexer queues a page's new listings in the transaction that moves the cursor; the match
+  worker stores a batch's matches in the transaction that removes it from the queue, so every
+  match of those listings is committed), and
 - the match feed (/v1/matches/changes) has been read to its end and stays quiet.
 
 The RSS of each service process is sampled all along (the "steady state under load" figure).
@@ -217,7 +219,11 @@ def run(
                 continue
             if not caught_up_at:
                 status = index_status(stack)
-                if status["lag_events"] == 0 and _at_or_after(status["cursor"], head):
+                if (
+                    status["lag_events"] == 0
+                    and _at_or_after(status["cursor"], head)
+                    and status["matches_pending"] == 0
+                ):
                     caught_up_at = time.perf_counter()
             if caught_up_at:
                 quiet_since = quiet_since or now

@@ -11,7 +11,14 @@ import httpx
 import pytest
 
 from infra.seed.records import SeedRecord, load_records
-from support import assert_problem, bearer, new_organization, publish_records, wait_indexed
+from support import (
+    assert_problem,
+    bearer,
+    new_organization,
+    publish_records,
+    wait_indexed,
+    wait_matched,
+)
 
 DEMANDS = Path(__file__).resolve().parents[1] / "data" / "tech_demands.jsonl"
 SELLER = "京东方科技集团股份有限公司"
@@ -101,7 +108,7 @@ async def test_a_new_listing_that_fits_is_matched_and_announced(
         )
     ).json()["next_cursor"]
     await publish_records(listing, operator_key, market["seller_id"], vr_records[30:40])
-    await wait_indexed(matching, operator_key)
+    await wait_matched(matching, operator_key)
     after = {m["listing_id"] for m in await matches_of(matching, market["buyer"], demand["id"])}
     new = after - before
     assert new, "no newly published listing matched"

@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 
 from services.matching.demands.matcher import salient_query
-from services.matching.demands.scoring import DemandTerms, matched_terms, score
+from services.matching.demands.scoring import DemandTerms, matched_terms, score, shared_terms
 from shared.search import SearchParams, normalize_ipc_prefix, quote, search_body
 
 LISTING = {
@@ -94,3 +94,16 @@ def test_ipc_prefixes_normalise(raw: str, normalized: str) -> None:
 def test_bad_ipc_prefixes_are_refused(raw: str) -> None:
     with pytest.raises(ValueError):
         normalize_ipc_prefix(raw)
+
+
+def test_shared_terms_are_the_query_words_found_in_the_demand() -> None:
+    query = salient_query("一种基于虚拟现实的头戴显示装置及交互方法")
+    assert query == "虚拟现实 头戴显示 交互"
+    demand = ["虚拟现实交互", "我公司需要虚拟现实头戴式显示及交互技术"]
+    # "头戴显示" is not in the demand whole: its longest pieces that are.
+    assert shared_terms(query, demand) == ["虚拟现实", "头戴", "显示", "交互"]
+    assert shared_terms("Lithium separator-film", ["a lithium-ion film"]) == ["lithium", "film"]
+    assert shared_terms("电池 隔膜", ["光伏组件"]) == []  # nothing shared: "related text"
+    assert len(shared_terms(" ".join(f"词{i}语" for i in range(20)), ["词语"])) == 0
+    many = " ".join(f"w{i}" for i in range(20))
+    assert shared_terms(many, [many]) == [f"w{i}" for i in range(10)]

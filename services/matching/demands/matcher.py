@@ -1,8 +1,9 @@
 """Finding matches in both directions, in batches:
 
 - a demand is created or changed: one catalogue search with its text and hard filters;
-- listings become searchable: one multi-search of the demands index per 20 listings (the
-  listing's title against every active demand), never every demand against every listing.
+- listings become searchable: the indexer queues them (demands/queue.py) and the match worker
+  runs one multi-search of the demands index per 20 listings (the listing's title against every
+  active demand), never every demand against every listing.
 
 Matches are upserted (a listing found again is re-scored); a new match writes a `match.created`
 event in the same transaction (the outbox the gateway turns into webhooks).
@@ -10,14 +11,15 @@ event in the same transaction (the outbox the gateway turns into webhooks).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import select, text
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import ARRAY, DateTime, Float, Integer, Text, Uuid, bindparam, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -26,11 +28,13 @@ from services.matching.demands.scoring import (
     MAX_MATCHES_PER_DEMAND,
     MIN_RELEVANCE,
     DemandTerms,
+    haystack,
     matched_terms,
     score,
+    terms_in,
 )
 from services.matching.meili import MeiliClient, MeiliTaskFailed
-from services.matching.models import Demand, Match, MatchEvent
+from services.matching.models import Demand
 from shared.search import quote
 
 CJK = re.compile(r"[\u3400-\u9fff]")
@@ -76,11 +80,59 @@ def salient_query(title: str) -> str:
 # 100 queries took ~4 s on 2 busy cores, near the client's timeout, and a timed-out page is
 # retried whole by the indexer, which then never got past it. 20 keep each request short.
 MULTI_SEARCH_BATCH = 20
-# Rows per INSERT of matches and their events. A page of 1,000 new listings against 10,000
-# demands finds tens of thousands of matches: in one statement that is more bind parameters
-# than PostgreSQL's protocol allows (32,767), the page failed on every retry and the indexer
-# stalled for good. 1,000 rows (8,000 parameters) also compile once and hit the SQL cache.
-STORE_BATCH = 1000
+# Matches and their events are written with one statement each whatever the rows: the columns
+# as arrays, unnested. A page of 1,000 new listings against 10,000 demands finds tens of
+# thousands of matches; as multi-row VALUES that was more bind parameters than PostgreSQL's
+# protocol allows (32,767) and the indexer stalled for good; in pages, every row count was
+# another statement to compile (half the worker's time) and to keep prepared on each pooled
+# connection (the service's memory grew by tens of MB over 1,000 listings).
+UPSERT_MATCHES = text(
+    """
+    INSERT INTO matching.matches AS m
+        (id, demand_id, listing_id, asset_id, listing_version, score, reasons,
+         created_at, updated_at)
+    SELECT gen_random_uuid(), d, l, a, v, s, r::jsonb, :now, :now
+    FROM unnest(
+        CAST(:demand_ids AS uuid[]), CAST(:listing_ids AS uuid[]), CAST(:asset_ids AS uuid[]),
+        CAST(:versions AS integer[]), CAST(:scores AS float8[]), CAST(:reasons AS text[])
+    ) AS t(d, l, a, v, s, r)
+    ON CONFLICT (demand_id, listing_id) DO UPDATE SET
+        score = excluded.score,
+        reasons = excluded.reasons,
+        listing_version = excluded.listing_version,
+        updated_at = excluded.updated_at
+    -- Two workers may match two versions of one listing at once (it was re-published while
+    -- queued): the older never overwrites the newer.
+    WHERE m.listing_version <= excluded.listing_version
+    RETURNING m.demand_id, m.listing_id, (m.xmax = 0) AS inserted
+    """
+).bindparams(
+    bindparam("demand_ids", type_=ARRAY(Uuid())),
+    bindparam("listing_ids", type_=ARRAY(Uuid())),
+    bindparam("asset_ids", type_=ARRAY(Uuid())),
+    bindparam("versions", type_=ARRAY(Integer())),
+    bindparam("scores", type_=ARRAY(Float())),
+    # JSON as text: a list of lists would bind as a two-dimensional array.
+    bindparam("reasons", type_=ARRAY(Text())),
+    bindparam("now", type_=DateTime(timezone=True)),
+)
+INSERT_EVENTS = text(
+    """
+    INSERT INTO matching.match_events
+        (demand_id, organization_id, listing_id, type, occurred_at, payload)
+    SELECT d, o, l, 'match.created', :now, p::jsonb
+    FROM unnest(
+        CAST(:demand_ids AS uuid[]), CAST(:organization_ids AS uuid[]),
+        CAST(:listing_ids AS uuid[]), CAST(:payloads AS text[])
+    ) AS t(d, o, l, p)
+    """
+).bindparams(
+    bindparam("demand_ids", type_=ARRAY(Uuid())),
+    bindparam("organization_ids", type_=ARRAY(Uuid())),
+    bindparam("listing_ids", type_=ARRAY(Uuid())),
+    bindparam("payloads", type_=ARRAY(Text())),
+    bindparam("now", type_=DateTime(timezone=True)),
+)
 LISTING_FIELDS = [
     "listing_id",
     "asset_id",
@@ -100,6 +152,22 @@ LISTING_FIELDS = [
     "seller_id",
     "version",
 ]
+# The fields of a listing's search document the match queue keeps: the demand query (title,
+# kind, type, IPC, seller), the scoring and the summary in the match event.
+QUEUED_FIELDS = [*LISTING_FIELDS, "ipc_prefixes"]
+
+
+@dataclass(frozen=True, slots=True)
+class DemandRef:
+    """What a stored match and its event say of the demand."""
+
+    id: UUID
+    organization_id: UUID
+    title: str
+
+
+# (demand, listing search document, score, reasons)
+Scored = tuple[Demand | DemandRef, dict[str, Any], float, list[dict[str, Any]]]
 
 
 def terms_of(demand: Demand) -> DemandTerms:
@@ -188,7 +256,7 @@ class Matcher:
             body["locales"] = ["cmn"]
         result = await self.meili.search(self.catalogue_uid, body)
         terms = terms_of(demand)
-        scored = []
+        scored: list[Scored] = []
         for doc in result["hits"]:
             relevance = float(doc.get("_rankingScore") or 0)
             if relevance < MIN_RELEVANCE:
@@ -213,103 +281,126 @@ class Matcher:
             )
         if doc.get("seller_id"):
             filters.append(f"organization_id != {quote(doc['seller_id'])}")
+        # Ids and scores only: the demand's text comes from PostgreSQL (loaded for the scoring
+        # anyway), and match positions would cost Meilisearch a segmenter pass over the whole
+        # text of each of the 50 hits, ~8x the search (see scoring.shared_terms).
         query: dict[str, Any] = {
             "indexUid": self.demands_uid,
             "q": title,
             "filter": filters,
             "limit": 50,
             "showRankingScore": True,
-            "showMatchesPosition": True,
-            "attributesToRetrieve": ["id", "title", "text"],
+            "attributesToRetrieve": ["id"],
         }
         if CJK.search(title):
             query["locales"] = ["cmn"]
         return query
 
-    async def match_listings(self, session: AsyncSession, docs: list[dict[str, Any]]) -> int:
+    async def find_demands(self, docs: list[dict[str, Any]]) -> list[list[tuple[UUID, float]]]:
+        """Per listing document, the active demands its title finds (id, text relevance) at
+        MIN_RELEVANCE or more; one multi-search per MULTI_SEARCH_BATCH listings."""
         await self.ensure_index()
-        candidates: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        found: list[list[tuple[UUID, float]]] = []
         for start in range(0, len(docs), MULTI_SEARCH_BATCH):
             batch = docs[start : start + MULTI_SEARCH_BATCH]
             results = await self.meili.multi_search([self._demand_query(d) for d in batch])
-            for doc, result in zip(batch, results, strict=True):
-                candidates += [
-                    (doc, hit)
-                    for hit in result["hits"]
-                    if float(hit.get("_rankingScore") or 0) >= MIN_RELEVANCE
-                ]
-        if not candidates:
+            for result in results:
+                hits = [(UUID(h["id"]), float(h.get("_rankingScore") or 0)) for h in result["hits"]]
+                found.append([(i, rel) for i, rel in hits if rel >= MIN_RELEVANCE])
+        return found
+
+    async def store_listing_matches(
+        self,
+        session: AsyncSession,
+        docs: list[dict[str, Any]],
+        found: list[list[tuple[UUID, float]]],
+    ) -> int:
+        """Score what `find_demands` found for `docs` against the demands as they are now
+        (closed ones are skipped) and store the matches. Returns how many were new."""
+        ids = {demand_id for hits in found for demand_id, _ in hits}
+        if not ids:
             return 0
-        ids = {UUID(hit["id"]) for _, hit in candidates}
+        # Plain rows of the columns scored, not ORM objects: a batch loads hundreds of demands.
         rows = await session.execute(
-            select(Demand).where(col(Demand.id).in_(ids), col(Demand.status) == "active")
+            select(
+                col(Demand.id),
+                col(Demand.organization_id),
+                col(Demand.title),
+                col(Demand.text),
+                col(Demand.kinds),
+                col(Demand.transaction_types),
+                col(Demand.regions),
+                col(Demand.budget_max),
+            ).where(col(Demand.id).in_(ids), col(Demand.status) == "active")
         )
-        demands = {d.id: d for d in rows.scalars()}
-        scored = []
-        for doc, hit in candidates:
-            demand = demands.get(UUID(hit["id"]))
-            if demand is None:
-                continue  # closed meanwhile
-            relevance = float(hit["_rankingScore"])
-            total, reasons = score(terms_of(demand), doc, relevance, matched_terms(hit))
-            scored.append((demand, doc, total, reasons))
+        demands = {
+            r[0]: (
+                DemandRef(r[0], r[1], r[2]),
+                haystack([r[2], r[3]]),
+                DemandTerms(tuple(r[4]), tuple(r[5]), tuple(r[6]), r[7]),
+            )
+            for r in rows
+        }
+        scored: list[Scored] = []
+        for doc, hits in zip(docs, found, strict=True):
+            query = salient_query(doc.get("title_zh") or doc.get("title_en") or "")
+            for demand_id, relevance in hits:
+                if demand_id not in demands:
+                    continue  # closed meanwhile
+                ref, words, demand_terms = demands[demand_id]
+                terms = terms_in(query, words)
+                total, reasons = score(demand_terms, doc, relevance, terms)
+                scored.append((ref, doc, total, reasons))
         return await self.store(session, scored)
 
     async def store(
         self,
         session: AsyncSession,
-        scored: list[tuple[Demand, dict[str, Any], float, list[dict[str, Any]]]],
+        scored: list[Scored],
     ) -> int:
         """Upsert matches; a new one writes its event. Returns how many were new."""
         if not scored:
             return 0
         now = datetime.now(UTC)
-        values = [
+        rows = await session.execute(
+            UPSERT_MATCHES,
             {
-                "demand_id": demand.id,
-                "listing_id": UUID(doc["listing_id"]),
-                "asset_id": UUID(doc["asset_id"]),
-                "listing_version": int(doc["version"]),
-                "score": total,
-                "reasons": reasons,
-                "created_at": now,
-                "updated_at": now,
-            }
+                "demand_ids": [demand.id for demand, _, _, _ in scored],
+                "listing_ids": [UUID(doc["listing_id"]) for _, doc, _, _ in scored],
+                "asset_ids": [UUID(doc["asset_id"]) for _, doc, _, _ in scored],
+                "versions": [int(doc["version"]) for _, doc, _, _ in scored],
+                "scores": [total for _, _, total, _ in scored],
+                "reasons": [json.dumps(r, ensure_ascii=False) for _, _, _, r in scored],
+                "now": now,
+            },
+        )
+        inserted = {(r[0], r[1]) for r in rows if r[2]}
+        new = [
+            (demand, doc, total, reasons)
             for demand, doc, total, reasons in scored
+            if (demand.id, UUID(doc["listing_id"])) in inserted
         ]
-        inserted: set[tuple[UUID, UUID]] = set()
-        for start in range(0, len(values), STORE_BATCH):
-            stmt = insert(Match).values(values[start : start + STORE_BATCH])
-            upsert = stmt.on_conflict_do_update(
-                index_elements=["demand_id", "listing_id"],
-                set_={
-                    "score": stmt.excluded.score,
-                    "reasons": stmt.excluded.reasons,
-                    "listing_version": stmt.excluded.listing_version,
-                    "updated_at": now,
-                },
-            ).returning(col(Match.demand_id), col(Match.listing_id), text("(xmax = 0) AS inserted"))
-            inserted |= {(r[0], r[1]) for r in await session.execute(upsert) if r[2]}
-        events = []
-        for demand, doc, total, reasons in scored:
-            if (demand.id, UUID(doc["listing_id"])) not in inserted:
-                continue
-            events.append(
+        if new:
+            await session.execute(
+                INSERT_EVENTS,
                 {
-                    "demand_id": demand.id,
-                    "organization_id": demand.organization_id,
-                    "listing_id": UUID(doc["listing_id"]),
-                    "type": "match.created",
-                    "occurred_at": now,
-                    "payload": {
-                        "demand_id": str(demand.id),
-                        "demand_title": demand.title,
-                        "score": total,
-                        "reasons": reasons,
-                        "listing": listing_summary(doc),
-                    },
-                }
+                    "demand_ids": [demand.id for demand, _, _, _ in new],
+                    "organization_ids": [demand.organization_id for demand, _, _, _ in new],
+                    "listing_ids": [UUID(doc["listing_id"]) for _, doc, _, _ in new],
+                    "payloads": [
+                        json.dumps(
+                            {
+                                "demand_id": str(demand.id),
+                                "demand_title": demand.title,
+                                "score": total,
+                                "reasons": reasons,
+                                "listing": listing_summary(doc),
+                            },
+                            ensure_ascii=False,  # half the size of \u escapes, and faster
+                        )
+                        for demand, doc, total, reasons in new
+                    ],
+                    "now": now,
+                },
             )
-        for start in range(0, len(events), STORE_BATCH):
-            await session.execute(insert(MatchEvent).values(events[start : start + STORE_BATCH]))
-        return len(events)
+        return len(new)

@@ -1,0 +1,235 @@
+"""The match queue: listings that became searchable, matched against the demands by a worker.
+
+- The indexer queues a page's newly searchable listings in the transaction that moves its
+  cursor (`enqueue`, its `on_published` hook): a page is queued exactly once, and the cursor no
+  longer waits for the demand searches (they took ~37 ms per listing at 10,000 demands).
+- The worker claims a batch with a lease (`FOR UPDATE SKIP LOCKED` only for the claim: no row
+  lock and no transaction is held across the Meilisearch call, NOTES.md), searches the demands,
+  then stores the matches, their events and the removal of the batch in one transaction. A crash
+  before that commit stores nothing and the lease runs out, so another loop (or replica) takes
+  the batch again; a batch matched twice (a lease that ran out under a slow worker) writes no
+  second `match.created`, because an event is written only when the match row is inserted.
+- Batches are small (MULTI_SEARCH_BATCH listings), so memory stays flat whatever the backlog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import func, select, text, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlmodel import col, delete
+
+from services.matching.demands.matcher import MULTI_SEARCH_BATCH, QUEUED_FIELDS, Matcher
+from services.matching.models import SCHEMA, MatchQueueItem
+from shared.notifier import FeedNotifier
+
+logger = logging.getLogger("ipx.matching.matches")
+
+LEASE_SECONDS = 60.0
+# Listings per claim: two multi-searches of MULTI_SEARCH_BATCH, then one transaction for their
+# matches (~800 rows at 10,000 demands), so the commits are fewer and memory stays bounded.
+CLAIM_BATCH = 2 * MULTI_SEARCH_BATCH
+# Two loops keep two multi-searches in flight: Meilisearch runs each on one thread, so one loop
+# left a core idle while Python scored and stored the previous batch.
+CONCURRENCY = 2
+# An idle loop looks at the queue this often without a NOTIFY (leases that ran out).
+IDLE_WAIT_SECONDS = 2.0
+CHANNEL = "matching_queue"  # NOTIFY of the queue's insert trigger (migration 0003)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    listing_id: UUID
+    version: int
+    document: dict[str, Any]
+
+
+async def enqueue(session: AsyncSession, docs: list[dict[str, Any]]) -> None:
+    """Queue listings that became searchable (search documents), in the caller's transaction.
+    A listing already queued takes the newer version (and any lease on the older one ends)."""
+    if not docs:
+        return
+    # Arrays through unnest, as the indexer records its versions: a multi-row VALUES of a
+    # page's 1,000 listings cost ~1 s of statement building inside the indexer's commit.
+    await session.execute(
+        _ENQUEUE,
+        {
+            "ids": [UUID(doc["listing_id"]) for doc in docs],
+            "versions": [int(doc["version"]) for doc in docs],
+            "documents": [
+                json.dumps({name: doc.get(name) for name in QUEUED_FIELDS}, ensure_ascii=False)
+                for doc in docs
+            ],
+            "at": datetime.now(UTC),
+        },
+    )
+
+
+_ENQUEUE = text(
+    f"INSERT INTO {SCHEMA}.match_queue "
+    "(listing_id, version, document, enqueued_at, lease_until, attempts) "
+    "SELECT id, version, CAST(document AS jsonb), :at, NULL, 0 "
+    "FROM unnest(CAST(:ids AS uuid[]), CAST(:versions AS integer[]), "
+    "CAST(:documents AS text[])) AS page(id, version, document) "
+    "ON CONFLICT (listing_id) DO UPDATE SET version = excluded.version, "
+    "document = excluded.document, enqueued_at = excluded.enqueued_at, lease_until = NULL, "
+    f"attempts = 0 WHERE {SCHEMA}.match_queue.version < excluded.version"
+)
+
+
+async def claim(session: AsyncSession, limit: int, lease_seconds: float) -> list[Claimed]:
+    """Lease up to `limit` queued listings nobody holds (oldest first); the caller commits."""
+    now = datetime.now(UTC)
+    free = (
+        select(col(MatchQueueItem.listing_id))
+        .where(
+            (col(MatchQueueItem.lease_until).is_(None)) | (col(MatchQueueItem.lease_until) < now)
+        )
+        .order_by(col(MatchQueueItem.enqueued_at))
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    rows = await session.execute(
+        update(MatchQueueItem)
+        .where(col(MatchQueueItem.listing_id).in_(free.scalar_subquery()))
+        .values(
+            lease_until=now + timedelta(seconds=lease_seconds),
+            attempts=col(MatchQueueItem.attempts) + 1,
+        )
+        .returning(
+            col(MatchQueueItem.listing_id),
+            col(MatchQueueItem.version),
+            col(MatchQueueItem.document),
+        )
+    )
+    return [Claimed(r[0], r[1], r[2]) for r in rows]
+
+
+async def complete(session: AsyncSession, items: list[Claimed]) -> None:
+    """Remove matched listings, in the transaction that stores their matches (a listing queued
+    again meanwhile has a newer version and stays)."""
+    await session.execute(
+        delete(MatchQueueItem).where(
+            tuple_(col(MatchQueueItem.listing_id), col(MatchQueueItem.version)).in_(
+                [(item.listing_id, item.version) for item in items]
+            )
+        )
+    )
+
+
+async def release(session: AsyncSession, items: list[Claimed]) -> None:
+    """Give up leases (a failed batch is retried at once rather than when its lease ends)."""
+    await session.execute(
+        update(MatchQueueItem)
+        .where(
+            tuple_(col(MatchQueueItem.listing_id), col(MatchQueueItem.version)).in_(
+                [(item.listing_id, item.version) for item in items]
+            )
+        )
+        .values(lease_until=None)
+    )
+
+
+async def pending(session: AsyncSession) -> int:
+    """Listings queued and not matched yet."""
+    count = await session.execute(select(func.count()).select_from(MatchQueueItem))
+    return int(count.scalar_one())
+
+
+class QueueNotifier(FeedNotifier):
+    """Wakes every waiting worker loop when the indexer queues listings (one LISTEN connection;
+    a loop that sleeps does not poll the queue)."""
+
+    def __init__(self, database_url: str) -> None:
+        super().__init__(database_url, channel=CHANNEL)
+        self._waiters: list[asyncio.Event] = []
+
+    def waiter(self) -> asyncio.Event:
+        event = asyncio.Event()
+        self._waiters.append(event)
+        return event
+
+    def _notify(self, *args: object) -> None:
+        super()._notify(*args)
+        for event in self._waiters:
+            event.set()
+
+
+class MatchWorker:
+    def __init__(
+        self,
+        *,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        matcher: Matcher,
+        notifier: QueueNotifier | None = None,
+        batch: int = CLAIM_BATCH,
+        lease_seconds: float = LEASE_SECONDS,
+        concurrency: int = CONCURRENCY,
+    ) -> None:
+        self.sessionmaker = sessionmaker
+        self.matcher = matcher
+        self.notifier = notifier
+        self.batch = batch
+        self.lease_seconds = lease_seconds
+        self.concurrency = concurrency
+
+    async def process(self, items: list[Claimed]) -> int:
+        """Match claimed listings: search (no transaction open), then store the matches and
+        remove the items in one transaction. Returns how many matches were new."""
+        docs = [item.document for item in items]
+        found = await self.matcher.find_demands(docs)
+        async with self.sessionmaker() as session, session.begin():
+            new = await self.matcher.store_listing_matches(session, docs, found)
+            await self.complete(session, items)
+        return new
+
+    async def complete(self, session: AsyncSession, items: list[Claimed]) -> None:
+        await complete(session, items)
+
+    async def run_once(self) -> int:
+        """Claim one batch and match it; how many listings it held (0: the queue is empty)."""
+        async with self.sessionmaker() as session, session.begin():
+            items = await claim(session, self.batch, self.lease_seconds)
+        if not items:
+            return 0
+        try:
+            await self.process(items)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                async with self.sessionmaker() as session, session.begin():
+                    await release(session, items)
+            raise
+        return len(items)
+
+    async def _loop(self) -> None:
+        woken = self.notifier.waiter() if self.notifier is not None else asyncio.Event()
+        delay = 0.5
+        while True:
+            try:
+                woken.clear()  # before the claim: a NOTIFY from here on is not missed
+                while await self.run_once():
+                    delay = 0.5
+                # Until the indexer queues more (NOTIFY), or a while (leases that ran out, a
+                # lost LISTEN connection).
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(woken.wait(), IDLE_WAIT_SECONDS)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning(
+                    "matching paused (%s: %s); retrying in %.1fs", type(exc).__name__, exc, delay
+                )
+                await asyncio.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, 10.0)
+
+    async def run_forever(self) -> None:
+        await asyncio.gather(*(self._loop() for _ in range(self.concurrency)))

@@ -1,0 +1,258 @@
+"""The match queue: the indexer queues newly searchable listings, the match worker matches them
+against the demands. A worker that dies after claiming, or inside the transaction that stores
+the matches, loses no match and writes no `match.created` twice."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from infra.seed.records import SeedRecord, load_records
+from services.matching.demands.matcher import QUEUED_FIELDS, Matcher
+from services.matching.demands.queue import Claimed, MatchWorker, complete, enqueue
+from services.matching.models import Demand, MatchQueueItem
+from support import bearer, new_organization, publish_records, wait_matched
+
+SELLER = "京东方科技集团股份有限公司"
+DEMAND = {
+    "title": "虚拟现实头戴显示技术",
+    "text": "我公司需要虚拟现实头戴显示及交互技术，北京优先",
+}
+
+
+@pytest.fixture(scope="module")
+def vr_records() -> list[SeedRecord]:
+    lawful = [
+        r
+        for r in load_records()
+        if r.asset.legal_status in ("granted", "pending") and r.applicants[0] == SELLER
+    ]
+    assert len(lawful) >= 20
+    return lawful[:20]
+
+
+@pytest.fixture(scope="module")
+async def market(
+    listing: httpx.AsyncClient, matching: httpx.AsyncClient, operator_key: str
+) -> dict[str, Any]:
+    seller_id, _ = await new_organization(listing, operator_key, name=SELLER)
+    buyer_id, buyer = await new_organization(
+        listing, operator_key, name="北京某虚拟现实科技有限公司", kind="enterprise", region="110108"
+    )
+    return {"seller_id": seller_id, "buyer_id": buyer_id, "buyer": buyer}
+
+
+async def feed_events(matching: httpx.AsyncClient, key: str) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    after = "0.0"
+    for _ in range(100):  # bounded: 100 pages of 1,000
+        page = (
+            await matching.get(
+                "/v1/matches/changes", params={"after": after, "limit": 1000}, headers=bearer(key)
+            )
+        ).json()
+        events += page["events"]
+        if not page["events"]:
+            return events
+        after = page["next_cursor"]
+    raise AssertionError("the match feed did not end")
+
+
+async def matches_of(matching: httpx.AsyncClient, key: str, demand_id: str) -> list[Any]:
+    page = await matching.get(
+        f"/v1/demands/{demand_id}/matches", params={"page_size": 100}, headers=bearer(key)
+    )
+    assert page.status_code == 200, page.text
+    items: list[Any] = page.json()["items"]
+    return items
+
+
+async def posted_before(app: FastAPI, organization_id: str) -> Demand:
+    """A demand that was posted before the listings at hand: in PostgreSQL and in the demands
+    index, not yet matched against them (as the API does it, minus its catalogue search)."""
+    demand = Demand(
+        organization_id=UUID(organization_id), title=DEMAND["title"], text=DEMAND["text"]
+    )
+    async with app.state.sessionmaker() as session, session.begin():
+        session.add(demand)
+    matcher: Matcher = app.state.matcher
+    await matcher.index_demand(demand)
+    return demand
+
+
+async def queued_documents(app: FastAPI, count: int) -> list[dict[str, Any]]:
+    """Search documents of listings in the catalogue index (the indexer's own output)."""
+    docs = await app.state.meili.fetch_documents(app.state.index_uid, QUEUED_FIELDS, 0, count)
+    assert len(docs) == count
+    return [{name: doc.get(name) for name in QUEUED_FIELDS} for doc in docs]
+
+
+async def put_leased(app: FastAPI, docs: list[dict[str, Any]], seconds: float) -> list[Claimed]:
+    """Queue `docs` as a worker that claimed them and then stopped would have left them."""
+    async with app.state.sessionmaker() as session, session.begin():
+        for doc in docs:
+            session.add(
+                MatchQueueItem(
+                    listing_id=UUID(doc["listing_id"]),
+                    version=int(doc["version"]),
+                    document=doc,
+                    lease_until=datetime.now(UTC) + timedelta(seconds=seconds),
+                    attempts=1,
+                )
+            )
+    return [Claimed(UUID(d["listing_id"]), int(d["version"]), d) for d in docs]
+
+
+async def wait_for_matches(
+    matching: httpx.AsyncClient, key: str, demand_id: str, count: int, seconds: float = 20.0
+) -> list[Any]:
+    deadline = time.monotonic() + seconds
+    found: list[Any] = []
+    while time.monotonic() < deadline:
+        found = await matches_of(matching, key, demand_id)
+        if len(found) >= count:
+            return found
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{len(found)} of {count} matches after {seconds} s")
+
+
+def created_for(events: list[dict[str, Any]], demand_id: str) -> list[str]:
+    return [e["listing_id"] for e in events if e["demand_id"] == demand_id]
+
+
+async def test_a_published_listing_is_queued_matched_and_announced_once(
+    listing: httpx.AsyncClient,
+    matching: httpx.AsyncClient,
+    market: dict[str, Any],
+    operator_key: str,
+    service_key: str,
+    vr_records: list[SeedRecord],
+) -> None:
+    created = await matching.post("/v1/demands", json=DEMAND, headers=bearer(market["buyer"]))
+    assert created.status_code == 201, created.text
+    demand = created.json()
+    assert await matches_of(matching, market["buyer"], demand["id"]) == []  # empty catalogue
+
+    await publish_records(listing, operator_key, market["seller_id"], vr_records[:10])
+    status = await wait_matched(matching, operator_key)
+    assert status["matches_pending"] == 0
+
+    found = await matches_of(matching, market["buyer"], demand["id"])
+    assert found, "no newly published listing matched"
+    announced = created_for(await feed_events(matching, service_key), demand["id"])
+    assert sorted(announced) == sorted(m["listing_id"] for m in found)  # each exactly once
+    text = next(r for r in found[0]["reasons"] if r["factor"] == "text")
+    # The matched words are words of the listing's title found in the demand.
+    assert text["detail"].startswith("matched: ")
+    for term in text["detail"].removeprefix("matched: ").split(", "):
+        assert term in DEMAND["title"] + DEMAND["text"]
+        assert term in found[0]["listing"]["title_zh"]
+
+
+async def test_a_worker_that_dies_after_claiming_loses_no_match(
+    matching_app: FastAPI,
+    matching: httpx.AsyncClient,
+    market: dict[str, Any],
+    operator_key: str,
+    service_key: str,
+) -> None:
+    await wait_matched(matching, operator_key)
+    demand = await posted_before(matching_app, market["buyer_id"])
+    docs = await queued_documents(matching_app, 10)
+    before = len(await feed_events(matching, service_key))
+
+    # Claimed for 2 s by a worker that died: nobody else takes the listings meanwhile.
+    await put_leased(matching_app, docs, seconds=2.0)
+    await asyncio.sleep(1.0)
+    assert await matches_of(matching, market["buyer"], str(demand.id)) == []
+    status = (await matching.get("/v1/index/status", headers=bearer(operator_key))).json()
+    assert status["matches_pending"] == 10
+
+    # Once the lease has run out, the running worker matches them.
+    await wait_matched(matching, operator_key)
+    found = await matches_of(matching, market["buyer"], str(demand.id))
+    assert found
+    events = await feed_events(matching, service_key)
+    announced = created_for(events, str(demand.id))
+    assert sorted(announced) == sorted(m["listing_id"] for m in found)
+    assert len(events) == before + len(found)
+
+
+class CrashAfterStoring(MatchWorker):
+    """Fails inside the transaction, after the matches and their events were written."""
+
+    async def complete(self, session: AsyncSession, items: list[Claimed]) -> None:
+        await super().complete(session, items)
+        raise RuntimeError("the worker dies before its commit")
+
+
+async def test_a_crash_inside_the_store_transaction_stores_nothing_and_a_rerun_no_duplicate(
+    matching_app: FastAPI,
+    matching: httpx.AsyncClient,
+    market: dict[str, Any],
+    operator_key: str,
+    service_key: str,
+) -> None:
+    await wait_matched(matching, operator_key)
+    demand = await posted_before(matching_app, market["buyer_id"])
+    docs = await queued_documents(matching_app, 10)
+    before = len(await feed_events(matching, service_key))
+    items = await put_leased(matching_app, docs, seconds=3.0)
+
+    crashing = CrashAfterStoring(
+        sessionmaker=matching_app.state.sessionmaker, matcher=matching_app.state.matcher
+    )
+    with pytest.raises(RuntimeError, match="dies before its commit"):
+        await crashing.process(items)
+    # Rolled back whole: no match, no event, the listings still queued.
+    assert await matches_of(matching, market["buyer"], str(demand.id)) == []
+    assert len(await feed_events(matching, service_key)) == before
+    status = (await matching.get("/v1/index/status", headers=bearer(operator_key))).json()
+    assert status["matches_pending"] == 10
+
+    # The lease runs out and the running worker matches them, each announced once.
+    await wait_matched(matching, operator_key)
+    found = await matches_of(matching, market["buyer"], str(demand.id))
+    assert found
+    events = await feed_events(matching, service_key)
+    assert sorted(created_for(events, str(demand.id))) == sorted(m["listing_id"] for m in found)
+    assert len(events) == before + len(found)
+
+    # A batch matched again (a lease that ran out under a slow worker): re-scored, not
+    # announced again.
+    again = MatchWorker(
+        sessionmaker=matching_app.state.sessionmaker, matcher=matching_app.state.matcher
+    )
+    assert await again.process(items) == 0
+    assert len(await feed_events(matching, service_key)) == before + len(found)
+    rescored = await matches_of(matching, market["buyer"], str(demand.id))
+    assert sorted(m["listing_id"] for m in rescored) == sorted(m["listing_id"] for m in found)
+
+
+async def test_a_newer_version_queued_meanwhile_stays_queued(
+    matching_app: FastAPI, matching: httpx.AsyncClient, operator_key: str
+) -> None:
+    """A listing re-published while its older version is being matched keeps its newer entry:
+    the older batch's completion removes only what it matched."""
+    await wait_matched(matching, operator_key)
+    (doc,) = await queued_documents(matching_app, 1)
+    (old,) = await put_leased(matching_app, [doc], seconds=30.0)
+    newer = {**doc, "version": int(doc["version"]) + 1}
+    async with matching_app.state.sessionmaker() as session, session.begin():
+        # One transaction: the running worker cannot take the row meanwhile (it skips locked
+        # rows), so what is seen here is what the two statements did.
+        await enqueue(session, [newer])
+        await complete(session, [old])
+        row = await session.get(MatchQueueItem, old.listing_id)
+        assert row is not None and row.version == newer["version"]
+        assert row.lease_until is None  # the newer version is free to claim at once
+    # ... and the running worker matches it without waiting for the old lease.
+    await wait_matched(matching, operator_key, seconds=10.0)
