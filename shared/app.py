@@ -210,17 +210,29 @@ async def open_database(
 async def open_http_client(
     settings: Settings, mounts: Mapping[str, httpx.AsyncBaseTransport] | None = None
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """The client for calls to other services and Meilisearch.
+    """The client for calls to other services and Meilisearch."""
+    async with http_client(settings, mounts) as client:
+        yield client
+
+
+def http_client(
+    settings: Settings,
+    mounts: Mapping[str, httpx.AsyncBaseTransport] | None = None,
+    *,
+    connections: int = 100,
+) -> httpx.AsyncClient:
+    """An HTTP client for the internal hops (the caller closes it).
 
     Identity encoding: compressing responses on the internal hop costs more than it saves.
     """
-    async with httpx.AsyncClient(
+    return httpx.AsyncClient(
         mounts=dict(mounts or {}),
         timeout=settings.upstream_timeout_seconds,
         headers={"Accept-Encoding": "identity"},
-        limits=httpx.Limits(max_connections=100, max_keepalive_connections=50),
-    ) as client:
-        yield client
+        limits=httpx.Limits(
+            max_connections=connections, max_keepalive_connections=max(1, connections // 2)
+        ),
+    )
 
 
 @asynccontextmanager

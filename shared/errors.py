@@ -217,6 +217,10 @@ _UNAVAILABLE_ASYNCPG = (
     asyncpg.exceptions.CrashShutdownError,
     asyncpg.exceptions.TooManyConnectionsError,
     asyncpg.exceptions.InterfaceError,
+    # An idle connection that has received PostgreSQL's shutdown notice but not yet the end of
+    # the stream is not marked closed; the next statement on it finds the protocol still
+    # consuming that error ("another operation is in progress").
+    asyncpg.exceptions.InternalClientError,
 )
 
 

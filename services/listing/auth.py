@@ -58,7 +58,14 @@ class DatabaseAuthenticator:
         # One statement needs no transaction: the driver runs it alone (no BEGIN, no ROLLBACK).
         async with self.engine.connect() as connection:
             raw = await connection.get_raw_connection()
-            row = await raw.driver_connection.fetchrow(KEY_WITH_ORGANIZATION, prefix)  # type: ignore[union-attr]
+            try:
+                row = await raw.driver_connection.fetchrow(KEY_WITH_ORGANIZATION, prefix)  # type: ignore[union-attr]
+            except BaseException:
+                # Outside a transaction the pool's reset sends nothing, so a connection left
+                # mid-operation by a failure (a PostgreSQL restart) would go back to the pool
+                # and fail the next request with "another operation is in progress".
+                await connection.invalidate()
+                raise
         if row is None or row["revoked_at"] is not None:
             return None
         if not hashes_match(row["key_hash"], plaintext):

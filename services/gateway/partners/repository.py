@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlmodel import col
 
 from services.gateway.models import InboundEvent, Partner, RejectedEvent
@@ -19,6 +19,8 @@ __all__ = [
     "InboxRepository",
     "PartnerRepository",
     "RejectedEventRepository",
+    "claim_alone",
+    "finish_alone",
 ]
 
 
@@ -115,25 +117,90 @@ class ClaimedEvent:
     attempts: int
 
 
-_CLAIM = text(
-    """
+# Due events, at most one per offer (the oldest version pending, and none while another of
+# the same offer is in flight), row-locked (SKIP LOCKED: replicas never claim one event twice);
+# those whose version is not newer than one already applied for their offer are marked stale
+# (never sent); the others leased. The leased rows come back with their partner's name and
+# region, and every row carries how many were marked stale. One statement, on its own: the
+# claim loop runs it whenever an inbox slot frees, and it is the loop's only step.
+CLAIM = """
+WITH candidates AS (
     SELECT e.id, e.offer_key, e.source_version
     FROM gateway.inbound_events AS e
     WHERE e.status = 'pending'
-      AND e.next_attempt_at <= :now
-      AND (e.lease_until IS NULL OR e.lease_until < :now)
+      AND e.next_attempt_at <= $1
+      AND (e.lease_until IS NULL OR e.lease_until < $1)
       AND NOT EXISTS (
         SELECT 1 FROM gateway.inbound_events AS o
         WHERE o.offer_key = e.offer_key
           AND o.status = 'pending'
           AND o.id <> e.id
-          AND ((o.source_version, o.id) < (e.source_version, e.id) OR o.lease_until >= :now)
+          AND ((o.source_version, o.id) < (e.source_version, e.id) OR o.lease_until >= $1)
       )
     ORDER BY e.next_attempt_at, e.id
-    LIMIT :limit
+    LIMIT $2
     FOR UPDATE OF e SKIP LOCKED
-    """
+),
+checked AS (
+    SELECT c.id, c.source_version, (
+        SELECT max(a.source_version) FROM gateway.inbound_events AS a
+        WHERE a.status = 'applied' AND a.offer_key = c.offer_key
+    ) AS applied
+    FROM candidates AS c
+),
+staled AS (
+    UPDATE gateway.inbound_events AS e
+    SET status = 'stale', processed_at = $1, lease_until = NULL,
+        error = 'version ' || k.source_version || ' is not newer than version '
+            || k.applied || ', already applied'
+    FROM checked AS k
+    WHERE e.id = k.id AND k.source_version <= k.applied
+    RETURNING e.id
+),
+leased AS (
+    UPDATE gateway.inbound_events AS e
+    SET lease_until = $3
+    FROM checked AS k
+    WHERE e.id = k.id AND (k.applied IS NULL OR k.source_version > k.applied)
+    RETURNING e.id, e.partner_code, e.event_id, e.source, e.source_version, e.offer_key,
+              e.document, e.attempts
 )
+SELECT l.id, l.partner_code, p.name AS partner_name, p.region AS partner_region, l.event_id,
+       l.source, l.source_version, l.offer_key, l.document, l.attempts, s.n AS stale
+FROM (SELECT count(*) AS n FROM staled) AS s
+LEFT JOIN (leased AS l JOIN gateway.partners AS p ON p.code = l.partner_code) ON true
+ORDER BY l.id
+"""
+
+
+async def claim_alone(
+    engine: AsyncEngine, now: datetime, limit: int, lease: timedelta
+) -> tuple[list[ClaimedEvent], int]:
+    """Due events (see CLAIM), leased for `lease`, and how many were marked stale on the way
+    (their version is not newer than one already applied for their offer, so they are never
+    sent). One statement straight to the driver, with no transaction around it."""
+    async with engine.connect() as connection:
+        raw = await connection.get_raw_connection()
+        driver: Any = raw.driver_connection
+        rows = await driver.fetch(CLAIM, now, limit, now + lease)
+    stale = int(rows[0]["stale"]) if rows else 0
+    claimed = [
+        ClaimedEvent(
+            id=row["id"],
+            partner_code=row["partner_code"],
+            partner_name=row["partner_name"],
+            partner_region=row["partner_region"],
+            event_id=row["event_id"],
+            source=row["source"],
+            source_version=row["source_version"],
+            offer_key=row["offer_key"],
+            document=row["document"],
+            attempts=row["attempts"],
+        )
+        for row in rows
+        if row["id"] is not None
+    ]
+    return claimed, stale
 
 
 class InboxRepository:
@@ -173,69 +240,6 @@ class InboxRepository:
         )
         return (await self.session.execute(statement)).scalar_one_or_none() is not None
 
-    async def claim(
-        self, now: datetime, limit: int, lease: timedelta
-    ) -> tuple[list[ClaimedEvent], int]:
-        """Due events, at most one per offer (the oldest version pending, and none while
-        another of the same offer is in flight), leased for `lease`; and how many were marked
-        stale on the way (their version is not newer than one already applied for their
-        offer, so they are never sent)."""
-        rows = list(await self.session.execute(_CLAIM, {"now": now, "limit": limit}))
-        if not rows:
-            return [], 0
-        keys = sorted({row.offer_key for row in rows})
-        applied: dict[str, int] = dict(
-            (
-                await self.session.execute(
-                    select(col(InboundEvent.offer_key), func.max(col(InboundEvent.source_version)))
-                    .where(
-                        col(InboundEvent.status) == "applied",
-                        col(InboundEvent.offer_key).in_(keys),
-                    )
-                    .group_by(col(InboundEvent.offer_key))
-                )
-            ).all()
-        )
-        stale = [row for row in rows if row.source_version <= applied.get(row.offer_key, 0)]
-        for row in stale:
-            await self.finish(
-                row.id,
-                "stale",
-                f"version {row.source_version} is not newer than version "
-                f"{applied[row.offer_key]}, already applied",
-                now,
-            )
-        due = [row.id for row in rows if row.source_version > applied.get(row.offer_key, 0)]
-        if not due:
-            return [], len(stale)
-        await self.session.execute(
-            update(InboundEvent)
-            .where(col(InboundEvent.id).in_(due))
-            .values(lease_until=now + lease)
-        )
-        result = await self.session.execute(
-            select(InboundEvent, col(Partner.name), col(Partner.region))
-            .join(Partner, col(Partner.code) == col(InboundEvent.partner_code))
-            .where(col(InboundEvent.id).in_(due))
-            .order_by(col(InboundEvent.id))
-        )
-        claimed = [
-            ClaimedEvent(
-                id=event.id or 0,
-                partner_code=event.partner_code,
-                partner_name=name,
-                partner_region=region,
-                event_id=event.event_id,
-                source=event.source,
-                source_version=event.source_version,
-                offer_key=event.offer_key,
-                document=event.document,
-                attempts=event.attempts,
-            )
-            for event, name, region in result.all()
-        ]
-        return claimed, len(stale)
-
     async def finish(self, event_id: int, status: str, error: str | None, now: datetime) -> None:
         await self.session.execute(
             update(InboundEvent)
@@ -269,6 +273,24 @@ class InboxRepository:
             .order_by(col(InboundEvent.id))
         )
         return list(result.scalars())
+
+
+FINISH = (
+    "UPDATE gateway.inbound_events"
+    " SET status = $2, error = $3, processed_at = $4, lease_until = NULL WHERE id = $1"
+)
+
+
+async def finish_alone(
+    engine: AsyncEngine, event_id: int, status: str, error: str | None, now: datetime
+) -> None:
+    """`InboxRepository.finish` as one statement on its own, straight to the driver: it needs no
+    transaction around it (one round trip instead of BEGIN, UPDATE, COMMIT), and the inbox
+    worker records one outcome per push."""
+    async with engine.connect() as connection:
+        raw = await connection.get_raw_connection()
+        driver: Any = raw.driver_connection
+        await driver.execute(FINISH, event_id, status, error, now)
 
 
 class RejectedEventRepository:

@@ -29,7 +29,7 @@ import contextlib
 import json
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -38,7 +38,7 @@ from urllib.parse import quote
 import httpx
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.gateway.models import Partner, RejectedEvent
 from services.gateway.partners import service
@@ -47,7 +47,10 @@ from services.gateway.partners.repository import (
     InboxRepository,
     PartnerRepository,
     RejectedEventRepository,
+    claim_alone,
+    finish_alone,
 )
+from shared.app import http_client
 from shared.contracts.offers import OfferUpsertResult
 from shared.db import record_when_reachable
 from shared.errors import FieldError
@@ -100,6 +103,36 @@ def backoff_seconds(failures: int, base: float, cap: float) -> float:
 # --------------------------------------------------------------------------------------------
 
 
+class _Lanes:
+    """One HTTP client of one connection to listing per inbox slot, lent to one call at a time.
+
+    httpcore's pool looks at every connection it holds (a socket poll each, and a count of the
+    idle ones for each idle one) when a request starts and when a response is closed: over the
+    shared client's pool of 32+ connections to listing that scan cost the gateway more than the
+    rest of a push's handling."""
+
+    def __init__(self, app: FastAPI, size: int) -> None:
+        settings: Settings = app.state.settings
+        mounts = getattr(app.state, "http_mounts", None)
+        self._free: asyncio.Queue[httpx.AsyncClient] = asyncio.Queue()
+        self._all = [http_client(settings, mounts, connections=1) for _ in range(size)]
+        for client in self._all:
+            self._free.put_nowait(client)
+
+    @contextlib.asynccontextmanager
+    async def lend(self) -> AsyncIterator[httpx.AsyncClient]:
+        client = await self._free.get()
+        try:
+            yield client
+        finally:
+            self._free.put_nowait(client)
+
+    async def aclose(self) -> None:
+        for client in self._all:
+            with contextlib.suppress(Exception):
+                await client.aclose()
+
+
 async def run_inbox(app: FastAPI) -> None:
     """Apply inbox events to listing until cancelled: up to `inbox_batch` at once, a free slot
     refilled as soon as an event is done (not when the slowest of a batch is)."""
@@ -107,6 +140,7 @@ async def run_inbox(app: FastAPI) -> None:
     settings: Settings = app.state.settings
     notifier = FeedNotifier(settings.database_url, channel=INBOX_CHANNEL)
     await notifier.start()
+    lanes = _Lanes(app, config.inbox_batch)
     in_flight: set[asyncio.Task[None]] = set()
     try:
         while True:
@@ -122,7 +156,7 @@ async def run_inbox(app: FastAPI) -> None:
                     await asyncio.sleep(config.inbox_poll_seconds)
                     continue
                 for event in claimed:
-                    task = asyncio.create_task(_apply(app, config, event))
+                    task = asyncio.create_task(_apply(app, config, lanes, event))
                     in_flight.add(task)
                     task.add_done_callback(in_flight.discard)
                 if (claimed or stale) and len(in_flight) < config.inbox_batch:
@@ -137,19 +171,18 @@ async def run_inbox(app: FastAPI) -> None:
         for task in in_flight:
             task.cancel()  # _apply gives its lease back
         await asyncio.gather(*in_flight, return_exceptions=True)
+        await lanes.aclose()
         await notifier.stop()
 
 
 async def _claim(
     app: FastAPI, config: PartnerSyncConfig, limit: int
 ) -> tuple[list[ClaimedEvent], int]:
-    """Due events, leased in a transaction that commits before any HTTP call: the leases hold
+    """Due events, leased in a statement that commits before any HTTP call: the leases hold
     the rows, no row lock is kept across the calls."""
-    maker: async_sessionmaker[AsyncSession] = app.state.sessionmaker
-    async with maker() as session, session.begin():
-        return await InboxRepository(session).claim(
-            utcnow(), limit, timedelta(seconds=config.inbox_lease_seconds)
-        )
+    return await claim_alone(
+        app.state.engine, utcnow(), limit, timedelta(seconds=config.inbox_lease_seconds)
+    )
 
 
 def _problem_errors(response: httpx.Response) -> tuple[str, list[FieldError]]:
@@ -171,15 +204,19 @@ def _problem_errors(response: httpx.Response) -> tuple[str, list[FieldError]]:
     return detail, errors
 
 
-async def _apply(app: FastAPI, config: PartnerSyncConfig, event: ClaimedEvent) -> None:
+async def _apply(
+    app: FastAPI, config: PartnerSyncConfig, lanes: _Lanes, event: ClaimedEvent
+) -> None:
     """One inbox event to listing; its outcome recorded. Never raises (a failure to record
     leaves the lease to expire, and the event is tried again)."""
     maker: async_sessionmaker[AsyncSession] = app.state.sessionmaker
     try:
-        outcome = await _put_offer(app, event)
+        async with lanes.lend() as http:
+            outcome = await _put_offer(app, http, event)
         # The outcome is known: record it as soon as PostgreSQL answers (within the lease).
         await record_when_reachable(
-            lambda: _record(maker, config, event, outcome), config.inbox_lease_seconds / 2
+            lambda: _record(maker, app.state.engine, config, event, outcome),
+            config.inbox_lease_seconds / 2,
         )
     except asyncio.CancelledError:
         await _released(maker, lambda session: InboxRepository(session).release(event.id))
@@ -190,25 +227,28 @@ async def _apply(app: FastAPI, config: PartnerSyncConfig, event: ClaimedEvent) -
 
 async def _record(
     maker: async_sessionmaker[AsyncSession],
+    engine: AsyncEngine,
     config: PartnerSyncConfig,
     event: ClaimedEvent,
     outcome: OfferUpsertResult | tuple[str, list[FieldError]] | str,
 ) -> None:
-    """One inbox event's outcome, in one transaction."""
+    """One inbox event's outcome, in one transaction (an applied or stale one: one statement)."""
+    now = utcnow()
+    if isinstance(outcome, OfferUpsertResult):
+        if outcome.applied:
+            await finish_alone(engine, event.id, "applied", None, now)
+        else:
+            await finish_alone(
+                engine,
+                event.id,
+                "stale",
+                f"listing already holds version {outcome.source_version}",
+                now,
+            )
+        return
     async with maker() as session, session.begin():
         inbox = InboxRepository(session)
-        now = utcnow()
-        if isinstance(outcome, OfferUpsertResult):
-            if outcome.applied:
-                await inbox.finish(event.id, "applied", None, now)
-            else:
-                await inbox.finish(
-                    event.id,
-                    "stale",
-                    f"listing already holds version {outcome.source_version}",
-                    now,
-                )
-        elif isinstance(outcome, tuple):
+        if isinstance(outcome, tuple):
             detail, errors = outcome
             await inbox.finish(event.id, "rejected", detail, now)
             await RejectedEventRepository(session).add(
@@ -249,12 +289,11 @@ async def _released(
 
 
 async def _put_offer(
-    app: FastAPI, event: ClaimedEvent
+    app: FastAPI, http: httpx.AsyncClient, event: ClaimedEvent
 ) -> OfferUpsertResult | tuple[str, list[FieldError]] | str:
     """The upsert's result; (detail, errors) when listing refuses the offer; a reason string
     when it should be tried again."""
     settings: Settings = app.state.settings
-    http: httpx.AsyncClient = app.state.http
     source: dict[str, Any] = event.document["source"]
     url = (
         f"{settings.listing_url}/v1/offers/{quote(str(source['exchange']), safe='')}"

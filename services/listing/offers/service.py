@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -15,13 +15,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.listing.assets import service as assets
 from services.listing.assets.repository import AssetRepository
 from services.listing.assets.rules import normalize_asset
-from services.listing.listings.documents import TERMS_COLUMNS, terms_columns
+from services.listing.listings.documents import (
+    TERMS_COLUMNS,
+    OfferState,
+    asset_json,
+    document_data,
+    terms_columns,
+)
 from services.listing.listings.rules import VISIBLE, check_publishable, check_terms
-from services.listing.listings.service import Context, audit, document, emit
-from services.listing.models import Asset, Listing, Organization
-from services.listing.offers.repository import OfferRepository
+from services.listing.listings.service import Context, document
+from services.listing.models import Organization
+from services.listing.offers.repository import OfferRepository, OfferWriter
 from shared.contracts.catalogue import (
     OUR_EXCHANGE,
+    AssetDocument,
     CatalogueDocument,
     ListingStatus,
     TransactionTerms,
@@ -179,14 +186,14 @@ def _missing_exchange(code: str, name: str | None, region: str | None) -> Unproc
     return UnprocessableEntity("; ".join(e.message for e in errors), errors=errors)
 
 
-def _stale(listing: Listing, doc: CatalogueDocument) -> bool:
-    return listing.source_version is not None and listing.source_version >= doc.source.version
+def _stale(source_version: int | None, doc: CatalogueDocument) -> bool:
+    return source_version is not None and source_version >= doc.source.version
 
 
 def _columns(
     doc: CatalogueDocument,
-    asset: Asset,
-    seller: Organization,
+    asset_id: UUID,
+    seller_id: UUID,
     published_before: datetime | None,
     now: datetime,
 ) -> dict[str, Any]:
@@ -194,8 +201,8 @@ def _columns(
     if published_at is None and doc.status in PUBLIC:
         published_at = now
     return {
-        "asset_id": asset.id,
-        "seller_id": seller.id,
+        "asset_id": asset_id,
+        "seller_id": seller_id,
         "seller_name": doc.seller,
         "source_url": doc.source.url,
         "source_version": doc.source.version,
@@ -222,20 +229,45 @@ def _event_type(before: str | None, after: str) -> EventType:
     return "listing.updated"
 
 
-def _result(listing: Listing, asset: Asset, applied: bool) -> OfferUpsertResult:
-    assert listing.source_version is not None
+def _result(listing: dict[str, Any], asset: dict[str, Any], *, applied: bool) -> OfferUpsertResult:
+    assert listing["source_version"] is not None
     return OfferUpsertResult(
-        listing_id=listing.id,
-        asset_id=asset.id,
-        version=listing.version,
-        source_version=listing.source_version,
+        listing_id=listing["id"],
+        asset_id=asset["id"],
+        version=listing["version"],
+        source_version=listing["source_version"],
         applied=applied,
-        needs_review=asset.needs_review,
+        needs_review=asset["needs_review"],
     )
 
 
-async def _unchanged(ctx: Context, listing: Listing) -> OfferUpsertResult:
-    return _result(listing, await assets.get(ctx.session, listing.asset_id), applied=False)
+async def _exchange_row(
+    ctx: Context, exchange: str, name: str | None, region: str | None
+) -> dict[str, Any]:
+    """The exchange's organisation, created (verified) the first time its code is seen."""
+    if name is None or region is None:
+        raise _missing_exchange(exchange, name, region)
+    created = await OfferRepository(ctx.session).insert_exchange(
+        Organization(name=name, kind="exchange", region=region, code=exchange, verified=True)
+    )
+    return {"id": created.id, "name": created.name}
+
+
+async def _asset_row(
+    ctx: Context, asset_doc: AssetDocument, seller_id: UUID, now: datetime
+) -> tuple[dict[str, Any], bool]:
+    """The asset of this right: registered by the exchange when new, else the stored one."""
+    return await AssetRepository(ctx.session).insert_or_get_values(
+        {
+            "id": uuid4(),
+            **assets.row_values(asset_doc),
+            "registered_by": seller_id,
+            "needs_review": False,
+            "version": 1,
+            "created_at": now,
+            "updated_at": now,
+        }
+    )
 
 
 async def upsert(
@@ -262,6 +294,9 @@ async def upsert(
       events in version order); the first insert wins the unique constraint.
     - An ended right is refused (409, `right_not_in_force`) when offered as published; the
       exclusive-licence rule is not applied across exchanges (see `_refuse_if_ended`).
+
+    Written without ORM objects, straight to the driver (`OfferWriter`): the partner intake
+    sends every push here.
     """
     _check_request(exchange, listing_id, doc)
     region = _exchange_region(exchange_region)
@@ -274,91 +309,133 @@ async def upsert(
         doc.transaction,
         ctx.today,
     )
-    offers = OfferRepository(ctx.session)
+    writer = OfferWriter(ctx.session)
     # First, before any write: a transaction takes its id at its first write, and the change
     # feed is ordered by transaction id, so writers of one offer must queue before they write or
     # a later version could precede an earlier one in the feed.
-    await offers.serialize(exchange, listing_id)
-    stored: Listing | None = None
-    seller = await offers.exchange(exchange)
+    seller = await writer.lock_and_exchange(exchange, listing_id)
+    found = None
     if seller is None:
-        if exchange_name is None or region is None:
-            raise _missing_exchange(exchange, exchange_name, region)
-        seller = await offers.insert_exchange(
-            Organization(
-                name=exchange_name, kind="exchange", region=region, code=exchange, verified=True
-            )
-        )
+        seller = await _exchange_row(ctx, exchange, exchange_name, region)
     else:
-        stored = await offers.offer(exchange, listing_id, lock=True)
-        if stored is not None and _stale(stored, doc):
-            return await _unchanged(ctx, stored)
+        found = await writer.offer(exchange, listing_id)
+        if found is not None and _stale(found[0]["source_version"], doc):
+            return _result(*found, applied=False)
 
-    asset, created_asset = await AssetRepository(ctx.session).insert_or_get(
-        Asset(**assets.row_values(asset_doc), registered_by=seller.id)
-    )
     now = datetime.now(UTC)
-    inserted = False
-    if stored is None:
-        fresh = Listing(
-            exchange=exchange,
-            external_id=listing_id,
-            created_at=now,
-            updated_at=now,
-            **_columns(doc, asset, seller, None, now),
-        )
-        inserted = await offers.insert_offer(fresh)
-        stored = await offers.offer(exchange, listing_id, lock=True)
-        assert stored is not None
-        if not inserted and _stale(stored, doc):
-            return await _unchanged(ctx, stored)
-    listing = stored
-
+    if found is not None and (found[1]["kind"], found[1]["identifier"]) == (
+        asset_doc.kind,
+        asset_doc.identifier,
+    ):
+        # The offer's own asset: registering it again would only find it.
+        asset, created_asset = found[1], False
+    else:
+        asset, created_asset = await _asset_row(ctx, asset_doc, seller["id"], now)
     if not created_asset:
         _refuse_if_ended(
             doc.status,
-            asset.legal_status,
-            asset.expires_on,
-            asset.encumbrances,
+            asset["legal_status"],
+            asset["expires_on"],
+            asset["encumbrances"],
             doc.transaction,
             ctx.today,
         )
         theirs = {h.name for h in asset_doc.holders}
-        ours = {str(h.get("name")) for h in asset.holders}
-        if theirs != ours and not asset.needs_review:
-            asset.needs_review = True
-            asset.updated_at = now
+        ours = {str(h.get("name")) for h in asset["holders"]}
+        if theirs != ours and not asset["needs_review"]:
+            await writer.flag_asset(asset["id"], now)
+            asset = {**asset, "needs_review": True, "updated_at": now}
 
-    before_status: str | None
-    if inserted:
-        before_status = None
-        changes = {
-            name: [None, _json(getattr(listing, name))]
-            for name in PARTNER_COLUMNS
-            if getattr(listing, name) is not None
+    history = {
+        "action": "partner_upsert",
+        "actor_organization_id": ctx.principal.organization_id,
+        "actor_key_id": ctx.principal.key_id,
+        "actor_roles": sorted(ctx.principal.roles),
+        "reason": None,
+        "at": now,
+    }
+    if found is None:
+        new_id = uuid4()
+        columns = _columns(doc, asset["id"], seller["id"], None, now)
+        listing = {
+            "id": new_id,
+            "exchange": exchange,
+            "external_id": listing_id,
+            **columns,
+            "pledge_disclosed": False,
+            "rejection_reason": None,
+            "version": 1,
+            "created_at": now,
+            "updated_at": now,
         }
-    else:
-        before_status = listing.status
-        changes = {}
-        for name, value in _columns(doc, asset, seller, listing.published_at, now).items():
-            old = getattr(listing, name)
-            if old != value:
-                changes[name] = [_json(old), _json(value)]
-                setattr(listing, name, value)
-        listing.version += 1
-        listing.updated_at = now
-        listing.rejection_reason = None
-    audit(ctx, listing, "partner_upsert", changes)
-    emit(
-        ctx.session,
-        _event_type(before_status, listing.status),
-        listing,
-        asset,
-        seller,
-        ctx.catalogue_url,
+        changes = {
+            name: [None, _json(columns[name])]
+            for name in PARTNER_COLUMNS
+            if columns[name] is not None
+        }
+        event_type = _event_type(None, listing["status"])
+        inserted = await writer.insert(
+            listing,
+            history={**history, "version": 1, "changes": changes},
+            event=_event(event_type, listing, asset, seller["name"], ctx.catalogue_url, now),
+        )
+        if inserted:
+            return _result(listing, asset, applied=True)
+        # Inserted meanwhile by a writer that did not queue: update it as any stored offer.
+        found = await writer.offer(exchange, listing_id)
+        assert found is not None
+        if _stale(found[0]["source_version"], doc):
+            return _result(*found, applied=False)
+
+    stored = found[0]
+    changed: dict[str, Any] = {}
+    changes = {}
+    for name, value in _columns(
+        doc, asset["id"], seller["id"], stored["published_at"], now
+    ).items():
+        if stored[name] != value:
+            changes[name] = [_json(stored[name]), _json(value)]
+            changed[name] = value
+    changed |= {"version": stored["version"] + 1, "updated_at": now, "rejection_reason": None}
+    listing = {**stored, **changed}
+    await writer.update(
+        stored["id"],
+        changed,
+        history={**history, "version": listing["version"], "changes": changes},
+        event=_event(
+            _event_type(stored["status"], listing["status"]),
+            listing,
+            asset,
+            seller["name"],
+            ctx.catalogue_url,
+            now,
+        ),
     )
-    await ctx.session.flush()
     return _result(listing, asset, applied=True)
+
+
+def _event(
+    type: EventType,
+    listing: dict[str, Any],
+    asset: dict[str, Any],
+    seller_name: str,
+    catalogue_url: str,
+    now: datetime,
+) -> dict[str, Any]:
+    """The outbox row of a change (without its `entity_id`), as `events.record` writes it."""
+    return {
+        "entity": "listing",
+        "type": type,
+        "version": listing["version"],
+        "payload": {
+            "data": document_data(
+                OfferState.of(listing, seller_name), asset_json(asset), catalogue_url
+            ),
+            "asset_id": str(asset["id"]),
+            "seller_id": str(listing["seller_id"]),
+        },
+        "occurred_at": now,
+    }
 
 
 async def asset_offers(
