@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -54,6 +55,7 @@ __all__ = [
     "optional_timestamp",
     "record_when_reachable",
     "schema_revision",
+    "statement_connection",
     "utcnow",
 ]
 
@@ -134,6 +136,23 @@ async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
     driver = raw.driver_connection
     session.info[_DRIVER_CONNECTION] = (session.sync_session.get_transaction(), driver)
     return driver
+
+
+@asynccontextmanager
+async def statement_connection(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled asyncpg connection for statements that need no transaction around them (each
+    commits on its own: no BEGIN, no ROLLBACK round trips)."""
+    async with engine.connect() as connection:
+        raw = await connection.get_raw_connection()
+        driver: asyncpg.Connection = raw.driver_connection
+        try:
+            yield driver
+        except BaseException:
+            # Outside a transaction the pool's reset sends nothing, so a connection left
+            # mid-operation by a failure (a PostgreSQL restart) would go back to the pool and
+            # fail the next checkout with "another operation is in progress".
+            await connection.invalidate()
+            raise
 
 
 def asyncpg_connect_kwargs(database_url: str) -> dict[str, Any]:

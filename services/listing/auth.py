@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.listing.models import Organization
 from shared.auth import Principal, environment_principal, hashes_match, key_prefix
 from shared.contracts.auth import Role
+from shared.db import statement_connection
 from shared.settings import Settings
 
 # The key and its organisation in one statement: the caller's organisation is needed by most
@@ -55,17 +56,8 @@ class DatabaseAuthenticator:
         if prefix is None:
             return None
         # Uncached on purpose: a revoked key stops working at once on the system of record.
-        # One statement needs no transaction: the driver runs it alone (no BEGIN, no ROLLBACK).
-        async with self.engine.connect() as connection:
-            raw = await connection.get_raw_connection()
-            try:
-                row = await raw.driver_connection.fetchrow(KEY_WITH_ORGANIZATION, prefix)  # type: ignore[union-attr]
-            except BaseException:
-                # Outside a transaction the pool's reset sends nothing, so a connection left
-                # mid-operation by a failure (a PostgreSQL restart) would go back to the pool
-                # and fail the next request with "another operation is in progress".
-                await connection.invalidate()
-                raise
+        async with statement_connection(self.engine) as connection:
+            row = await connection.fetchrow(KEY_WITH_ORGANIZATION, prefix)
         if row is None or row["revoked_at"] is not None:
             return None
         if not hashes_match(row["key_hash"], plaintext):

@@ -21,6 +21,7 @@ from shared.db import (
     create_engine,
     create_sessionmaker,
     driver_connection,
+    statement_connection,
 )
 from shared.settings import Settings
 from support import (
@@ -240,3 +241,24 @@ async def test_driver_statements_follow_each_transaction_of_a_session(
         "SELECT key FROM listing.idempotency_keys WHERE organization_id = $1", owner
     )
     assert [r["key"] for r in kept] == ["committed"]
+
+
+async def test_a_statement_connection_that_failed_is_not_reused(settings: Settings) -> None:
+    """statement_connection hands a failed connection back invalidated (outside a transaction
+    the pool's reset sends nothing, so one left mid-operation would fail the next request)."""
+    engine = create_engine(
+        settings.model_copy(update={"db_pool_size": 1, "db_max_overflow": 0}),
+        application_name="ipx-statement-test",
+    )
+    try:
+        async with statement_connection(engine) as connection:
+            first = await connection.fetchval("SELECT pg_backend_pid()")
+        async with statement_connection(engine) as connection:
+            assert await connection.fetchval("SELECT pg_backend_pid()") == first  # pooled
+        with pytest.raises(asyncpg.PostgresError):
+            async with statement_connection(engine) as connection:
+                await connection.execute("SELECT * FROM no_such_table")
+        async with statement_connection(engine) as connection:
+            assert await connection.fetchval("SELECT pg_backend_pid()") != first
+    finally:
+        await engine.dispose()

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlmodel import col
 
 from services.gateway.models import InboundEvent, Partner, RejectedEvent
+from shared.db import statement_connection
 
 __all__ = [
     "ClaimedEvent",
@@ -179,10 +180,8 @@ async def claim_alone(
     """Due events (see CLAIM), leased for `lease`, and how many were marked stale on the way
     (their version is not newer than one already applied for their offer, so they are never
     sent). One statement straight to the driver, with no transaction around it."""
-    async with engine.connect() as connection:
-        raw = await connection.get_raw_connection()
-        driver: Any = raw.driver_connection
-        rows = await driver.fetch(CLAIM, now, limit, now + lease)
+    async with statement_connection(engine) as connection:
+        rows = await connection.fetch(CLAIM, now, limit, now + lease)
     stale = int(rows[0]["stale"]) if rows else 0
     claimed = [
         ClaimedEvent(
@@ -287,10 +286,8 @@ async def finish_alone(
     """`InboxRepository.finish` as one statement on its own, straight to the driver: it needs no
     transaction around it (one round trip instead of BEGIN, UPDATE, COMMIT), and the inbox
     worker records one outcome per push."""
-    async with engine.connect() as connection:
-        raw = await connection.get_raw_connection()
-        driver: Any = raw.driver_connection
-        await driver.execute(FINISH, event_id, status, error, now)
+    async with statement_connection(engine) as connection:
+        await connection.execute(FINISH, event_id, status, error, now)
 
 
 class RejectedEventRepository:
