@@ -26,6 +26,11 @@ class FeedNotifier:
     def __init__(self, database_url: str, channel: str) -> None:
         self.channel = channel
         self._connect_kwargs = asyncpg_connect_kwargs(database_url)
+        # One event per generation: a NOTIFY sets the current one and starts the next, so a
+        # reader that marked the generation before its query cannot miss a NOTIFY that arrives
+        # while the query runs (clearing a shared flag before waiting lost those: the reader
+        # then slept a whole re-check although its rows had committed).
+        self._generation = 0
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -39,7 +44,13 @@ class FeedNotifier:
                 await self._task
 
     def _notify(self, *args: object) -> None:
+        self._generation += 1
         self._changed.set()
+        self._changed = asyncio.Event()
+
+    def mark(self) -> int:
+        """Taken before reading: `wait(since=mark)` returns at once if a NOTIFY came after it."""
+        return self._generation
 
     async def _listen(self) -> None:
         while True:
@@ -49,7 +60,7 @@ class FeedNotifier:
                 closed = asyncio.Event()
                 conn.add_termination_listener(lambda _conn, closed=closed: closed.set())
                 await conn.add_listener(self.channel, self._notify)
-                self._changed.set()  # events may have arrived while we were not listening
+                self._notify()  # events may have arrived while we were not listening
                 await closed.wait()
             except asyncio.CancelledError:
                 raise
@@ -61,9 +72,11 @@ class FeedNotifier:
                     with contextlib.suppress(Exception):
                         await conn.close(timeout=1)
 
-    async def wait(self, seconds: float) -> None:
-        """Until events may have committed, or `seconds` (at most RECHECK_SECONDS) pass."""
-        self._changed.clear()
+    async def wait(self, seconds: float, *, since: int) -> None:
+        """Until events may have committed after the generation `since` (see `mark`), or
+        `seconds` (at most RECHECK_SECONDS) pass."""
+        if self._generation != since:
+            return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._changed.wait(), min(seconds, RECHECK_SECONDS))
 
@@ -76,8 +89,9 @@ async def long_poll(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     while True:
+        mark = notifier.mark()
         rows = await read()
         remaining = deadline - loop.time()
         if rows or remaining <= 0:
             return rows
-        await notifier.wait(remaining)
+        await notifier.wait(remaining, since=mark)

@@ -144,6 +144,7 @@ async def run_inbox(app: FastAPI) -> None:
     in_flight: set[asyncio.Task[None]] = set()
     try:
         while True:
+            mark = notifier.mark()
             room = config.inbox_batch - len(in_flight)
             if room > 0:
                 try:
@@ -162,7 +163,7 @@ async def run_inbox(app: FastAPI) -> None:
                 if (claimed or stale) and len(in_flight) < config.inbox_batch:
                     continue  # more may be due
             # Until an event is done (a slot frees) or new events may have arrived.
-            woken = asyncio.create_task(notifier.wait(config.inbox_poll_seconds))
+            woken = asyncio.create_task(notifier.wait(config.inbox_poll_seconds, since=mark))
             try:
                 await asyncio.wait({woken, *in_flight}, return_when=asyncio.FIRST_COMPLETED)
             finally:

@@ -270,6 +270,7 @@ class DeliveryWorker:
         try:
             while True:
                 self._wake.clear()
+                mark = notifier.mark() if notifier is not None else 0
                 free = self.concurrency - len(self._tasks)
                 claimed: list[Claimed] = []
                 if free > 0:
@@ -285,7 +286,7 @@ class DeliveryWorker:
                         self._spawn(item, allow)
                 if free > 0 and len(claimed) == free:
                     continue  # a full batch: more may be due
-                await self._idle(notifier)
+                await self._idle(notifier, mark)
         finally:
             for task in self._tasks:
                 task.cancel()
@@ -301,11 +302,12 @@ class DeliveryWorker:
 
         task.add_done_callback(done)
 
-    async def _idle(self, notifier: FeedNotifier | None) -> None:
-        """Until a delivery finishes, deliveries are inserted, or the poll interval passes."""
+    async def _idle(self, notifier: FeedNotifier | None, mark: int) -> None:
+        """Until a delivery finishes, deliveries are inserted after `mark`, or the poll interval
+        passes."""
         waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._wake.wait())]
         if notifier is not None:
-            waiters.append(asyncio.ensure_future(notifier.wait(POLL_SECONDS)))
+            waiters.append(asyncio.ensure_future(notifier.wait(POLL_SECONDS, since=mark)))
         else:
             waiters.append(asyncio.ensure_future(asyncio.sleep(POLL_SECONDS)))
         try:

@@ -35,7 +35,9 @@ async def read_changes(
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
+    notifier = request.app.state.feed_notifier
     while True:
+        mark = notifier.mark()
         # A pooled connection only while the queries run, never while waiting.
         async with request.app.state.engine.connect() as conn:
             events = await events_json_after(conn, after, limit)
@@ -44,7 +46,7 @@ async def read_changes(
         if events or remaining <= 0:
             break
         pause = min(remaining, HELD_BACK_RECHECK_SECONDS) if held else remaining
-        await request.app.state.feed_notifier.wait(pause)
+        await notifier.wait(pause, since=mark)
     # The events are JSON already (made by PostgreSQL in the ChangeEvent shape); the cursor is
     # digits and a dot, nothing to escape.
     next_cursor = events[-1][0] if events else after
