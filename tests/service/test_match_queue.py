@@ -1,6 +1,7 @@
 """The match queue: the indexer queues newly searchable listings, the match worker matches them
 against the demands. A worker that dies after claiming, or inside the transaction that stores
-the matches, loses no match and writes no `match.created` twice."""
+the matches, loses no match and writes no `match.created` twice; a listing that fails every
+time holds back neither its batch nor the queue; an outage gives a batch back at once."""
 
 from __future__ import annotations
 
@@ -13,11 +14,19 @@ from uuid import UUID
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from infra.seed.records import SeedRecord, load_records
 from services.matching.demands.matcher import QUEUED_FIELDS, Matcher
-from services.matching.demands.queue import Claimed, MatchWorker, complete, enqueue
+from services.matching.demands.queue import (
+    Claimed,
+    MatchWorker,
+    complete,
+    enqueue,
+    retry_delay,
+)
+from services.matching.meili import MeiliUnavailable
 from services.matching.models import Demand, MatchQueueItem
 from support import bearer, new_organization, publish_records, wait_matched
 
@@ -255,4 +264,83 @@ async def test_a_newer_version_queued_meanwhile_stays_queued(
         assert row is not None and row.version == newer["version"]
         assert row.lease_until is None  # the newer version is free to claim at once
     # ... and the running worker matches it without waiting for the old lease.
+    await wait_matched(matching, operator_key, seconds=10.0)
+
+
+class FailsOn(MatchWorker):
+    """Fails every batch that holds `listing_id` (as a listing the matcher cannot handle
+    would), with `error`."""
+
+    def __init__(self, listing_id: UUID, error: Exception, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.listing_id, self.error = listing_id, error
+
+    async def process(self, items: list[Claimed]) -> int:
+        if any(item.listing_id == self.listing_id for item in items):
+            raise self.error
+        return await super().process(items)
+
+
+async def queue_rows(app: FastAPI) -> list[MatchQueueItem]:
+    async with app.state.sessionmaker() as session:
+        return list((await session.execute(select(MatchQueueItem))).scalars())
+
+
+def test_the_back_off_grows_with_the_attempts_and_is_capped() -> None:
+    assert [retry_delay(n) for n in (1, 2, 3, 4)] == [1.0, 2.0, 4.0, 8.0]
+    assert retry_delay(40) == 600.0
+
+
+async def test_a_listing_that_always_fails_holds_back_neither_its_batch_nor_the_queue(
+    matching_app: FastAPI,
+    matching: httpx.AsyncClient,
+    market: dict[str, Any],
+    operator_key: str,
+) -> None:
+    await wait_matched(matching, operator_key)
+    demand = await posted_before(matching_app, market["buyer_id"])
+    docs = await queued_documents(matching_app, 10)
+    items = await put_leased(matching_app, docs, seconds=30.0)
+    poison = items[-1]  # deferred last: its 1 s back-off outlasts the checks below
+    worker = FailsOn(
+        poison.listing_id,
+        ValueError("this listing cannot be matched"),
+        sessionmaker=matching_app.state.sessionmaker,
+        matcher=matching_app.state.matcher,
+    )
+
+    began = datetime.now(UTC)
+    await worker.settle(items)
+    # The nine others are matched (their removal commits with their matches); the poison stays
+    # queued, leased for its back-off instead of the 30 s claim.
+    (left,) = await queue_rows(matching_app)
+    assert (left.listing_id, left.attempts) == (poison.listing_id, 1)
+    assert left.lease_until is not None
+    assert began < left.lease_until <= datetime.now(UTC) + timedelta(seconds=retry_delay(1))
+    found = await matches_of(matching, market["buyer"], str(demand.id))
+    assert found, "the other listings of the batch were not matched"
+    assert str(poison.listing_id) not in {m["listing_id"] for m in found}
+    status = (await matching.get("/v1/index/status", headers=bearer(operator_key))).json()
+    assert status["matches_pending"] == 1
+
+    # Its back-off over, the running worker (which can match it) takes it again.
+    await wait_matched(matching, operator_key, seconds=10.0)
+
+
+async def test_an_outage_gives_the_batch_back_at_once(
+    matching_app: FastAPI, matching: httpx.AsyncClient, operator_key: str
+) -> None:
+    await wait_matched(matching, operator_key)
+    docs = await queued_documents(matching_app, 10)
+    items = await put_leased(matching_app, docs, seconds=60.0)
+    worker = FailsOn(
+        items[0].listing_id,
+        MeiliUnavailable("ConnectError"),
+        sessionmaker=matching_app.state.sessionmaker,
+        matcher=matching_app.state.matcher,
+    )
+    with pytest.raises(MeiliUnavailable):
+        await worker.settle(items)
+    # Not counted against the listings: all given back, so the running worker matches them
+    # well before the 60 s lease would have run out.
     await wait_matched(matching, operator_key, seconds=10.0)

@@ -10,6 +10,10 @@
   the batch again; a batch matched twice (a lease that ran out under a slow worker) writes no
   second `match.created`, because an event is written only when the match row is inserted.
 - Batches are small (MULTI_SEARCH_BATCH listings), so memory stays flat whatever the backlog.
+- An outage (Meilisearch or PostgreSQL unreachable) gives the batch back at once and the loop
+  backs off. Any other failure is retried listing by listing: the listings that match are
+  stored, and one that fails on its own waits a back-off that grows with its attempts (it stays
+  queued and counted in `matches_pending`), so it holds back neither its batch nor the queue.
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col, delete
 
 from services.matching.demands.matcher import MULTI_SEARCH_BATCH, QUEUED_FIELDS, Matcher
+from services.matching.meili import MeiliUnavailable
 from services.matching.models import SCHEMA, MatchQueueItem
+from shared.errors import is_database_unavailable
 from shared.notifier import FeedNotifier
 
 logger = logging.getLogger("ipx.matching.matches")
@@ -44,6 +50,10 @@ CONCURRENCY = 2
 # An idle loop looks at the queue this often without a NOTIFY (leases that ran out).
 IDLE_WAIT_SECONDS = 2.0
 CHANNEL = "matching_queue"  # NOTIFY of the queue's insert trigger (migration 0003)
+# A listing whose matching failed on its own is retried after RETRY_BASE_SECONDS * 2**(attempts
+# - 1), at most RETRY_MAX_SECONDS.
+RETRY_BASE_SECONDS = 1.0
+RETRY_MAX_SECONDS = 600.0
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,7 @@ class Claimed:
     listing_id: UUID
     version: int
     document: dict[str, Any]
+    attempts: int = 1  # this one included
 
 
 async def enqueue(session: AsyncSession, docs: list[dict[str, Any]]) -> None:
@@ -109,9 +120,10 @@ async def claim(session: AsyncSession, limit: int, lease_seconds: float) -> list
             col(MatchQueueItem.listing_id),
             col(MatchQueueItem.version),
             col(MatchQueueItem.document),
+            col(MatchQueueItem.attempts),
         )
     )
-    return [Claimed(r[0], r[1], r[2]) for r in rows]
+    return [Claimed(r[0], r[1], r[2], r[3]) for r in rows]
 
 
 async def complete(session: AsyncSession, items: list[Claimed]) -> None:
@@ -126,8 +138,11 @@ async def complete(session: AsyncSession, items: list[Claimed]) -> None:
     )
 
 
-async def release(session: AsyncSession, items: list[Claimed]) -> None:
-    """Give up leases (a failed batch is retried at once rather than when its lease ends)."""
+async def release(
+    session: AsyncSession, items: list[Claimed], until: datetime | None = None
+) -> None:
+    """Give up leases: free at once (`until` None: a batch an outage interrupted is retried as
+    soon as the worker resumes) or from `until` on (a back-off)."""
     await session.execute(
         update(MatchQueueItem)
         .where(
@@ -135,8 +150,18 @@ async def release(session: AsyncSession, items: list[Claimed]) -> None:
                 [(item.listing_id, item.version) for item in items]
             )
         )
-        .values(lease_until=None)
+        .values(lease_until=until)
     )
+
+
+def retry_delay(attempts: int) -> float:
+    """Seconds before a listing whose matching failed `attempts` times is tried again."""
+    return float(min(RETRY_BASE_SECONDS * 2 ** max(attempts - 1, 0), RETRY_MAX_SECONDS))
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Meilisearch or PostgreSQL unreachable: nothing to do with the listings at hand."""
+    return isinstance(exc, MeiliUnavailable) or is_database_unavailable(exc)
 
 
 async def pending(session: AsyncSession) -> int:
@@ -199,16 +224,58 @@ class MatchWorker:
         """Claim one batch and match it; how many listings it held (0: the queue is empty)."""
         async with self.sessionmaker() as session, session.begin():
             items = await claim(session, self.batch, self.lease_seconds)
-        if not items:
-            return 0
+        if items:
+            await self.settle(items)
+        return len(items)
+
+    async def settle(self, items: list[Claimed]) -> None:
+        """Match claimed listings; after a failure that is not an outage, one by one, each that
+        fails alone backed off (module docstring). An outage or a cancellation gives back what
+        is left and raises."""
         try:
-            await self.process(items)
+            try:
+                await self.process(items)
+                return
+            except Exception as exc:
+                if is_outage(exc):
+                    raise
+                if len(items) == 1:
+                    await self.defer(items[0], exc)
+                    return
+                logger.warning(
+                    "matching a batch of %d failed (%s: %s); matching them one by one",
+                    len(items),
+                    type(exc).__name__,
+                    exc,
+                )
+            for item in items:
+                try:
+                    await self.process([item])
+                except Exception as exc:
+                    if is_outage(exc):
+                        raise
+                    await self.defer(item, exc)
         except BaseException:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):  # what completed is gone: nothing to release
                 async with self.sessionmaker() as session, session.begin():
                     await release(session, items)
             raise
-        return len(items)
+
+    async def defer(self, item: Claimed, exc: Exception) -> None:
+        """A listing whose matching failed on its own: retried after a back-off."""
+        delay = retry_delay(item.attempts)
+        async with self.sessionmaker() as session, session.begin():
+            await release(session, [item], datetime.now(UTC) + timedelta(seconds=delay))
+        logger.error(
+            "matching listing %s (version %d) failed, attempt %d (%s: %s); retried in %.0f s",
+            item.listing_id,
+            item.version,
+            item.attempts,
+            type(exc).__name__,
+            exc,
+            delay,
+            exc_info=exc,
+        )
 
     async def _loop(self) -> None:
         woken = self.notifier.waiter() if self.notifier is not None else asyncio.Event()
