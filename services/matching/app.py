@@ -51,7 +51,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await app.state.feed_notifier.start()
         queue_notifier = queue.QueueNotifier(settings.database_url)
         app.state.match_worker = queue.MatchWorker(
-            sessionmaker=app.state.sessionmaker, matcher=app.state.matcher, notifier=queue_notifier
+            sessionmaker=app.state.sessionmaker,
+            matcher=app.state.matcher,
+            notifier=queue_notifier,
+            indexer_backlog=app.state.indexer.backlog,
         )
         workers = []
         if settings.run_workers:

@@ -173,6 +173,15 @@ class Indexer:
         self.on_published = on_published
         self.page_size = page_size
         self.lease_key = zlib.crc32(f"ipx-indexer:{index_uid}".encode())
+        # What `backlog()` reads: the last page read was full, and the pages in flight.
+        self._reader_behind = False
+        self._flight: Flight | None = None
+
+    def backlog(self) -> bool:
+        """Working through a bulk backlog (the last page read was full, or a page's worth of
+        events is in flight), as opposed to keeping up with a trickle."""
+        flight = self._flight
+        return self._reader_behind or (flight is not None and flight.events >= self.page_size)
 
     async def cursor(self) -> str:
         async with self.sessionmaker() as session:
@@ -320,7 +329,7 @@ class Indexer:
         Pages commit in order, each after its own tasks succeeded (consecutive finished pages
         in one transaction); on any failure both loops end and the caller restarts from the
         committed cursor (nothing is skipped)."""
-        flight = Flight()
+        flight = self._flight = Flight()
         loops = [
             asyncio.create_task(self._send_pages(flight, wait), name="indexer-send"),
             asyncio.create_task(self._commit_pages(flight), name="indexer-commit"),
@@ -335,6 +344,7 @@ class Indexer:
             for task in (*loops, *sends):
                 task.cancel()
             await asyncio.gather(*loops, *sends, return_exceptions=True)
+            self._flight, self._reader_behind = None, False
 
     async def _send_pages(self, flight: Flight, wait: float) -> None:
         """Read the feed and send each page, the next page read while one is being sent."""
@@ -349,6 +359,7 @@ class Indexer:
                 cursor = await self.cursor()
                 flight.overlay.clear()
             page = await self.fetch(cursor, wait)
+            self._reader_behind = len(page.events) >= self.page_size
             if not page.events:
                 continue
             plan = await self.plan(page, flight.overlay)

@@ -269,3 +269,12 @@ def wait_caught_up(stack: Stack, documents: int, timeout: float = 3600) -> float
             return time.perf_counter() - began
         time.sleep(0.1)
     raise RuntimeError(f"the index did not catch up in {timeout:.0f} s")
+
+
+def wait_matched(stack: Stack, timeout: float = 3600) -> None:
+    """Until the match worker has matched every listing the indexer queued."""
+    deadline = time.perf_counter() + timeout
+    while index_status(stack)["matches_pending"]:
+        if time.perf_counter() > deadline:
+            raise RuntimeError(f"the match queue did not drain in {timeout:.0f} s")
+        time.sleep(0.1)

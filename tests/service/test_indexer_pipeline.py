@@ -60,14 +60,19 @@ async def upstreams(listing_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 
 class Published:
-    """on_published: what became searchable, call by call."""
+    """on_published: what became searchable, call by call, and whether the indexer (once set)
+    reported a backlog at each call."""
 
     def __init__(self) -> None:
         self.calls: list[list[str]] = []
+        self.indexer: Indexer | None = None
+        self.backlog: list[bool] = []
 
     async def __call__(self, session: AsyncSession, docs: list[dict[str, Any]]) -> None:
         assert session.in_transaction()  # in the transaction that moves the cursor
         self.calls.append([d["listing_id"] for d in docs])
+        if self.indexer is not None:
+            self.backlog.append(self.indexer.backlog())
 
 
 def indexer(
@@ -167,12 +172,16 @@ async def test_pages_in_flight_commit_in_order_and_a_trickle_is_indexed(
     await publish_records(listing, operator_key, seller_id, records[2:9])
     uid = f"pipeline_{uuid.uuid4().hex[:8]}"
     published = Published()
-    worker = indexer(settings, sessionmaker, upstreams, published, uid)
+    worker = published.indexer = indexer(settings, sessionmaker, upstreams, published, uid)
     await ensure_index(worker.meili, uid)
     head = await feed_head(listing, operator_key)
     running = asyncio.create_task(worker.pipeline(wait=1.0))
     try:
         await until(lambda: _at(sessionmaker, uid, head, running), "the cursor at the feed head")
+        # A page's worth of events was in flight at the first commit (the match worker waits
+        # then); at the head, with nothing in flight, there is no backlog.
+        assert published.backlog[0] is True
+        assert worker.backlog() is False
         async with sessionmaker() as session:
             recorded = {
                 str(r.listing_id): r.version

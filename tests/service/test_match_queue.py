@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+import services.matching.demands.queue
 from infra.seed.records import SeedRecord, load_records
 from services.matching.demands.matcher import QUEUED_FIELDS, Matcher
 from services.matching.demands.queue import (
@@ -344,3 +345,33 @@ async def test_an_outage_gives_the_batch_back_at_once(
     # Not counted against the listings: all given back, so the running worker matches them
     # well before the 60 s lease would have run out.
     await wait_matched(matching, operator_key, seconds=10.0)
+
+
+async def test_matching_waits_for_the_indexers_backlog_and_not_forever(
+    matching_app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backlog = True
+    steps: list[float] = []
+
+    async def step() -> int:
+        steps.append(time.monotonic())
+        return 0
+
+    worker = MatchWorker(
+        sessionmaker=matching_app.state.sessionmaker,
+        matcher=matching_app.state.matcher,
+        indexer_backlog=lambda: backlog,
+    )
+    waiting = asyncio.create_task(worker.after_indexer_backlog(step))
+    await asyncio.sleep(0.5)
+    assert steps == []  # not while the indexer works through a backlog
+    backlog = False
+    assert await asyncio.wait_for(waiting, 5) == 0
+    assert len(steps) == 1
+
+    # A backlog that lasts: one batch every YIELD_SECONDS all the same.
+    backlog = True
+    monkeypatch.setattr(services.matching.demands.queue, "YIELD_SECONDS", 0.3)
+    began = time.monotonic()
+    await asyncio.wait_for(worker.after_indexer_backlog(step), 5)
+    assert len(steps) == 2 and steps[1] - began >= 0.3
