@@ -24,14 +24,13 @@ from uuid import UUID
 
 import asyncpg
 import httpx
-from sqlalchemy import func, select, text
+from sqlalchemy import func, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlmodel import col
 
 from services.matching.catalogue import SEARCHABLE, SETTINGS, search_document
 from services.matching.meili import MeiliClient, MeiliError, MeiliUnavailable
-from services.matching.models import SCHEMA, IndexedListing, IndexerState
+from services.matching.models import SCHEMA, IndexerState
 from shared.contracts.events import ChangeFeedPage
 from shared.db import asyncpg_connect_kwargs
 from shared.errors import is_database_unavailable
@@ -143,6 +142,10 @@ _RECORD = (
     "indexed_at = excluded.indexed_at"
 )
 _RECORD_ANY = text(_RECORD)
+_INDEXED_VERSIONS = text(
+    f"SELECT listing_id, version, searchable FROM {SCHEMA}.indexed_listings "
+    "WHERE listing_id = ANY(CAST(:ids AS uuid[]))"
+)
 _RECORD_NEWER = text(_RECORD + f" WHERE {SCHEMA}.indexed_listings.version < excluded.version")
 
 
@@ -212,13 +215,9 @@ class Indexer:
         # after its versions are in PostgreSQL, so one of the two always has it.
         sent = {i: overlay[i] for i in latest if i in overlay}
         async with self.sessionmaker() as session:
-            rows = await session.execute(
-                select(
-                    col(IndexedListing.listing_id),
-                    col(IndexedListing.version),
-                    col(IndexedListing.searchable),
-                ).where(col(IndexedListing.listing_id).in_(list(latest)))
-            )
+            # One array parameter: an IN list of a page's 1,000 ids is a new statement of 1,000
+            # parameters that SQLAlchemy builds in Python for every page.
+            rows = await session.execute(_INDEXED_VERSIONS, {"ids": list(latest)})
             known = {r[0]: (r[1], r[2]) for r in rows}
         plan = Plan(
             events=len(page.events),

@@ -82,10 +82,11 @@ async def enqueue(session: AsyncSession, docs: list[dict[str, Any]]) -> None:
         {
             "ids": [UUID(doc["listing_id"]) for doc in docs],
             "versions": [int(doc["version"]) for doc in docs],
-            "documents": [
-                json.dumps({name: doc.get(name) for name in QUEUED_FIELDS}, ensure_ascii=False)
-                for doc in docs
-            ],
+            # One JSON array for the page (one encoder call instead of one per listing).
+            "documents": json.dumps(
+                [{name: doc.get(name) for name in QUEUED_FIELDS} for doc in docs],
+                ensure_ascii=False,
+            ),
             "at": datetime.now(UTC),
         },
     )
@@ -94,9 +95,11 @@ async def enqueue(session: AsyncSession, docs: list[dict[str, Any]]) -> None:
 _ENQUEUE = text(
     f"INSERT INTO {SCHEMA}.match_queue "
     "(listing_id, version, document, enqueued_at, lease_until, attempts) "
-    "SELECT id, version, CAST(document AS jsonb), :at, NULL, 0 "
-    "FROM unnest(CAST(:ids AS uuid[]), CAST(:versions AS integer[]), "
-    "CAST(:documents AS text[])) AS page(id, version, document) "
+    "SELECT page.id, page.version, doc.document, :at, NULL, 0 "
+    "FROM unnest(CAST(:ids AS uuid[]), CAST(:versions AS integer[])) "
+    "WITH ORDINALITY AS page(id, version, n) "
+    "JOIN jsonb_array_elements(CAST(:documents AS jsonb)) WITH ORDINALITY AS doc(document, n) "
+    "USING (n) "
     "ON CONFLICT (listing_id) DO UPDATE SET version = excluded.version, "
     "document = excluded.document, enqueued_at = excluded.enqueued_at, lease_until = NULL, "
     f"attempts = 0 WHERE {SCHEMA}.match_queue.version < excluded.version"
