@@ -176,15 +176,15 @@ class Indexer:
         self.on_published = on_published
         self.page_size = page_size
         self.lease_key = zlib.crc32(f"ipx-indexer:{index_uid}".encode())
-        # What `backlog()` reads: the last page read was full, and the pages in flight.
-        self._reader_behind = False
-        self._flight: Flight | None = None
+        self._flight: Flight | None = None  # the pages in flight, while the pipeline runs
 
     def backlog(self) -> bool:
-        """Working through a bulk backlog (the last page read was full, or a page's worth of
-        events is in flight), as opposed to keeping up with a trickle."""
+        """Working through a bulk backlog (a page's worth of events read and not yet committed:
+        the reader runs ahead of the commits while there is more to read), as opposed to
+        keeping up with a trickle. (Not "the last page was full": the next read may be a
+        long-poll at the head.)"""
         flight = self._flight
-        return self._reader_behind or (flight is not None and flight.events >= self.page_size)
+        return flight is not None and flight.events >= self.page_size
 
     async def cursor(self) -> str:
         async with self.sessionmaker() as session:
@@ -343,7 +343,7 @@ class Indexer:
             for task in (*loops, *sends):
                 task.cancel()
             await asyncio.gather(*loops, *sends, return_exceptions=True)
-            self._flight, self._reader_behind = None, False
+            self._flight = None
 
     async def _send_pages(self, flight: Flight, wait: float) -> None:
         """Read the feed and send each page, the next page read while one is being sent."""
@@ -358,7 +358,6 @@ class Indexer:
                 cursor = await self.cursor()
                 flight.overlay.clear()
             page = await self.fetch(cursor, wait)
-            self._reader_behind = len(page.events) >= self.page_size
             if not page.events:
                 continue
             plan = await self.plan(page, flight.overlay)
