@@ -72,13 +72,15 @@ class FeedNotifier:
                     with contextlib.suppress(Exception):
                         await conn.close(timeout=1)
 
-    async def wait(self, seconds: float, *, since: int) -> None:
+    async def wait(self, seconds: float, *, since: int, recheck: float | None = None) -> None:
         """Until events may have committed after the generation `since` (see `mark`), or
-        `seconds` (at most RECHECK_SECONDS) pass."""
+        `seconds` pass, at most `recheck` (by default RECHECK_SECONDS: a reader held back by a
+        transaction in flight, or whose LISTEN connection is lost, looks again that often)."""
         if self._generation != since:
             return
+        most = RECHECK_SECONDS if recheck is None else recheck
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), min(seconds, RECHECK_SECONDS))
+            await asyncio.wait_for(self._changed.wait(), min(seconds, most))
 
 
 async def long_poll(

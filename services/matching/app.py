@@ -49,7 +49,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         )
         app.state.feed_notifier = FeedNotifier(settings.database_url, channel="matching_changes")
         await app.state.feed_notifier.start()
-        queue_notifier = queue.QueueNotifier(settings.database_url)
+        queue_notifier = FeedNotifier(settings.database_url, channel=queue.CHANNEL)
         app.state.match_worker = queue.MatchWorker(
             sessionmaker=app.state.sessionmaker,
             matcher=app.state.matcher,

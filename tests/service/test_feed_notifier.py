@@ -71,3 +71,12 @@ async def test_a_reader_up_to_date_sleeps_until_the_next_notify(
     await sender.execute(f"NOTIFY {CHANNEL}")
     await asyncio.wait_for(waiting, 5)
     assert notifier.mark() == mark + 1
+
+
+async def test_a_wait_without_notify_ends_at_its_recheck(notifier: FeedNotifier) -> None:
+    """The match worker's idle wait: woken by a NOTIFY, else after its own re-check (2 s), not
+    the readers' default (patched to 60 s here)."""
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    await asyncio.wait_for(notifier.wait(30, since=notifier.mark(), recheck=0.3), 5)
+    assert loop.time() - began >= 0.3

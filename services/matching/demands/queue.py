@@ -189,32 +189,13 @@ async def pending(session: AsyncSession) -> int:
     return int(count.scalar_one())
 
 
-class QueueNotifier(FeedNotifier):
-    """Wakes every waiting worker loop when the indexer queues listings (one LISTEN connection;
-    a loop that sleeps does not poll the queue)."""
-
-    def __init__(self, database_url: str) -> None:
-        super().__init__(database_url, channel=CHANNEL)
-        self._waiters: list[asyncio.Event] = []
-
-    def waiter(self) -> asyncio.Event:
-        event = asyncio.Event()
-        self._waiters.append(event)
-        return event
-
-    def _notify(self, *args: object) -> None:
-        super()._notify(*args)
-        for event in self._waiters:
-            event.set()
-
-
 class MatchWorker:
     def __init__(
         self,
         *,
         sessionmaker: async_sessionmaker[AsyncSession],
         matcher: Matcher,
-        notifier: QueueNotifier | None = None,
+        notifier: FeedNotifier | None = None,
         indexer_backlog: Callable[[], bool] | None = None,
         batch: int = CLAIM_BATCH,
         lease_seconds: float = LEASE_SECONDS,
@@ -299,17 +280,21 @@ class MatchWorker:
         )
 
     async def _loop(self) -> None:
-        woken = self.notifier.waiter() if self.notifier is not None else asyncio.Event()
         delay = 0.5
         while True:
             try:
-                woken.clear()  # before the claim: a NOTIFY from here on is not missed
+                # Before the claim: a NOTIFY from here on is not missed.
+                mark = self.notifier.mark() if self.notifier is not None else 0
                 while await self.after_indexer_backlog(self.run_once):
                     delay = 0.5
                 # Until the indexer queues more (NOTIFY), or a while (leases that ran out, a
                 # lost LISTEN connection).
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(woken.wait(), IDLE_WAIT_SECONDS)
+                if self.notifier is None:
+                    await asyncio.sleep(IDLE_WAIT_SECONDS)
+                else:
+                    await self.notifier.wait(
+                        IDLE_WAIT_SECONDS, since=mark, recheck=IDLE_WAIT_SECONDS
+                    )
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
