@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import importlib
+
 import typer
 import uvicorn
 
@@ -40,9 +43,14 @@ def serve(name: str = typer.Argument(help="listing, matching or gateway")) -> No
     service: ServiceName = name
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
+    service_app = importlib.import_module(f"services.{service}.app").create_app()
+    # What start-up built (modules, models, schemas, routes: ~160,000 objects) lives as long as
+    # the process: out of the collector's reach, a full collection walks only what requests
+    # build. Measured on an import of 20,000 rows: the listing's GC time 1.56 -> 0.56 s, its CPU
+    # 196 -> 160 us a row.
+    gc.freeze()
     uvicorn.run(
-        f"services.{service}.app:create_app",
-        factory=True,
+        service_app,
         host=settings.host,
         port=settings.port_of(service),
         log_config=None,
