@@ -6,7 +6,6 @@ nothing. Re-importing the same file updates the seller's listings instead of dup
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -58,14 +57,6 @@ class Counts:
 class Batch:
     rows: list[ValidRow] = field(default_factory=list)
     rejected: list[RejectedRow] = field(default_factory=list)
-
-
-def new_ids(count: int) -> Iterator[UUID]:
-    """`count` random UUIDs made as uuid4() makes them, from one read of the OS's random source
-    (a read per id, a system call each, cost more than the rest of the row)."""
-    pool = os.urandom(16 * count)
-    for start in range(0, 16 * count, 16):
-        yield UUID(bytes=pool[start : start + 16], version=4)
 
 
 def _same_terms(listing: dict[str, Any], columns: dict[str, Any]) -> bool:
@@ -130,7 +121,7 @@ async def apply_batch(
             continue
         accepted.append(row)
 
-    ids = new_ids(2 * len(accepted))  # an asset and a listing per row at most
+    ids = iter(await repo.new_ids(2 * len(accepted)))  # an asset and a listing per row at most
     new_assets = {
         r.key: r.asset
         | {

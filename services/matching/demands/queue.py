@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -32,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+from pydantic_core import to_json
 from sqlalchemy import func, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col, delete
@@ -83,10 +83,9 @@ async def enqueue(session: AsyncSession, docs: list[dict[str, Any]]) -> None:
             "ids": [UUID(doc["listing_id"]) for doc in docs],
             "versions": [int(doc["version"]) for doc in docs],
             # One JSON array for the page (one encoder call instead of one per listing).
-            "documents": json.dumps(
-                [{name: doc.get(name) for name in QUEUED_FIELDS} for doc in docs],
-                ensure_ascii=False,
-            ),
+            "documents": to_json(
+                [{name: doc.get(name) for name in QUEUED_FIELDS} for doc in docs]
+            ).decode(),
             "at": datetime.now(UTC),
         },
     )
