@@ -15,10 +15,15 @@ from services.listing.dependencies import MemberDep, TodayDep
 from services.listing.imports.parsing import Format, iter_rows
 from services.listing.imports.repository import ImportRepository
 from services.listing.imports.schemas import ImportReport, Rejection
-from services.listing.imports.service import Mode, run_import
+from services.listing.imports.service import (
+    ImportContext,
+    ImportLockTimeout,
+    Mode,
+    run_import,
+)
 from services.listing.models import ImportJob, Organization
 from shared.auth import Principal
-from shared.errors import Forbidden, NotFound, UnprocessableEntity, problem_responses
+from shared.errors import Conflict, Forbidden, NotFound, UnprocessableEntity, problem_responses
 from shared.schemas import PageSize, PageToken, encode_page_token, page_position, token_int
 
 router = APIRouter(prefix="/v1/imports", tags=["bulk import"])
@@ -106,7 +111,7 @@ async def _rejections(
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=ImportReport,
-    responses=problem_responses(401, 403, 404, 413, 422),
+    responses=problem_responses(401, 403, 404, 409, 413, 422),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -145,18 +150,28 @@ async def import_file(
             session.add(job)
         text = io.TextIOWrapper(spool, encoding="utf-8-sig", errors="replace", newline="")
         try:
-            counts = await run_import(
-                maker,
+            context = ImportContext(
+                sessionmaker=maker,
                 job=job,
                 seller=seller,
-                rows=iter_rows(text, fmt, today),
                 mode=mode,
                 today=today,
                 catalogue_url=request.app.state.settings.gateway_url,
                 actor_key_id=principal.key_id,
                 actor_roles=sorted(principal.roles),
             )
+            counts = await run_import(context, iter_rows(text, fmt, today))
             job.status = "completed"
+        except ImportLockTimeout as exc:
+            job.status = "failed"
+            raise Conflict(
+                "another transaction held rights of this file too long: the import stopped "
+                f"after {exc.counts.total} rows (all of them applied, the rest untouched); "
+                "send the file again to finish (rows already imported are left unchanged)",
+                slug="import-lock-timeout",
+                title="The import waited too long for a lock",
+                extra={"import_id": str(job.id), "rows_applied": exc.counts.total},
+            ) from exc
         except BaseException:
             job.status = "failed"
             raise

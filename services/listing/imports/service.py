@@ -12,6 +12,8 @@ from datetime import UTC, date, datetime
 from typing import Any, Literal
 from uuid import UUID
 
+from asyncpg.exceptions import LockNotAvailableError
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.listing.assets.rules import is_holder
@@ -31,6 +33,8 @@ from shared.errors import FieldError
 
 Mode = Literal["draft", "submit", "publish"]
 BATCH_ROWS = 1000
+# How long a batch waits for a row lock before the import stops (see apply_in_order).
+LOCK_TIMEOUT_SECONDS = 10
 SLICE_ROWS = 32
 STATUS_OF_MODE: dict[Mode, str] = {
     "draft": "draft",
@@ -51,6 +55,16 @@ class Counts:
     updated: int = 0
     unchanged: int = 0
     rejected: int = 0
+
+    def plus(self, other: Counts) -> Counts:
+        return Counts(**{name: getattr(self, name) + getattr(other, name) for name in COUNTED})
+
+    def add(self, other: Counts) -> None:
+        for name in COUNTED:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+COUNTED = ("total", "created", "updated", "unchanged", "rejected")
 
 
 @dataclass
@@ -296,46 +310,118 @@ def _rejection_rows(job_id: UUID, rejected: list[RejectedRow]) -> list[dict[str,
     ]
 
 
-async def run_import(
-    sessionmaker: async_sessionmaker[AsyncSession],
-    *,
-    job: ImportJob,
-    seller: Organization,
-    rows: Iterator[ValidRow | RejectedRow],
-    mode: Mode,
-    today: date,
-    catalogue_url: str,
-    actor_key_id: UUID | None,
-    actor_roles: list[str],
-) -> Counts:
+class ImportLockTimeout(Exception):
+    """A batch waited too long for a row lock; `counts` are those of the batches committed."""
+
+    def __init__(self, counts: Counts) -> None:
+        super().__init__("an import batch waited too long for a row lock")
+        self.counts = counts
+
+
+def lock_timed_out(exc: BaseException) -> bool:
+    """The error, or one it was raised from, is PostgreSQL's lock_timeout."""
+    current: BaseException | None = exc
+    seen: set[int] = set()
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, LockNotAvailableError):
+            return True
+        orig = getattr(current, "orig", None)
+        if isinstance(orig, BaseException) and lock_timed_out(orig):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+@dataclass(frozen=True)
+class ImportContext:
+    """What every batch of one import is applied with."""
+
+    sessionmaker: async_sessionmaker[AsyncSession]
+    job: ImportJob
+    seller: Organization
+    mode: Mode
+    today: date
+    catalogue_url: str
+    actor_key_id: UUID | None
+    actor_roles: list[str]
+
+
+async def apply_in_order(
+    ctx: ImportContext, batch: Batch, previous: asyncio.Task[None] | None, counts: Counts
+) -> None:
+    """One batch in a transaction of its own, committed after the batch before it (`previous`)
+    and only if that one committed: what an import leaves is always its file up to a batch.
+    Adds the batch's counts to `counts` once committed.
+
+    A batch waits for the one before it while holding its own row locks, a wait PostgreSQL
+    cannot see: should another transaction wait on this batch while the batch before waits on
+    it (two co-holders importing the same rights in crossing orders), nothing would ever give.
+    So a batch waits LOCK_TIMEOUT_SECONDS at most for a lock (ours are held for a batch, well
+    under a second), and the import stops there (ImportLockTimeout), whole up to a batch."""
+    mine = Counts()
+    async with ctx.sessionmaker() as session, session.begin():
+        await session.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_SECONDS}s'"))
+        rejected = list(batch.rejected)
+        rejected += await apply_batch(
+            session,
+            seller=ctx.seller,
+            batch=batch.rows,
+            mode=ctx.mode,
+            today=ctx.today,
+            catalogue_url=ctx.catalogue_url,
+            actor_key_id=ctx.actor_key_id,
+            actor_roles=ctx.actor_roles,
+            counts=mine,
+        )
+        mine.total = len(batch.rows) + len(batch.rejected)
+        mine.rejected = len({r.line for r in rejected})
+        repo = ImportRepository(session)
+        await repo.insert_rejections(_rejection_rows(ctx.job.id, rejected))
+        if previous is not None:
+            await previous  # its error, raised here, rolls this batch back
+        await repo.record_progress(ctx.job.id, counts.plus(mine))
+    counts.add(mine)
+
+
+async def run_import(ctx: ImportContext, rows: Iterator[ValidRow | RejectedRow]) -> Counts:
+    """Two batches in flight, on two connections: while PostgreSQL writes one, the listing
+    builds the next (one batch at a time, each side waited for the other much of the time:
+    20,000 rows, 4,468 -> 5,930 rows/s, medians of three). A batch holding a right of the batch
+    before it waits for that one to commit first, so it sees what that one wrote (the last row
+    of a file wins, as within a batch), and the change feed has that right's events in order."""
     counts = Counts()
-    # The next batch is parsed while this one is written.
+    # The next batch is parsed while these are written.
     parsing = asyncio.ensure_future(next_batch(rows))
+    writing: asyncio.Task[None] | None = None
+    writing_keys: set[tuple[str, str]] = set()
     try:
         while (batch := await parsing) is not None:
             parsing = asyncio.ensure_future(next_batch(rows))
-            rejected = list(batch.rejected)
-            async with sessionmaker() as session, session.begin():
-                rejected += await apply_batch(
-                    session,
-                    seller=seller,
-                    batch=batch.rows,
-                    mode=mode,
-                    today=today,
-                    catalogue_url=catalogue_url,
-                    actor_key_id=actor_key_id,
-                    actor_roles=actor_roles,
-                    counts=counts,
-                )
-                counts.total += len(batch.rows) + len(batch.rejected)
-                counts.rejected += len({r.line for r in rejected})
-                repo = ImportRepository(session)
-                await repo.insert_rejections(_rejection_rows(job.id, rejected))
-                await repo.record_progress(job.id, counts)
+            keys = {row.key for row in batch.rows}
+            if writing is not None and not keys.isdisjoint(writing_keys):
+                await writing
+            before = writing
+            writing = asyncio.ensure_future(apply_in_order(ctx, batch, before, counts))
+            writing_keys = keys
+            if before is not None:
+                await before  # at most two batches in flight
+        if writing is not None:
+            await writing
+    except Exception as exc:
+        if lock_timed_out(exc):
+            raise ImportLockTimeout(counts) from exc
+        raise
+    except asyncio.CancelledError:
+        if writing is not None:
+            writing.cancel()
+        raise
     finally:
-        # Never leave a task reading a file the caller is about to close.
+        # Never leave a task reading a file the caller is about to close, nor a batch running.
         parsing.cancel()
-        await asyncio.wait([parsing])
-        if not parsing.cancelled():
-            parsing.exception()  # retrieved: the error that matters is the one raised here
+        pending = [task for task in (parsing, writing) if task is not None]
+        await asyncio.wait(pending)
+        for task in pending:
+            if not task.cancelled():
+                task.exception()  # retrieved: the error that matters is the one raised here
     return counts
