@@ -260,14 +260,16 @@ def index_status(stack: Stack) -> dict[str, Any]:
     return status
 
 
-def wait_caught_up(stack: Stack, documents: int, timeout: float = 3600) -> float:
+def wait_caught_up(
+    stack: Stack, documents: int, timeout: float = 3600, interval: float = 0.1
+) -> float:
     """Seconds until the indexer has read the whole feed and the index holds `documents`."""
     began = time.perf_counter()
     while time.perf_counter() - began < timeout:
         status = index_status(stack)
         if status["lag_events"] == 0 and (status["documents"] or 0) >= documents:
             return time.perf_counter() - began
-        time.sleep(0.1)
+        time.sleep(interval)
     raise RuntimeError(f"the index did not catch up in {timeout:.0f} s")
 
 
