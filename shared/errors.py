@@ -50,6 +50,7 @@ __all__ = [
     "install_error_handlers",
     "is_database_unavailable",
     "problem_responses",
+    "raised_from",
 ]
 
 logger = logging.getLogger("ipx.errors")
@@ -222,6 +223,21 @@ _UNAVAILABLE_ASYNCPG = (
     # consuming that error ("another operation is in progress").
     asyncpg.exceptions.InternalClientError,
 )
+
+
+def raised_from(exc: BaseException, kind: type[BaseException]) -> bool:
+    """`exc` is a `kind`, or was raised from one (a driver error SQLAlchemy wrapped included)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, kind):
+            return True
+        orig = getattr(current, "orig", None)
+        if isinstance(orig, BaseException) and raised_from(orig, kind):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def is_database_unavailable(exc: BaseException) -> bool:

@@ -6,7 +6,7 @@ import asyncpg
 from sqlalchemy import exc as sa_exc
 
 from shared.auth import environment_principal, generate_api_key, hash_api_key, key_prefix
-from shared.errors import field_errors_from_validation, is_database_unavailable
+from shared.errors import field_errors_from_validation, is_database_unavailable, raised_from
 from shared.settings import Settings
 
 
@@ -62,3 +62,20 @@ def test_database_unavailable_is_told_apart_from_query_errors() -> None:
     assert is_database_unavailable(wrapped)
     assert not is_database_unavailable(asyncpg.exceptions.UniqueViolationError("dup"))
     assert not is_database_unavailable(ValueError("bad"))
+
+
+def test_raised_from_finds_the_driver_error_however_it_was_wrapped() -> None:
+    timeout = asyncpg.exceptions.LockNotAvailableError("canceling statement due to lock timeout")
+    wrapped = sa_exc.OperationalError("COPY ...", {}, timeout)
+    assert raised_from(timeout, asyncpg.exceptions.LockNotAvailableError)
+    assert raised_from(wrapped, asyncpg.exceptions.LockNotAvailableError)
+    try:
+        try:
+            raise wrapped
+        except sa_exc.OperationalError as exc:
+            raise RuntimeError("the batch failed") from exc
+    except RuntimeError as outer:
+        assert raised_from(outer, asyncpg.exceptions.LockNotAvailableError)
+    other = sa_exc.OperationalError("SELECT 1", {}, asyncpg.exceptions.DeadlockDetectedError("x"))
+    assert not raised_from(other, asyncpg.exceptions.LockNotAvailableError)
+    assert not raised_from(ValueError("x"), asyncpg.exceptions.LockNotAvailableError)

@@ -29,7 +29,7 @@ from services.listing.listings.rules import check_publishable
 from services.listing.models import ImportJob, Organization
 from shared.contracts.catalogue import OUR_EXCHANGE
 from shared.contracts.events import EventType
-from shared.errors import FieldError
+from shared.errors import FieldError, raised_from
 
 Mode = Literal["draft", "submit", "publish"]
 BATCH_ROWS = 1000
@@ -77,19 +77,25 @@ def _same_terms(listing: dict[str, Any], columns: dict[str, Any]) -> bool:
     return all(listing[name] == value for name, value in columns.items())
 
 
+@dataclass(frozen=True)
+class ImportContext:
+    """What every batch of one import is applied with."""
+
+    sessionmaker: async_sessionmaker[AsyncSession]
+    job: ImportJob
+    seller: Organization
+    mode: Mode
+    today: date
+    catalogue_url: str
+    actor_key_id: UUID | None
+    actor_roles: list[str]
+
+
 async def apply_batch(
-    session: AsyncSession,
-    *,
-    seller: Organization,
-    batch: list[ValidRow],
-    mode: Mode,
-    today: date,
-    catalogue_url: str,
-    actor_key_id: UUID | None,
-    actor_roles: list[str],
-    counts: Counts,
+    session: AsyncSession, ctx: ImportContext, batch: list[ValidRow], counts: Counts
 ) -> list[RejectedRow]:
     """Apply validated rows; returns the rows refused by the state of the database."""
+    seller, mode, today = ctx.seller, ctx.mode, ctx.today
     repo = ImportRepository(session)
     rejected: list[RejectedRow] = []
     # Within a batch the last row for a right wins; earlier ones are reported.
@@ -250,8 +256,8 @@ async def apply_batch(
                 "version": offer.version,
                 "action": action,
                 "actor_organization_id": seller.id,
-                "actor_key_id": actor_key_id,
-                "actor_roles": actor_roles,
+                "actor_key_id": ctx.actor_key_id,
+                "actor_roles": ctx.actor_roles,
                 "changes": changes,
                 "at": now,
             }
@@ -264,7 +270,7 @@ async def apply_batch(
                 "version": offer.version,
                 "occurred_at": now,
                 "payload": {
-                    "data": document_data(offer, asset_json(asset), catalogue_url),
+                    "data": document_data(offer, asset_json(asset), ctx.catalogue_url),
                     "asset_id": str(asset["id"]),
                     "seller_id": str(seller.id),
                 },
@@ -318,35 +324,6 @@ class ImportLockTimeout(Exception):
         self.counts = counts
 
 
-def lock_timed_out(exc: BaseException) -> bool:
-    """The error, or one it was raised from, is PostgreSQL's lock_timeout."""
-    current: BaseException | None = exc
-    seen: set[int] = set()
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, LockNotAvailableError):
-            return True
-        orig = getattr(current, "orig", None)
-        if isinstance(orig, BaseException) and lock_timed_out(orig):
-            return True
-        current = current.__cause__ or current.__context__
-    return False
-
-
-@dataclass(frozen=True)
-class ImportContext:
-    """What every batch of one import is applied with."""
-
-    sessionmaker: async_sessionmaker[AsyncSession]
-    job: ImportJob
-    seller: Organization
-    mode: Mode
-    today: date
-    catalogue_url: str
-    actor_key_id: UUID | None
-    actor_roles: list[str]
-
-
 async def apply_in_order(
     ctx: ImportContext, batch: Batch, previous: asyncio.Task[None] | None, counts: Counts
 ) -> None:
@@ -363,17 +340,7 @@ async def apply_in_order(
     async with ctx.sessionmaker() as session, session.begin():
         await session.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_SECONDS}s'"))
         rejected = list(batch.rejected)
-        rejected += await apply_batch(
-            session,
-            seller=ctx.seller,
-            batch=batch.rows,
-            mode=ctx.mode,
-            today=ctx.today,
-            catalogue_url=ctx.catalogue_url,
-            actor_key_id=ctx.actor_key_id,
-            actor_roles=ctx.actor_roles,
-            counts=mine,
-        )
+        rejected += await apply_batch(session, ctx, batch.rows, mine)
         mine.total = len(batch.rows) + len(batch.rejected)
         mine.rejected = len({r.line for r in rejected})
         repo = ImportRepository(session)
@@ -409,7 +376,7 @@ async def run_import(ctx: ImportContext, rows: Iterator[ValidRow | RejectedRow])
         if writing is not None:
             await writing
     except Exception as exc:
-        if lock_timed_out(exc):
+        if raised_from(exc, LockNotAvailableError):
             raise ImportLockTimeout(counts) from exc
         raise
     except asyncio.CancelledError:
