@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 from uuid import UUID
@@ -57,14 +57,11 @@ class Counts:
     rejected: int = 0
 
     def plus(self, other: Counts) -> Counts:
-        return Counts(**{name: getattr(self, name) + getattr(other, name) for name in COUNTED})
+        return Counts(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
 
     def add(self, other: Counts) -> None:
-        for name in COUNTED:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-
-
-COUNTED = ("total", "created", "updated", "unchanged", "rejected")
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
 
 @dataclass
