@@ -11,6 +11,7 @@ I/O: a `Search` function that sends one search body to the catalogue index.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -36,6 +37,8 @@ __all__ = [
     "search_body",
     "search_params",
 ]
+
+logger = logging.getLogger("ipx.search")
 
 SortOrder = Literal["relevance", "price_asc", "price_desc", "newest", "oldest", "filed"]
 FACETS = ("kind", "transaction_type", "province", "legal_status", "exchange", "nice", "price_mode")
@@ -366,6 +369,8 @@ async def catalogue_search(search: Search, params: SearchParams) -> bytes:
                 # An offer that left the index between the two queries leaves the hit its own.
                 hit["offers"] = by_asset.get(hit["asset_id"]) or [_offer(doc)]
     except MeiliUnavailable as exc:
+        # The client sees a 503 with Retry-After; the log says which hop failed.
+        logger.warning("catalogue search unavailable: %s", exc)
         raise ServiceUnavailable(
             "search is unavailable, retry shortly", headers={"Retry-After": "2"}
         ) from exc

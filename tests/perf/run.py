@@ -154,6 +154,8 @@ def scenario_search(run: Run) -> None:
         run, sizes.listings, sizes.search_seconds, sizes.search_warmup
     )
     gateway, raw, ratios = s["results"]["gateway"], s["results"]["raw"], s["ratios"]["gateway"]
+    if s["unavailable_before_load"]:
+        print(f"   search: {s['unavailable_before_load']} 503(s) retried in the check before load")
     for metric, key, ratio_key, target, ok in (
         ("gateway search p50", "p50_ms", "p50", "<= 1.5x", ratios["p50"] <= 1.5),
         ("gateway search p99", "p99_ms", "p99", "<= 2x", ratios["p99"] <= 2.0),
