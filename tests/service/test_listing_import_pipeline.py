@@ -66,6 +66,29 @@ async def listings_of(
         return [dict(r) for r in rows.mappings()]
 
 
+async def post_import(
+    listing: httpx.AsyncClient, key: str, holder: str, rows: list[dict[str, str]]
+) -> httpx.Response:
+    return await listing.post(
+        "/v1/imports",
+        content=csv_file(holder, rows),
+        headers={**bearer(key), "Content-Type": "text/csv"},
+    )
+
+
+async def import_job(maker: async_sessionmaker[AsyncSession], org_id: str) -> Any:
+    """The organisation's one import job: (id, status, total_rows, created_count)."""
+    async with maker() as session:
+        rows = await session.execute(
+            text(
+                "SELECT id, status, total_rows, created_count FROM listing.imports "
+                "WHERE organization_id = CAST(:org AS uuid)"
+            ),
+            {"org": org_id},
+        )
+        return rows.one()
+
+
 async def test_a_right_in_two_batches_is_created_then_updated(
     listing: httpx.AsyncClient, listing_app: FastAPI, operator_key: str
 ) -> None:
@@ -75,19 +98,14 @@ async def test_a_right_in_two_batches_is_created_then_updated(
     n0, n1, n2, n3 = numbers(30, 4)
     # Batches [n0, n1], [n2, n0 again with other terms], [n3]: the second batch's n0 row must
     # see the listing the first batch wrote (the last row of the file wins).
-    body = csv_file(
-        holder,
-        [
-            {"identifier": n0},
-            {"identifier": n1},
-            {"identifier": n2},
-            {"identifier": n0, "territory": "京津冀"},
-            {"identifier": n3},
-        ],
-    )
-    response = await listing.post(
-        "/v1/imports", content=body, headers={**bearer(key), "Content-Type": "text/csv"}
-    )
+    rows = [
+        {"identifier": n0},
+        {"identifier": n1},
+        {"identifier": n2},
+        {"identifier": n0, "territory": "京津冀"},
+        {"identifier": n3},
+    ]
+    response = await post_import(listing, key, holder, rows)
     assert response.status_code == 201, response.text
     report = response.json()
     assert (report["total_rows"], report["created"], report["updated"]) == (5, 4, 1)
@@ -134,11 +152,7 @@ async def test_a_failed_batch_leaves_the_file_up_to_it_and_nothing_after(
             )
         )
     try:
-        response = await listing.post(
-            "/v1/imports",
-            content=csv_file(holder, [{"identifier": n} for n in rights]),
-            headers={**bearer(key), "Content-Type": "text/csv"},
-        )
+        response = await post_import(listing, key, holder, [{"identifier": n} for n in rights])
     finally:
         async with maker() as session, session.begin():
             await session.execute(text("DROP TRIGGER test_refuse_asset ON listing.assets"))
@@ -148,17 +162,8 @@ async def test_a_failed_batch_leaves_the_file_up_to_it_and_nothing_after(
 
     stored = await listings_of(maker, rights)
     assert sorted(r["identifier"] for r in stored) == sorted(rights[:4])
-    async with maker() as session:
-        job = (
-            await session.execute(
-                text(
-                    "SELECT status, total_rows, created_count FROM listing.imports "
-                    "WHERE organization_id = CAST(:org AS uuid)"
-                ),
-                {"org": org_id},
-            )
-        ).one()
-    assert tuple(job) == ("failed", 4, 4)
+    job = await import_job(maker, org_id)
+    assert (job.status, job.total_rows, job.created_count) == ("failed", 4, 4)
 
 
 async def test_a_batch_that_waits_too_long_for_a_lock_stops_the_import_with_a_409(
@@ -186,11 +191,7 @@ async def test_a_batch_that_waits_too_long_for_a_lock_stops_the_import_with_a_40
             ),
             {"identifier": held},
         )
-        response = await listing.post(
-            "/v1/imports",
-            content=csv_file(holder, [{"identifier": n} for n in rights]),
-            headers={**bearer(key), "Content-Type": "text/csv"},
-        )
+        response = await post_import(listing, key, holder, [{"identifier": n} for n in rights])
         await session.rollback()
     assert response.status_code == 409, response.text
     problem = response.json()
@@ -198,23 +199,10 @@ async def test_a_batch_that_waits_too_long_for_a_lock_stops_the_import_with_a_40
     assert problem["rows_applied"] == 2
     stored = await listings_of(maker, rights)
     assert sorted(r["identifier"] for r in stored) == sorted(rights[:2])
-    async with maker() as session:
-        job = (
-            await session.execute(
-                text(
-                    "SELECT id, status, total_rows FROM listing.imports "
-                    "WHERE organization_id = CAST(:org AS uuid)"
-                ),
-                {"org": org_id},
-            )
-        ).one()
+    job = await import_job(maker, org_id)
     assert (str(job.id), job.status, job.total_rows) == (problem["import_id"], "failed", 2)
 
     # Sent again once the lock is gone, the file finishes.
-    again = await listing.post(
-        "/v1/imports",
-        content=csv_file(holder, [{"identifier": n} for n in rights]),
-        headers={**bearer(key), "Content-Type": "text/csv"},
-    )
+    again = await post_import(listing, key, holder, [{"identifier": n} for n in rights])
     assert again.status_code == 201, again.text
     assert (again.json()["created"], again.json()["unchanged"]) == (4, 2)
