@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import zlib
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -34,6 +33,7 @@ from services.matching.models import SCHEMA, IndexerState
 from shared.contracts.events import ChangeFeedPage
 from shared.db import asyncpg_connect_kwargs
 from shared.errors import is_database_unavailable
+from shared.jitter import jitter
 from shared.settings import Settings
 
 logger = logging.getLogger("ipx.matching.indexer")
@@ -401,7 +401,7 @@ class Indexer:
                     timeout=5, **asyncpg_connect_kwargs(self.settings.database_url)
                 )
                 if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", self.lease_key):
-                    await asyncio.sleep(2 + random.random())  # another replica indexes
+                    await asyncio.sleep(2 + jitter.random())  # another replica indexes
                     continue
                 await ensure_index(self.meili, self.index_uid)
                 delay = 0.5
@@ -425,7 +425,7 @@ class Indexer:
                 if conn is not None:
                     with contextlib.suppress(Exception):
                         await conn.close(timeout=1)
-            await asyncio.sleep(delay * (1 + random.random()))
+            await asyncio.sleep(delay * (1 + jitter.random()))
             delay = min(delay * 2, 10.0)
 
 

@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -54,6 +53,7 @@ from shared.app import http_client
 from shared.contracts.offers import OfferUpsertResult
 from shared.db import record_when_reachable
 from shared.errors import FieldError
+from shared.jitter import jitter
 from shared.notifier import FeedNotifier
 from shared.settings import Settings
 
@@ -95,7 +95,7 @@ def utcnow() -> datetime:
 def backoff_seconds(failures: int, base: float, cap: float) -> float:
     """Exponential backoff with jitter: between half and all of min(cap, base * 2^(n-1))."""
     delay = min(cap, base * float(2 ** max(0, min(failures - 1, 30))))
-    return delay / 2 + random.uniform(0, delay / 2)
+    return delay / 2 + jitter.uniform(0, delay / 2)
 
 
 # --------------------------------------------------------------------------------------------

@@ -47,6 +47,7 @@ from services.gateway.webhooks.ssrf import (
 from shared.contracts.events import ChangeFeedPage
 from shared.db import asyncpg_connect_kwargs, record_when_reachable
 from shared.errors import is_database_unavailable
+from shared.jitter import jitter
 from shared.notifier import FeedNotifier
 from shared.settings import Settings
 from shared.webhooks import signed_headers
@@ -103,7 +104,7 @@ def retry_delay(
     if attempts > len(schedule):
         return None
     base = schedule[max(attempts, 1) - 1]
-    return base * (rng or random).uniform(1 - RETRY_JITTER, 1 + RETRY_JITTER)
+    return base * (rng or jitter).uniform(1 - RETRY_JITTER, 1 + RETRY_JITTER)
 
 
 # ----------------------------------------------------------------------------- fan-out
@@ -184,7 +185,7 @@ async def _fanout_forever(app: FastAPI, feed: Feed) -> None:
         try:
             conn = await asyncpg.connect(timeout=5, **asyncpg_connect_kwargs(settings.database_url))
             if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", feed.lease_key):
-                await asyncio.sleep(2 + random.random())  # another replica fans this feed out
+                await asyncio.sleep(2 + jitter.random())  # another replica fans this feed out
                 continue
             while True:
                 await fanout_step(app, feed)
@@ -198,7 +199,7 @@ async def _fanout_forever(app: FastAPI, feed: Feed) -> None:
             if conn is not None:
                 with contextlib.suppress(Exception):
                     await conn.close(timeout=1)
-        await asyncio.sleep(delay * (1 + random.random()))
+        await asyncio.sleep(delay * (1 + jitter.random()))
         delay = min(delay * 2, 10.0)
 
 
@@ -279,7 +280,7 @@ class DeliveryWorker:
                         delay = 0.5
                     except Exception as exc:
                         _log_pause("webhook delivery", exc, delay)
-                        await asyncio.sleep(delay * (1 + random.random()))
+                        await asyncio.sleep(delay * (1 + jitter.random()))
                         delay = min(delay * 2, 10.0)
                         continue
                     for item in claimed:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -40,6 +39,7 @@ from services.matching.demands.matcher import MULTI_SEARCH_BATCH, QUEUED_FIELDS,
 from services.matching.meili import MeiliUnavailable
 from services.matching.models import SCHEMA, MatchQueueItem
 from shared.errors import is_database_unavailable
+from shared.jitter import jitter
 from shared.notifier import FeedNotifier
 
 logger = logging.getLogger("ipx.matching.matches")
@@ -300,7 +300,7 @@ class MatchWorker:
                 logger.warning(
                     "matching paused (%s: %s); retrying in %.1fs", type(exc).__name__, exc, delay
                 )
-                await asyncio.sleep(delay * (1 + random.random()))
+                await asyncio.sleep(delay * (1 + jitter.random()))
                 delay = min(delay * 2, 10.0)
 
     async def after_indexer_backlog(self, step: Callable[[], Awaitable[int]]) -> int:
