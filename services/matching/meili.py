@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -17,6 +18,8 @@ from shared.search import MeiliError, MeiliUnavailable
 __all__ = ["MeiliClient", "MeiliError", "MeiliTaskFailed", "MeiliUnavailable"]
 
 JSON_CONTENT = {"Content-Type": "application/json"}
+# The gateway's catalogue search: a search, then a fetch of the page's offers (shared/search.py).
+SEARCH_KEY_ACTIONS = ["search", "documents.get"]
 
 
 class MeiliTaskFailed(MeiliError):
@@ -157,16 +160,15 @@ class MeiliClient:
     # Keys ---------------------------------------------------------------------------------
 
     async def search_key(self, index_uid: str) -> str:
-        """A key that may only search `index_uid`, created on first use. Its uid is derived from
-        the index name, so every replica (and every restart) finds the same key instead of
-        adding one; Meilisearch derives the key itself from the master key and the uid."""
+        """A key that may only read `index_uid` (search it, fetch its documents), created on
+        first use. Its uid is derived from the index name and the key's actions, so every
+        replica (and every restart) finds the same key instead of adding one, and a change of
+        actions makes a new key (Meilisearch cannot change a key's actions); Meilisearch
+        derives the key itself from the master key and the uid."""
         if not self.headers:
             return ""  # no master key: Meilisearch asks no key of anyone
-        uid = str(
-            uuid.UUID(
-                bytes=hashlib.sha256(f"ipx-search:{index_uid}".encode()).digest()[:16], version=4
-            )
-        )
+        seed = f"ipx-search:{index_uid}:{','.join(SEARCH_KEY_ACTIONS)}"
+        uid = str(uuid.UUID(bytes=hashlib.sha256(seed.encode()).digest()[:16], version=4))
         try:
             created = await self.request(
                 "POST",
@@ -174,8 +176,8 @@ class MeiliClient:
                 {
                     "uid": uid,
                     "name": f"ipx search {index_uid}",
-                    "description": "search only, for the gateway's catalogue search",
-                    "actions": ["search"],
+                    "description": "read only, for the gateway's catalogue search",
+                    "actions": SEARCH_KEY_ACTIONS,
                     "indexes": [index_uid],
                     "expiresAt": None,
                 },
@@ -199,6 +201,11 @@ class MeiliClient:
     async def document_count(self, uid: str) -> int:
         return int((await self.request("GET", f"/indexes/{uid}/stats"))["numberOfDocuments"])
 
+    async def fetch(self, uid: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Stored documents, as Meilisearch answers a document fetch (`results`, `total`)."""
+        result: dict[str, Any] = await self.request("POST", f"/indexes/{uid}/documents/fetch", body)
+        return result
+
     async def fetch_documents(
         self, uid: str, fields: list[str] | None, offset: int, limit: int
     ) -> list[dict[str, Any]]:
@@ -206,5 +213,20 @@ class MeiliClient:
         body: dict[str, Any] = {"offset": offset, "limit": limit}
         if fields is not None:
             body["fields"] = fields
-        result = await self.request("POST", f"/indexes/{uid}/documents/fetch", body)
-        return list(result["results"])
+        return list((await self.fetch(uid, body))["results"])
+
+    def index(self, uid: str) -> IndexReader:
+        """One index, read as shared.search.CatalogueIndex."""
+        return IndexReader(self, uid)
+
+
+@dataclass(frozen=True)
+class IndexReader:
+    meili: MeiliClient
+    uid: str
+
+    async def search(self, body: dict[str, Any]) -> dict[str, Any]:
+        return await self.meili.search(self.uid, body)
+
+    async def fetch(self, body: dict[str, Any]) -> dict[str, Any]:
+        return await self.meili.fetch(self.uid, body)

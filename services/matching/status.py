@@ -1,6 +1,6 @@
 """GET /v1/index/status: where the indexer is, how far behind, how big the index is, and how
 many indexed listings still wait for their matches.
-GET /v1/index/search-key: the search-only key the gateway queries the catalogue index with."""
+GET /v1/index/search-key: the read-only key the gateway queries the catalogue index with."""
 
 from __future__ import annotations
 

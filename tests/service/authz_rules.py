@@ -809,7 +809,7 @@ MATCHING_RULES: dict[tuple[Service, str, str], Rule] = {
     ),
     ("matching", "GET", "/v1/index/search-key"): rule(
         Case(
-            "the gateway's search-only Meilisearch key",
+            "the gateway's read-only Meilisearch key",
             at("/v1/index/search-key"),
             # A credential for the gateway alone: not even operators read it here.
             keyed(other=403, member=403, admin=403, partner=403, operator=403, service=200),

@@ -1,7 +1,7 @@
-"""The gateway's catalogue search queries Meilisearch directly, with a search-only key that
-matching provisions (NOTES.md "Search hop"): the key can search the catalogue index and nothing
-else, and the gateway answers exactly what matching's own search answers (one query builder,
-shared/search.py). Real PostgreSQL, real Meilisearch, the three apps in process."""
+"""The gateway's catalogue search queries Meilisearch directly, with a read-only key that
+matching provisions (NOTES.md "Search hop"): the key can search the catalogue index and fetch its
+documents, nothing else, and the gateway answers exactly what matching's own search answers (one
+query builder, shared/search.py). Real PostgreSQL, real Meilisearch, the three apps in process."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ async def catalogue(
     return records
 
 
-async def test_the_search_key_is_provisioned_once_and_can_only_search(
+async def test_the_search_key_is_provisioned_once_and_can_only_read(
     matching: httpx.AsyncClient,
     service_key: str,
     operator_key: str,
@@ -72,13 +72,18 @@ async def test_the_search_key_is_provisioned_once_and_can_only_search(
         keys = (await meili_http.get("/keys", params={"limit": 1000}, headers=master)).json()
         mine = [k for k in keys["results"] if k["key"] == found["key"]]
         assert len(mine) == 1  # asked twice, created once
-        assert mine[0]["actions"] == ["search"] and mine[0]["indexes"] == [index]
+        assert mine[0]["actions"] == ["search", "documents.get"]
+        assert mine[0]["indexes"] == [index]
 
         # Meilisearch answers a refused write before reading its body, and the next request on
         # that connection hangs: one connection per refused request.
         key = {**bearer(found["key"]), "Connection": "close"}
         searched = await meili_http.post(f"/indexes/{index}/search", json={"q": ""}, headers=key)
         assert searched.status_code == 200 and searched.json()["hits"]
+        fetched = await meili_http.post(
+            f"/indexes/{index}/documents/fetch", json={"limit": 1}, headers=key
+        )
+        assert fetched.status_code == 200 and fetched.json()["results"]
         refused = [
             await meili_http.post(f"/indexes/{index}/documents", json=[{"id": "x"}], headers=key),
             await meili_http.post(f"/indexes/{index}/documents/delete-batch", json=[], headers=key),
@@ -86,7 +91,8 @@ async def test_the_search_key_is_provisioned_once_and_can_only_search(
             await meili_http.delete(f"/indexes/{index}", headers=key),
             await meili_http.post(f"/indexes/{index}_other/search", json={}, headers=key),
             await meili_http.get("/keys", headers=key),
-            await meili_http.get(f"/indexes/{index}/documents", headers=key),
+            await meili_http.post(f"/indexes/{index}_other/documents/fetch", json={}, headers=key),
+            await meili_http.get("/indexes", headers=key),
         ]
         assert [r.status_code for r in refused] == [403] * len(refused)
         # Nothing was written: the index holds what the indexer put there.
@@ -215,7 +221,7 @@ async def test_the_engine_answers_as_matching_does(
         CatalogueEngine(matching_settings, http) as engine,
     ):
         for params in QUERIES[:3]:
-            answer = await catalogue_search(engine.search, await search_params(**_typed(params)))
+            answer = await catalogue_search(engine, await search_params(**_typed(params)))
             hop = await matching.get("/v1/search", params=params)
             assert json.loads(answer) == hop.json()
 

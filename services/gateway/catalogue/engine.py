@@ -1,5 +1,5 @@
 """The gateway's direct line to the catalogue index (NOTES.md "Search hop"): public searches go
-straight to Meilisearch with the search-only key matching provisions, instead of through
+straight to Meilisearch with the read-only key matching provisions, instead of through
 matching's API (one Python hop less on the hottest path). Matching still owns the index, its
 settings and every write; the query itself is built by shared/search.py for both services.
 
@@ -33,12 +33,12 @@ IDENTITY = {"Accept-Encoding": "identity", "Content-Type": "application/json"}
 
 @dataclass(frozen=True)
 class Target:
-    search_url: str
+    index_url: str
     headers: dict[str, str]
 
 
 class CatalogueEngine:
-    """`search(body)` sends one search body to the catalogue index (shared.search.Search)."""
+    """The catalogue index as the gateway reaches it (shared.search.CatalogueIndex)."""
 
     def __init__(self, settings: Settings, http: httpx.AsyncClient) -> None:
         self.settings = settings
@@ -88,16 +88,14 @@ class CatalogueEngine:
                 if found["key"]:
                     headers["Authorization"] = f"Bearer {found['key']}"
                 self.target = Target(
-                    f"{found['url'].rstrip('/')}/indexes/{found['index']}/search", headers
+                    f"{found['url'].rstrip('/')}/indexes/{found['index']}", headers
                 )
             return self.target
 
-    async def _post(self, target: Target, content: bytes) -> tuple[int, bytes]:
+    async def _post(self, url: str, target: Target, content: bytes) -> tuple[int, bytes]:
         assert self.session is not None, "use the engine as an async context manager"
         try:
-            async with self.session.post(
-                target.search_url, data=content, headers=target.headers
-            ) as response:
+            async with self.session.post(url, data=content, headers=target.headers) as response:
                 if response.status in (401, 403):
                     # Meilisearch refuses before reading the body; that connection would
                     # hang the next request.
@@ -108,10 +106,16 @@ class CatalogueEngine:
             raise MeiliUnavailable(type(exc).__name__) from exc
 
     async def search(self, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._send("search", body)
+
+    async def fetch(self, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._send("documents/fetch", body)
+
+    async def _send(self, route: str, body: dict[str, Any]) -> dict[str, Any]:
         content = json.dumps(body, ensure_ascii=False).encode()
         for _attempt in (1, 2):  # a refused key is asked for again once
             target = await self._target()
-            status, answer = await self._post(target, content)
+            status, answer = await self._post(f"{target.index_url}/{route}", target, content)
             if status in (401, 403):
                 if self.target is target:
                     self.target = None  # the key or the index changed: ask matching again

@@ -82,7 +82,7 @@ async def search(
     (matched exactly), with filters, facets, sorting and pages: the same parameters and answer
     as matching's GET /v1/search, queried from the catalogue index directly."""
     engine: CatalogueEngine = request.app.state.catalogue
-    return _cached(request, await catalogue_search(engine.search, params), max_age=10)
+    return _cached(request, await catalogue_search(engine, params), max_age=10)
 
 
 @router.get("/assets/{asset_id}", responses=problem_responses(404, 422, 429, 503))

@@ -3,7 +3,6 @@ public search runs too)."""
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -23,5 +22,5 @@ async def search(
     """Search the catalogue (published listings) in Chinese or English, or by patent number
     (matched exactly), with filters, facets, sorting and pages."""
     meili: MeiliClient = request.app.state.meili
-    content = await catalogue_search(partial(meili.search, request.app.state.index_uid), params)
+    content = await catalogue_search(meili.index(request.app.state.index_uid), params)
     return Response(content, media_type="application/json")
