@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -30,6 +31,13 @@ from shared.settings import Settings
 from support import free_port
 
 TEMPLATE_DB = "ipx_template"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A run stopped by SIGTERM (a CI job's time limit, `timeout`) ends the way Ctrl-C ends it:
+    # pytest tears the session down, so its PostgreSQL and Meilisearch stop instead of running
+    # on (SIGTERM's default ends the process before any fixture's teardown).
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
