@@ -313,7 +313,7 @@ def offers_body(asset_ids: list[str]) -> dict[str, Any]:
     rarely has more than a few offers, one per exchange). A fetch, not a search: Meilisearch
     runs one search per core and queues the rest, picking the next at random, so a second
     search would wait in that queue a second time; a filtered fetch does not queue (and needs
-    no ranking). Measured in tests/perf/bench_search.py (DECISIONS "Grouped search")."""
+    no ranking). Measured in tests/perf/bench_search.py (DECISIONS, "Catalogue search")."""
     return {
         "limit": 1000,
         "filter": f"{_any_of('asset_id', asset_ids)} AND {SEARCHABLE_FILTER}",
