@@ -10,7 +10,6 @@ I/O: a `CatalogueIndex` that sends a body to the catalogue index's search or doc
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal, Protocol
 
 from fastapi import Query
+from pydantic_core import to_json
 
 from shared.contracts.catalogue import AssetKind, LegalStatus, TransactionType
 from shared.errors import ServiceUnavailable, UnprocessableEntity
@@ -403,4 +403,4 @@ async def catalogue_search(index: CatalogueIndex, params: SearchParams) -> bytes
             "grouped": params.group_by_asset,
         },
     }
-    return json.dumps(answer, ensure_ascii=False, separators=(",", ":")).encode()
+    return to_json(answer)

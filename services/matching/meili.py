@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from pydantic_core import to_json
+from pydantic_core import from_json, to_json
 
 from shared.search import MeiliError, MeiliUnavailable
 
@@ -48,13 +48,15 @@ class MeiliClient:
         if response.status_code >= 500:
             raise MeiliUnavailable(f"HTTP {response.status_code}")
         if response.status_code >= 400:
-            body = response.json() if response.content else {}
+            body = from_json(response.content) if response.content else {}
             raise MeiliError(
                 response.status_code,
                 body.get("code", "unknown"),
                 body.get("message", response.text),
             )
-        return response.json() if response.content else None
+        # Decoded by pydantic-core too (about twice as fast as the json module on a search
+        # answer); both return plain dicts, lists, strings and numbers.
+        return from_json(response.content) if response.content else None
 
     # Indexes and tasks ---------------------------------------------------------------------
 
