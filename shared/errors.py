@@ -19,7 +19,7 @@ Exception tree (each carries its HTTP status and stable problem type)::
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import asyncpg
@@ -225,40 +225,40 @@ _UNAVAILABLE_ASYNCPG = (
 )
 
 
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and every exception it was raised from, each once: `__cause__` or `__context__`,
+    and the driver error a SQLAlchemy error wraps (`orig`)."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        pending.append(current.__cause__ or current.__context__)
+        orig = getattr(current, "orig", None)
+        if isinstance(orig, BaseException):
+            pending.append(orig)
+
+
 def raised_from(exc: BaseException, kind: type[BaseException]) -> bool:
     """`exc` is a `kind`, or was raised from one (a driver error SQLAlchemy wrapped included)."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, kind):
-            return True
-        orig = getattr(current, "orig", None)
-        if isinstance(orig, BaseException) and raised_from(orig, kind):
-            return True
-        current = current.__cause__ or current.__context__
-    return False
+    return any(isinstance(cause, kind) for cause in _causes(exc))
 
 
 def is_database_unavailable(exc: BaseException) -> bool:
     """True when an exception means PostgreSQL cannot be reached, not that a query is wrong."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, sa_exc.DBAPIError):
-            if current.connection_invalidated:
-                return True
-            if isinstance(current.orig, BaseException) and is_database_unavailable(current.orig):
-                return True
-        if isinstance(current, (*_UNAVAILABLE_ASYNCPG, ConnectionError, TimeoutError)):
-            return True
-        if isinstance(current, OSError) and current.errno is not None:
-            return True
-        if isinstance(current, sa_exc.TimeoutError):  # pool exhausted while PostgreSQL is down
-            return True
-        current = current.__cause__ or current.__context__
-    return False
+    return any(_means_unreachable(cause) for cause in _causes(exc))
+
+
+def _means_unreachable(exc: BaseException) -> bool:
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    # sa_exc.TimeoutError: the pool exhausted while PostgreSQL is down.
+    if isinstance(exc, (*_UNAVAILABLE_ASYNCPG, ConnectionError, TimeoutError, sa_exc.TimeoutError)):
+        return True
+    return isinstance(exc, OSError) and exc.errno is not None
 
 
 def render(request: Request, error: ProblemError) -> Response:
