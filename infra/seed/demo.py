@@ -82,6 +82,25 @@ def demo_terms(identifier: str) -> dict[str, Any]:
     }
 
 
+def demo_catalogue(limit: int = 5000) -> list[tuple[tuple[str, str], list[SeedRecord]]]:
+    """The demo's listings by seller ((name, region), records), largest seller first: the
+    lawful records of holders in Beijing, Tianjin or Hebei, at most `limit` in all."""
+    by_seller: dict[tuple[str, str], list[SeedRecord]] = defaultdict(list)
+    for record in load_records():
+        seller = seller_of(record)
+        if seller and record.asset.legal_status in LAWFUL:
+            by_seller[seller].append(record)
+    catalogue = []
+    taken = 0
+    for seller, records in sorted(by_seller.items(), key=lambda kv: -len(kv[1])):
+        records = records[: max(0, limit - taken)]
+        if not records:
+            break
+        catalogue.append((seller, records))
+        taken += len(records)
+    return catalogue
+
+
 def seed_demo(
     listing_url: str,
     operator_key: str,
@@ -97,16 +116,7 @@ def seed_demo(
         if existing.json()["items"]:
             summary.skipped = True
             return summary
-        by_seller: dict[tuple[str, str], list[SeedRecord]] = defaultdict(list)
-        for record in load_records():
-            seller = seller_of(record)
-            if seller and record.asset.legal_status in LAWFUL:
-                by_seller[seller].append(record)
-        taken = 0
-        for (name, region), records in sorted(by_seller.items(), key=lambda kv: -len(kv[1])):
-            records = records[: max(0, limit - taken)]
-            if not records:
-                break
+        for (name, region), records in demo_catalogue(limit):
             signed_up = client.post(
                 "/v1/organizations",
                 json={"name": name, "kind": organization_kind(name), "region": region},
@@ -134,6 +144,5 @@ def seed_demo(
             summary.organizations += 1
             summary.listings += report.json()["created"]
             summary.rejected += report.json()["rejected"]
-            taken += len(records)
             progress(f"{summary.listings} listings of {summary.organizations} organisations")
     return summary

@@ -7,44 +7,11 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
+from services.matching.synonyms import SYNONYMS
 from shared.contracts.catalogue import OUR_EXCHANGE
 from shared.identifiers import ipc_prefixes
 
 SEARCHABLE = {"published", "under_negotiation"}
-
-SYNONYMS: dict[str, list[str]] = {
-    # Chinese and English technical terms buyers use for the same thing.
-    "锂电池": ["锂离子电池", "lithium battery"],
-    "锂离子电池": ["锂电池", "lithium-ion battery"],
-    "lithium battery": ["lithium-ion battery", "锂电池"],
-    "li-ion": ["lithium-ion", "锂离子电池"],
-    "隔膜": ["separator"],
-    "separator": ["隔膜"],
-    "虚拟现实": ["vr", "virtual reality"],
-    "vr": ["虚拟现实", "virtual reality"],
-    "virtual reality": ["虚拟现实", "vr"],
-    "增强现实": ["ar", "augmented reality"],
-    "ar": ["增强现实", "augmented reality"],
-    "augmented reality": ["增强现实", "ar"],
-    "人工智能": ["ai", "artificial intelligence"],
-    "ai": ["人工智能", "artificial intelligence"],
-    "神经网络": ["neural network"],
-    "neural network": ["神经网络"],
-    "语音识别": ["speech recognition"],
-    "speech recognition": ["语音识别"],
-    "芯片": ["chip", "集成电路"],
-    "chip": ["芯片"],
-    "处理器": ["processor"],
-    "processor": ["处理器"],
-    "无人机": ["drone", "uav"],
-    "drone": ["无人机", "uav"],
-    "基因编辑": ["crispr", "gene editing"],
-    "crispr": ["基因编辑", "gene editing"],
-    "新能源汽车": ["electric vehicle", "ev"],
-    "electric vehicle": ["新能源汽车"],
-    "光伏": ["photovoltaic", "solar cell"],
-    "photovoltaic": ["光伏"],
-}
 
 SETTINGS: dict[str, Any] = {
     "searchableAttributes": [

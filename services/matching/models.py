@@ -19,6 +19,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
+from sqlalchemy import text as sa_text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Column, Field, SQLModel
 
@@ -75,6 +76,12 @@ class Demand(SQLModel, table=True):
         default_factory=list, sa_column=Column(ARRAY(String(6)), nullable=False)
     )
     budget_max: Decimal | None = Field(default=None, sa_type=Numeric(18, 2))
+    # What was read from title and text (demands/reading.py: terms, constraints); {} for a
+    # demand stored before demands were read, read again when used.
+    reading: dict[str, Any] = Field(
+        default_factory=dict,
+        sa_column=Column(JSONB, nullable=False, server_default=sa_text("'{}'::jsonb")),
+    )
     status: str = Field(default="active", max_length=16)
     version: int = 1
     created_at: datetime = created_now()

@@ -160,11 +160,12 @@ async def test_a_published_listing_is_queued_matched_and_announced_once(
     announced = created_for(await feed_events(matching, service_key), demand["id"])
     assert sorted(announced) == sorted(m["listing_id"] for m in found)  # each exactly once
     text = next(r for r in found[0]["reasons"] if r["factor"] == "text")
-    # The matched words are words of the listing's title found in the demand.
-    assert text["detail"].startswith("matched: ")
-    for term in text["detail"].removeprefix("matched: ").split(", "):
-        assert term in DEMAND["title"] + DEMAND["text"]
-        assert term in found[0]["listing"]["title_zh"]
+    # The matched terms are the demand's, found in the listing as written or in another name.
+    assert text["detail"].startswith("matched: ") and text["terms"]
+    for term in text["terms"]:
+        assert term["term"] in (DEMAND["title"] + DEMAND["text"]).lower()
+        assert term["field"] in ("title", "abstract") and term["share"] >= 0.5
+    assert any(t["written_as"] in found[0]["listing"]["title_zh"] for t in text["terms"])
 
 
 async def test_a_worker_that_dies_after_claiming_loses_no_match(

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.matching.catalogue import SYNONYMS
+from services.matching.demands.reading import stored_reading
 from services.matching.models import Demand
+from services.matching.synonyms import SYNONYMS
 
 SETTINGS: dict[str, Any] = {
-    "searchableAttributes": ["title", "text"],
+    # The terms read from the demand first: a new listing's title is looked for there before
+    # the prose around them.
+    "searchableAttributes": ["terms", "title", "text"],
     "filterableAttributes": [
         "status",
         "kinds",
@@ -28,8 +31,10 @@ def demands_index(catalogue_uid: str) -> str:
 
 
 def demand_document(demand: Demand) -> dict[str, Any]:
+    reading = stored_reading(demand.title, demand.text, demand.reading)
     return {
         "id": str(demand.id),
+        "terms": [name for term in reading.terms for name in (term.text, *term.alternatives)],
         "organization_id": str(demand.organization_id),
         "title": demand.title,
         "text": demand.text,

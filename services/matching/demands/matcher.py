@@ -24,56 +24,30 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from services.matching.demands.index import SETTINGS, demand_document, demands_index
+from services.matching.demands.reading import Reading, stored_reading
 from services.matching.demands.scoring import (
     MAX_MATCHES_PER_DEMAND,
     MIN_RELEVANCE,
+    CompiledDemand,
     DemandTerms,
-    haystack,
-    matched_terms,
+    compile_reading,
+    listing_text,
+    salient_query,
     score,
-    terms_in,
+    term_weights,
+    text_fit,
 )
 from services.matching.meili import MeiliClient, MeiliTaskFailed
 from services.matching.models import Demand
+from services.matching.vocabulary import CatalogueVocabulary, Vocabulary, units
 from shared.search import quote
 
 CJK = re.compile(r"[\u3400-\u9fff]")
-# Patent-title boilerplate. Meilisearch drops query words from the end until documents match,
-# so a query must lead with what the invention is about, not with "一种基于…".
-TITLE_BOILERPLATE = re.compile(
-    r"一种|一类|基于|用于|应用于|以及|及其|及|和|与|或|的|方法|装置|系统|设备|结构|组件|"
-    r"模块|单元|其|中|该|所述|实现|进行|通过|[，、,.;；:：()（）]"
-)
-ENGLISH_STOPWORDS = frozenset(
-    [
-        "a",
-        "an",
-        "and",
-        "apparatus",
-        "based",
-        "device",
-        "for",
-        "method",
-        "methods",
-        "of",
-        "on",
-        "system",
-        "systems",
-        "the",
-        "thereof",
-        "to",
-        "using",
-        "with",
-    ]
-)
-
-
-def salient_query(title: str) -> str:
-    """The words of a listing title that say what it is about, in order."""
-    words = [
-        w for w in TITLE_BOILERPLATE.sub(" ", title).split() if w.lower() not in ENGLISH_STOPWORDS
-    ]
-    return " ".join(words[:10])
+# A demand's catalogue queries (catalogue_queries): phrases and single pieces, hits of each.
+PHRASE_QUERIES = 2
+HITS_PER_PHRASE = 30
+PIECE_QUERIES = 10
+HITS_PER_PIECE = 20
 
 
 # Listings per multi-search. Each query runs against every active demand: at 10,000 demands
@@ -135,6 +109,7 @@ INSERT_EVENTS = text(
 )
 LISTING_FIELDS = [
     "listing_id",
+    "abstract_en",
     "asset_id",
     "offer_id",
     "exchange",
@@ -171,12 +146,40 @@ Scored = tuple[Demand | DemandRef, dict[str, Any], float, list[dict[str, Any]]]
 
 
 def terms_of(demand: Demand) -> DemandTerms:
-    return DemandTerms(
-        kinds=tuple(demand.kinds),
-        transaction_types=tuple(demand.transaction_types),
-        regions=tuple(demand.regions),
-        budget_max=demand.budget_max,
+    return DemandTerms.of(
+        stored_reading(demand.title, demand.text, demand.reading),
+        demand.kinds,
+        demand.transaction_types,
+        demand.regions,
+        demand.budget_max,
     )
+
+
+def catalogue_queries(reading: Reading, vocabulary: Vocabulary) -> list[dict[str, Any]]:
+    """Short queries that together find what a demand asks for (Meilisearch keeps at most ten
+    query words and drops words until something matches, so a whole sentence finds little):
+    the title's terms, the two weightiest terms, and each of the demand's rarest pieces that
+    the catalogue holds on its own (a one-word query also matches the words it begins, so 防撞
+    finds 防撞击). The local scoring then ranks the union. Measured in docs/DECISIONS.md."""
+    weights = term_weights(reading, vocabulary)
+    ranked = [t for _, t in sorted(zip(weights, reading.terms, strict=True), key=lambda p: -p[0])]
+    phrases = [
+        " ".join(t.text for t in reading.terms if t.source == "title"),
+        *(t.text for t in ranked[:PHRASE_QUERIES]),
+    ]
+    pieces: dict[str, float] = {}
+    for term in reading.terms:
+        for unit in units(term.text):
+            if len(unit) > 1 and vocabulary.document_frequency(unit):
+                weight = term.weight * vocabulary.idf(unit)
+                pieces[unit] = max(pieces.get(unit, 0.0), weight)
+    rarest = sorted(pieces, key=lambda u: -pieces[u])[:PIECE_QUERIES]
+    queries = [
+        {"q": q, "limit": HITS_PER_PHRASE, "matchingStrategy": "frequency"}
+        for q in dict.fromkeys(p for p in phrases if p.strip())
+    ]
+    queries += [{"q": u, "limit": HITS_PER_PIECE, "matchingStrategy": "last"} for u in rarest]
+    return queries
 
 
 def _any(attribute: str, values: Sequence[str]) -> str:
@@ -205,6 +208,7 @@ class Matcher:
         self.meili = meili
         self.catalogue_uid = catalogue_uid
         self.demands_uid = demands_index(catalogue_uid)
+        self.vocabulary = CatalogueVocabulary(meili, catalogue_uid)
         self._ready = False
 
     async def ensure_index(self) -> None:
@@ -233,7 +237,8 @@ class Matcher:
     # A demand against the catalogue ------------------------------------------------------
 
     async def match_demand(self, session: AsyncSession, demand: Demand) -> int:
-        query = f"{demand.title} {demand.text[:200]}"
+        reading = stored_reading(demand.title, demand.text, demand.reading)
+        vocabulary = await self.vocabulary.get()
         filters = [
             'status IN ["published", "under_negotiation"]',
             f"seller_id != {quote(str(demand.organization_id))}",
@@ -244,26 +249,35 @@ class Matcher:
             filters.append(_any("transaction_type", demand.transaction_types))
         if demand.ipc_prefixes:
             filters.append(_any("ipc_prefixes", demand.ipc_prefixes))
-        body: dict[str, Any] = {
-            "q": query,
-            "filter": filters,
-            "limit": 100,
-            "showRankingScore": True,
-            "showMatchesPosition": True,
-            "attributesToRetrieve": LISTING_FIELDS,
-        }
-        if CJK.search(query):
-            body["locales"] = ["cmn"]
-        result = await self.meili.search(self.catalogue_uid, body)
-        terms = terms_of(demand)
-        scored: list[Scored] = []
-        for doc in result["hits"]:
-            relevance = float(doc.get("_rankingScore") or 0)
-            if relevance < MIN_RELEVANCE:
+        queries = [
+            {
+                **query,
+                "indexUid": self.catalogue_uid,
+                "filter": filters,
+                "attributesToRetrieve": LISTING_FIELDS,
+                **({"locales": ["cmn"]} if CJK.search(query["q"]) else {}),
+            }
+            for query in catalogue_queries(reading, vocabulary)
+        ]
+        candidates: dict[str, dict[str, Any]] = {}
+        for result in await self.meili.multi_search(queries) if queries else []:
+            for doc in result["hits"]:
+                candidates.setdefault(doc["listing_id"], doc)
+        compiled = compile_reading(reading, vocabulary)
+        terms = DemandTerms.of(
+            reading, demand.kinds, demand.transaction_types, demand.regions, demand.budget_max
+        )
+        # One match per asset: its best offer (the text is the asset's, the terms the offer's).
+        best: dict[str, Scored] = {}
+        for doc in candidates.values():
+            fit = text_fit(compiled, listing_text(doc, vocabulary))
+            if fit.fit < MIN_RELEVANCE:
                 continue
-            total, reasons = score(terms, doc, relevance, matched_terms(doc))
-            scored.append((demand, doc, total, reasons))
-        scored.sort(key=lambda item: -item[2])
+            total, reasons = score(terms, doc, fit)
+            kept = best.get(doc["asset_id"])
+            if kept is None or (total, doc["listing_id"]) > (kept[2], kept[1]["listing_id"]):
+                best[doc["asset_id"]] = (demand, doc, total, reasons)
+        scored = sorted(best.values(), key=lambda item: (-item[2], item[1]["listing_id"]))
         return await self.store(session, scored[:MAX_MATCHES_PER_DEMAND])
 
     # New listings against the demands ----------------------------------------------------
@@ -281,45 +295,43 @@ class Matcher:
             )
         if doc.get("seller_id"):
             filters.append(f"organization_id != {quote(doc['seller_id'])}")
-        # Ids and scores only: the demand's text comes from PostgreSQL (loaded for the scoring
-        # anyway), and match positions would cost Meilisearch a segmenter pass over the whole
-        # text of each of the 50 hits, ~8x the search (see scoring.shared_terms).
+        # Ids only: the demand's reading comes from PostgreSQL and the score from text_fit,
+        # the same function the demand's own search uses.
         query: dict[str, Any] = {
             "indexUid": self.demands_uid,
             "q": title,
             "filter": filters,
             "limit": 50,
-            "showRankingScore": True,
+            "matchingStrategy": "frequency",
             "attributesToRetrieve": ["id"],
         }
         if CJK.search(title):
             query["locales"] = ["cmn"]
         return query
 
-    async def find_demands(self, docs: list[dict[str, Any]]) -> list[list[tuple[UUID, float]]]:
-        """Per listing document, the active demands its title finds (id, text relevance) at
-        MIN_RELEVANCE or more; one multi-search per MULTI_SEARCH_BATCH listings."""
+    async def find_demands(self, docs: list[dict[str, Any]]) -> list[list[UUID]]:
+        """Per listing document, the active demands its title finds; one multi-search per
+        MULTI_SEARCH_BATCH listings."""
         await self.ensure_index()
-        found: list[list[tuple[UUID, float]]] = []
+        found: list[list[UUID]] = []
         for start in range(0, len(docs), MULTI_SEARCH_BATCH):
             batch = docs[start : start + MULTI_SEARCH_BATCH]
             results = await self.meili.multi_search([self._demand_query(d) for d in batch])
-            for result in results:
-                hits = [(UUID(h["id"]), float(h.get("_rankingScore") or 0)) for h in result["hits"]]
-                found.append([(i, rel) for i, rel in hits if rel >= MIN_RELEVANCE])
+            found += [[UUID(h["id"]) for h in result["hits"]] for result in results]
         return found
 
     async def store_listing_matches(
         self,
         session: AsyncSession,
         docs: list[dict[str, Any]],
-        found: list[list[tuple[UUID, float]]],
+        found: list[list[UUID]],
     ) -> int:
         """Score what `find_demands` found for `docs` against the demands as they are now
         (closed ones are skipped) and store the matches. Returns how many were new."""
-        ids = {demand_id for hits in found for demand_id, _ in hits}
+        ids = {demand_id for hits in found for demand_id in hits}
         if not ids:
             return 0
+        vocabulary = await self.vocabulary.get()
         # Plain rows of the columns scored, not ORM objects: a batch loads hundreds of demands.
         rows = await session.execute(
             select(
@@ -331,25 +343,28 @@ class Matcher:
                 col(Demand.transaction_types),
                 col(Demand.regions),
                 col(Demand.budget_max),
+                col(Demand.reading),
             ).where(col(Demand.id).in_(ids), col(Demand.status) == "active")
         )
-        demands = {
-            r[0]: (
+        demands: dict[UUID, tuple[DemandRef, CompiledDemand, DemandTerms]] = {}
+        for r in rows:
+            reading = stored_reading(r[2], r[3], r[8])
+            demands[r[0]] = (
                 DemandRef(r[0], r[1], r[2]),
-                haystack([r[2], r[3]]),
-                DemandTerms(tuple(r[4]), tuple(r[5]), tuple(r[6]), r[7]),
+                compile_reading(reading, vocabulary),
+                DemandTerms.of(reading, r[4], r[5], r[6], r[7]),
             )
-            for r in rows
-        }
         scored: list[Scored] = []
         for doc, hits in zip(docs, found, strict=True):
-            query = salient_query(doc.get("title_zh") or doc.get("title_en") or "")
-            for demand_id, relevance in hits:
+            text = listing_text(doc, vocabulary)
+            for demand_id in hits:
                 if demand_id not in demands:
                     continue  # closed meanwhile
-                ref, words, demand_terms = demands[demand_id]
-                terms = terms_in(query, words)
-                total, reasons = score(demand_terms, doc, relevance, terms)
+                ref, compiled, demand_terms = demands[demand_id]
+                fit = text_fit(compiled, text)
+                if fit.fit < MIN_RELEVANCE:
+                    continue
+                total, reasons = score(demand_terms, doc, fit)
                 scored.append((ref, doc, total, reasons))
         return await self.store(session, scored)
 

@@ -10,15 +10,20 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 
 from services.matching.demands import service
 from services.matching.demands.matcher import Matcher
+from services.matching.demands.reading import stored_reading
 from services.matching.demands.schemas import (
     DemandCreate,
     DemandPublic,
+    DemandReading,
     DemandUpdate,
     MatchEventPublic,
     MatchFeedPage,
     MatchPublic,
 )
+from services.matching.demands.scoring import term_weights
 from services.matching.meili import MeiliUnavailable
+from services.matching.models import Demand
+from services.matching.vocabulary import Vocabulary
 from shared.auth import CallerDep, Principal, require_roles
 from shared.db import SessionDep
 from shared.errors import ServiceUnavailable, UnprocessableEntity, problem_responses
@@ -38,8 +43,25 @@ def _matcher(request: Request) -> Matcher:
     return matcher
 
 
-def _public(demand: Any) -> DemandPublic:
-    return DemandPublic.model_validate(demand, from_attributes=True)
+async def _public(demand: Demand, matcher: Matcher) -> DemandPublic:
+    public = DemandPublic.model_validate(demand, from_attributes=True)
+    reading = stored_reading(demand.title, demand.text, demand.reading)
+    try:
+        vocabulary = await matcher.vocabulary.get()
+    except MeiliUnavailable:
+        vocabulary = Vocabulary()  # weights as if every word were equally rare
+    public.understood = DemandReading.model_validate(
+        {
+            **reading.to_json(),
+            "terms": [
+                {**term, "weight": round(weight, 3)}
+                for term, weight in zip(
+                    reading.to_json()["terms"], term_weights(reading, vocabulary), strict=True
+                )
+            ],
+        }
+    )
+    return public
 
 
 def _unavailable(exc: MeiliUnavailable) -> ServiceUnavailable:
@@ -65,12 +87,15 @@ async def create_demand(
         raise _unavailable(exc) from exc
     response.headers["ETag"] = f'"{demand.version}"'
     response.headers["X-Matches"] = str(found)
-    return _public(demand)
+    return await _public(demand, _matcher(request))
 
 
 @router.get("/v1/demands", response_model=list[DemandPublic], responses=problem_responses(401, 403))
-async def list_demands(session: SessionDep, principal: Member) -> list[DemandPublic]:
-    return [_public(d) for d in await service.list_mine(session, principal)]
+async def list_demands(
+    request: Request, session: SessionDep, principal: Member
+) -> list[DemandPublic]:
+    matcher = _matcher(request)
+    return [await _public(d, matcher) for d in await service.list_mine(session, principal)]
 
 
 @router.get(
@@ -79,11 +104,15 @@ async def list_demands(session: SessionDep, principal: Member) -> list[DemandPub
     responses=problem_responses(401, 404, 422),
 )
 async def read_demand(
-    demand_id: UUID, response: Response, session: SessionDep, principal: CallerDep
+    demand_id: UUID,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    principal: CallerDep,
 ) -> DemandPublic:
     demand = await service.get_owned(session, principal, demand_id)
     response.headers["ETag"] = f'"{demand.version}"'
-    return _public(demand)
+    return await _public(demand, _matcher(request))
 
 
 @router.patch(
@@ -113,7 +142,7 @@ async def update_demand(
     except MeiliUnavailable as exc:
         raise _unavailable(exc) from exc
     response.headers["ETag"] = f'"{demand.version}"'
-    return _public(demand)
+    return await _public(demand, _matcher(request))
 
 
 @router.delete(

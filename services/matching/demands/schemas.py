@@ -52,6 +52,31 @@ class DemandUpdate(StrictModel):
     version: int | None = Field(default=None, ge=1)
 
 
+class TermRead(BaseModel):
+    text: str = Field(description="a technical term as read from the demand (lower case)")
+    source: Literal["title", "text"]
+    alternatives: list[str] = Field(description="the same term in the field's other names")
+    weight: float = Field(
+        description="how much the term counts: title terms twice, rare words in the catalogue "
+        "more than common ones"
+    )
+
+
+class ConstraintsRead(BaseModel):
+    budget_max: Decimal | None
+    regions: list[str]
+    transaction_types: list[TransactionType]
+    kinds: list[AssetKind]
+
+
+class DemandReading(BaseModel):
+    """What matching read from the demand's title and text: the terms it looks for and the
+    constraints stated in prose (used where the demand's own fields leave them open)."""
+
+    terms: list[TermRead]
+    constraints: ConstraintsRead
+
+
 class DemandPublic(BaseModel):
     id: UUID
     organization_id: UUID
@@ -66,6 +91,9 @@ class DemandPublic(BaseModel):
     version: int
     created_at: datetime
     updated_at: datetime
+    understood: DemandReading | None = Field(
+        default=None, description="what matching read from title and text"
+    )
 
 
 class MatchPublic(BaseModel):

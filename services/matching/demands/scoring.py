@@ -1,114 +1,262 @@
 """How well a listing fits a demand: plain functions, no I/O.
 
-score = 0.55 × text relevance (Meilisearch's ranking score, 0-1)
-      + 0.15 × budget fit + 0.10 × region fit + 0.10 × kind fit + 0.10 × transaction-type fit
+score = text fit × (0.7 + 0.3 × constraint fit)
+text fit: the demand's terms found in the listing, weighed by rarity (text_fit)
+constraint fit: (0.15 budget + 0.10 region + 0.10 kind + 0.10 transaction type) / 0.45
 
-A factor the buyer left open counts as a fit. Each factor is kept as a reason, with the terms
-that matched, so the buyer sees why a listing was proposed.
+The constraints are the buyer's fields, else what the demand's prose states (reading.py). A
+factor the buyer left open counts as a fit. Each factor is kept as a reason, with the terms
+that matched and where, so the buyer sees why a listing was proposed. The score is a function
+of the demand and the listing alone, the same whichever side was posted first.
 """
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-WEIGHTS = {"text": 0.55, "budget": 0.15, "region": 0.10, "kind": 0.10, "transaction_type": 0.10}
-# Below this text relevance a listing is not proposed, whatever else fits.
-MIN_RELEVANCE = 0.35
+from services.matching.demands.reading import ENGLISH_STOPWORDS, Reading
+from services.matching.synonyms import segments
+from services.matching.vocabulary import Vocabulary, units
+
+# The constraints, weighed among themselves; together they scale the text fit by at most
+# CONSTRAINT_SHARE, so they order listings that answer the demand alike and never lift one
+# that answers it less (a buyer's 独占许可 does not make an unrelated patent relevant).
+WEIGHTS = {"budget": 0.15, "region": 0.10, "kind": 0.10, "transaction_type": 0.10}
+CONSTRAINT_SHARE = 0.3
+# Below this text fit a listing is not proposed, whatever else fits.
+MIN_RELEVANCE = 0.2
 MAX_MATCHES_PER_DEMAND = 50
 PROVINCES = {"11": "北京", "12": "天津", "13": "河北"}
+# Patent-title boilerplate: what a title says of every invention, not of this one.
+TITLE_BOILERPLATE = re.compile(
+    r"一种|一类|基于|用于|应用于|以及|及其|及|和|与|或|的|方法|装置|系统|设备|结构|组件|"
+    r"模块|单元|其|中|该|所述|实现|进行|通过|[，、,.;；:：()（）]"
+)
+
+
+def salient_query(title: str) -> str:
+    """The words of a listing title that say what it is about, in order."""
+    words = [
+        w for w in TITLE_BOILERPLATE.sub(" ", title).split() if w.lower() not in ENGLISH_STOPWORDS
+    ]
+    return " ".join(words[:10])
 
 
 @dataclass(frozen=True)
 class DemandTerms:
+    """The constraints a listing is scored against: the buyer's fields, else the prose's."""
+
     kinds: tuple[str, ...]
     transaction_types: tuple[str, ...]
     regions: tuple[str, ...]
     budget_max: Decimal | None
+
+    @classmethod
+    def of(
+        cls,
+        reading: Reading,
+        kinds: list[str],
+        transaction_types: list[str],
+        regions: list[str],
+        budget_max: Decimal | None,
+    ) -> DemandTerms:
+        stated = reading.constraints
+        return cls(
+            kinds=tuple(kinds) or stated.kinds,
+            transaction_types=tuple(transaction_types) or stated.transaction_types,
+            regions=tuple(regions) or stated.regions,
+            budget_max=budget_max if budget_max is not None else stated.budget_max,
+        )
 
 
 def _region_fits(regions: tuple[str, ...], region: str | None) -> bool:
     return region is not None and any(region.startswith(r) for r in regions)
 
 
-def matched_terms(doc: dict[str, Any]) -> list[str]:
-    """The words Meilisearch matched, read from `_matchesPosition` (UTF-8 byte offsets)."""
-    terms: list[str] = []
-    for attribute, positions in (doc.get("_matchesPosition") or {}).items():
-        value = doc.get(attribute)
-        if not isinstance(value, str):
-            continue
-        raw = value.encode()
-        for position in positions:
-            term = (
-                raw[position["start"] : position["start"] + position["length"]]
-                .decode(errors="ignore")
-                .strip()
+# A piece found only in the abstract counts for this share of one found in the title.
+ABSTRACT_SHARE = 0.8
+# How much the listing's title being covered by the demand adds (see text_fit), and the weight
+# of title pieces under which a title is too generic (智能装置) for its cover to count in full.
+TITLE_SHARE = 0.3
+SPECIFIC_TITLE = 15.0
+
+
+def term_weights(reading: Reading, vocabulary: Vocabulary) -> list[float]:
+    """How much each term of a reading counts: title terms twice, rare pieces more."""
+    return [
+        term.weight * sum(vocabulary.idf(u) for u in units(term.text)) for term in reading.terms
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class Name:
+    """One way to write a piece of a term, as comparison units with their weights."""
+
+    text: str
+    units: tuple[str, ...]
+    weights: tuple[float, ...]
+    mass: float
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledTerm:
+    text: str
+    weight: float  # the term's (title twice) times the weight of its written pieces
+    pieces: tuple[tuple[Name, ...], ...]  # per piece, its names (as written first)
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledDemand:
+    """A demand's reading prepared for scoring many listings (once per demand and vocabulary)."""
+
+    terms: tuple[CompiledTerm, ...]
+    units: frozenset[str]  # every unit of every name: what the listing's title is looked up in
+    mass: float
+
+
+def compile_reading(reading: Reading, vocabulary: Vocabulary) -> CompiledDemand:
+    idf = vocabulary.idf
+    compiled = []
+    everything: set[str] = set()
+    for term in reading.terms:
+        pieces = []
+        for names in segments(term.text):
+            written = []
+            for name in names:
+                name_units = tuple(units(name))
+                weights = tuple(idf(u) for u in name_units)
+                written.append(Name(name, name_units, weights, sum(weights)))
+                everything.update(name_units)
+            pieces.append(tuple(written))
+        mass = sum(p[0].mass for p in pieces)
+        compiled.append(CompiledTerm(term.text, term.weight * mass, tuple(pieces)))
+    return CompiledDemand(
+        tuple(t for t in compiled if t.weight > 0),
+        frozenset(everything),
+        sum(t.weight for t in compiled),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ListingText:
+    """A listing's text as units (once per listing and vocabulary)."""
+
+    title: frozenset[str]
+    abstract: frozenset[str]
+    title_units: tuple[tuple[str, float], ...]  # the salient title's units and weights
+    title_mass: float
+
+
+def listing_text(doc: dict[str, Any], vocabulary: Vocabulary) -> ListingText:
+    title = " ".join(str(doc.get(f) or "") for f in ("title_zh", "title_en")).lower()
+    abstract = " ".join(str(doc.get(f) or "") for f in ("abstract_zh", "abstract_en")).lower()
+    salient = [
+        (u, vocabulary.idf(u))
+        for u in dict.fromkeys(units(TITLE_BOILERPLATE.sub(" ", title)))
+        if u not in ENGLISH_STOPWORDS
+    ]
+    return ListingText(
+        frozenset(units(title)),
+        frozenset(units(abstract)),
+        tuple(salient),
+        sum(w for _, w in salient),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TermMatch:
+    term: str
+    written_as: str
+    field: str  # "title" or "abstract"
+    share: float  # of the term's weight found
+
+
+@dataclass(frozen=True, slots=True)
+class TextFit:
+    fit: float
+    demand_cover: float
+    title_cover: float
+    matched: tuple[TermMatch, ...]
+
+
+def text_fit(demand: CompiledDemand, listing: ListingText) -> TextFit:
+    """How well a listing's text answers a demand's terms, 0-1.
+
+    demand cover: the weighted share of the demand's pieces found in the listing (each piece
+    in whichever of its names is found best; rare pieces weigh more, title terms twice, a piece
+    found only in the abstract at ABSTRACT_SHARE). title cover: the share of the listing's
+    title found in the demand. fit = sqrt(demand cover) x (1 - TITLE_SHARE + TITLE_SHARE x
+    title cover): the title cover ranks the listing a demand describes whole above one that
+    merely shares its words, but never makes a match by itself (a generic title like 智能装置
+    is covered by any demand that says 智能). Measured in docs/DECISIONS.md (Matching)."""
+    title, abstract = listing.title, listing.abstract
+    found = 0.0
+    matched: list[TermMatch] = []
+    for term in demand.terms:
+        term_found = term_seen = 0.0
+        written: list[str] = []
+        field = ""
+        for names in term.pieces:
+            best = seen = 0.0
+            best_name = names[0].text
+            for name in names:
+                if not name.mass:
+                    continue
+                in_title = in_abstract = 0.0
+                for unit, weight in zip(name.units, name.weights, strict=True):
+                    if unit in title:
+                        in_title += weight
+                    elif unit in abstract:
+                        in_abstract += weight
+                share = (in_title + ABSTRACT_SHARE * in_abstract) / name.mass
+                if share > best:
+                    best, seen = share, (in_title + in_abstract) / name.mass
+                    best_name = name.text
+                    field = "title" if in_title >= in_abstract else "abstract"
+            written.append(best_name)
+            term_found += names[0].mass * best
+            term_seen += names[0].mass * seen
+        mass = sum(names[0].mass for names in term.pieces)
+        found += term.weight * term_found / mass
+        # A term counts as found where half its weight or more is (in either field).
+        if term_seen >= 0.5 * mass:
+            matched.append(
+                TermMatch(term.text, "".join(written), field, round(term_found / mass, 4))
             )
-            if term and term not in terms:
-                terms.append(term)
-    return terms[:10]
-
-
-CJK_RUN = re.compile(r"[\u3400-\u9fff]+")
-
-
-def shared_terms(query: str, texts: Sequence[str]) -> list[str]:
-    """The words of `query` that occur in `texts`, in query order, at most 10: a Latin word when
-    it occurs (case-insensitive), a CJK run whole when it occurs, else its longest pieces of two
-    characters or more that do. Meilisearch's own match positions would say the same in most
-    cases, but asking for them costs its segmenter a pass over every hit's whole text (~1.5 ms
-    per hit of a long demand), several times the search itself."""
-    return terms_in(query, haystack(texts))
-
-
-def haystack(texts: Sequence[str]) -> str:
-    """`texts` as `terms_in` searches them (built once per demand, not once per listing)."""
-    return "\n".join(texts).lower()
-
-
-def terms_in(query: str, haystack: str) -> list[str]:
-    """`shared_terms` of a prepared haystack."""
-    terms: list[str] = []
-    for word in query.lower().split():
-        pieces: list[str] = []
-        for run in CJK_RUN.findall(word):
-            start = 0
-            while start < len(run) - 1:
-                # No piece starts here unless its first two characters occur (most do not).
-                end = (
-                    next((e for e in range(len(run), start + 1, -1) if run[start:e] in haystack), 0)
-                    if run[start : start + 2] in haystack
-                    else 0
-                )
-                if end:
-                    pieces.append(run[start:end])
-                    start = end
-                else:
-                    start += 1
-        latin = re.findall(r"[^\W_]+", CJK_RUN.sub(" ", word))
-        pieces += [w for w in latin if re.search(rf"\b{re.escape(w)}\b", haystack)]
-        for piece in pieces:
-            if piece not in terms:
-                terms.append(piece)
-    return terms[:10]
+    demand_cover = found / demand.mass if demand.mass else 0.0
+    title_cover = (
+        sum(w for u, w in listing.title_units if u in demand.units) / listing.title_mass
+        if listing.title_mass
+        else 0.0
+    )
+    specific = min(1.0, listing.title_mass / SPECIFIC_TITLE)
+    fit = math.sqrt(demand_cover) * (1 - TITLE_SHARE + TITLE_SHARE * title_cover * specific)
+    return TextFit(round(fit, 4), demand_cover, title_cover, tuple(matched))
 
 
 def score(
-    demand: DemandTerms, listing: dict[str, Any], relevance: float, terms: list[str]
+    demand: DemandTerms, listing: dict[str, Any], text: TextFit
 ) -> tuple[float, list[dict[str, Any]]]:
     """(score 0-1, reasons) of a listing (a search document) for a demand."""
+    words = [
+        m.term if m.written_as == m.term else f"{m.term} ({m.written_as})" for m in text.matched
+    ]
     reasons: list[dict[str, Any]] = [
         {
             "factor": "text",
-            "fit": round(relevance, 4),
-            "detail": ("matched: " + ", ".join(terms)) if terms else "related text",
+            "fit": text.fit,
+            "detail": ("matched: " + ", ".join(words)) if words else "related text",
+            "terms": [
+                {"term": m.term, "written_as": m.written_as, "field": m.field, "share": m.share}
+                for m in text.matched
+            ],
         }
     ]
-    fits = {"text": relevance}
+    fits: dict[str, float] = {}
 
     amount = listing.get("amount")
     if demand.budget_max is None:
@@ -163,5 +311,6 @@ def score(
                     f"among {', '.join(wanted)}",
                 }
             )
-    total = sum(WEIGHTS[name] * fit for name, fit in fits.items())
+    constraints = sum(WEIGHTS[name] * fit for name, fit in fits.items()) / sum(WEIGHTS.values())
+    total = text.fit * (1 - CONSTRAINT_SHARE + CONSTRAINT_SHARE * constraints)
     return round(total, 4), reasons

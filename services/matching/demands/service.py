@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from services.matching.demands.matcher import Matcher
+from services.matching.demands.reading import Reading, read_demand
 from services.matching.demands.schemas import DemandCreate, DemandUpdate
 from services.matching.models import Demand, Match
 from shared.auth import Principal
@@ -45,12 +46,27 @@ def _checked_lists(ipc_prefixes: list[str], regions: list[str]) -> tuple[list[st
     return normalized, regions
 
 
+def checked_reading(title: str, text: str) -> Reading:
+    """What the demand asks for; a demand with nothing technical in it (我公司需要技术合作)
+    would never match anything, so it is refused instead of kept."""
+    reading = read_demand(title, text)
+    if not reading.terms:
+        raise UnprocessableEntity.single(
+            "text",
+            "technical_terms",
+            "nothing technical was found in title or text: name the technique, product or "
+            "problem (e.g. 锂电池隔膜涂覆工艺), not only who you are, budget or terms",
+        )
+    return reading
+
+
 async def create(
     session: AsyncSession, matcher: Matcher, principal: Principal, data: DemandCreate
 ) -> tuple[Demand, int]:
     if principal.organization_id is None:
         raise Forbidden("demands belong to an organisation: use its member key")
     ipc, regions = _checked_lists(data.ipc_prefixes, data.regions)
+    reading = checked_reading(data.title, data.text)
     demand = Demand(
         organization_id=principal.organization_id,
         title=data.title,
@@ -60,6 +76,7 @@ async def create(
         transaction_types=list(data.transaction_types),
         regions=regions,
         budget_max=data.budget_max,
+        reading=reading.to_json(),
     )
     session.add(demand)
     await session.flush()
@@ -110,6 +127,10 @@ async def update(
             changes.get("regions", demand.regions) or [],
         )
         changes["ipc_prefixes"], changes["regions"] = ipc, regions
+    if "title" in changes or "text" in changes:
+        changes["reading"] = checked_reading(
+            changes.get("title") or demand.title, changes.get("text") or demand.text
+        ).to_json()
     for name, value in changes.items():
         setattr(demand, name, list(value) if isinstance(value, list) else value)
     demand.version += 1
