@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from typing import Any
+from uuid import UUID
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -46,20 +47,31 @@ def cursor_of(row: Any) -> str:
 
 
 async def read_page(
-    conn: AsyncConnection, table: str, columns: Sequence[str], after: str, limit: int
+    conn: AsyncConnection,
+    table: str,
+    columns: Sequence[str],
+    after: str,
+    limit: int,
+    *,
+    organization_id: UUID | None = None,
 ) -> list[Any]:
-    """Rows after `after` (each with `seq` and `xid` as text besides `columns`)."""
+    """Rows after `after` (each with `seq` and `xid` as text besides `columns`); with
+    `organization_id`, only that organisation's rows (the table has the column)."""
     assert TABLE.match(table)
     xid, seq = parse_cursor(after)
+    scoped = "AND e.organization_id = :organization_id " if organization_id else ""
     # ORDER BY names the table's xid8 column: a bare `xid` would be the text output column,
     # and "1000" sorts before "999" (a page cut by LIMIT then skips events for good).
     query = text(
         f"SELECT seq, xid::text AS xid, {', '.join(columns)} FROM {table} AS e "
         "WHERE (e.xid, e.seq) > (CAST(:xid AS xid8), :seq) "
         "AND e.xid < pg_snapshot_xmin(pg_current_snapshot()) "
-        "ORDER BY e.xid, e.seq LIMIT :limit"
+        f"{scoped}ORDER BY e.xid, e.seq LIMIT :limit"
     )
-    return list(await conn.execute(query, {"xid": xid, "seq": seq, "limit": limit}))
+    parameters: dict[str, Any] = {"xid": xid, "seq": seq, "limit": limit}
+    if organization_id:
+        parameters["organization_id"] = organization_id
+    return list(await conn.execute(query, parameters))
 
 
 async def read_head(

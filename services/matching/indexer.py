@@ -38,7 +38,8 @@ from shared.settings import Settings
 
 logger = logging.getLogger("ipx.matching.indexer")
 
-# Called with the search documents that became searchable in a page, inside the transaction
+# Called with the search documents of a page that are searchable in a new version (newly
+# published, or changed while published: a new price is scored again), inside the transaction
 # that records the page (so matches are computed exactly when the cursor moves).
 OnPublished = Callable[[AsyncSession, list[dict[str, Any]]], Awaitable[None]]
 
@@ -60,7 +61,7 @@ class Plan:
     upserts: list[dict[str, Any]] = field(default_factory=list)
     deletes: list[str] = field(default_factory=list)
     records: list[dict[str, Any]] = field(default_factory=list)
-    newly_searchable: list[dict[str, Any]] = field(default_factory=list)
+    to_match: list[dict[str, Any]] = field(default_factory=list)
     tasks: list[int] = field(default_factory=list)
     upserted: int = 0
     deleted: int = 0
@@ -225,9 +226,7 @@ class Indexer:
             last_at=page.events[-1].occurred_at if page.events else None,
         )
         for listing_id, event in latest.items():
-            version, was_searchable = max(
-                sent.get(listing_id, (0, False)), known.get(listing_id, (0, False))
-            )
+            version, _ = max(sent.get(listing_id, (0, False)), known.get(listing_id, (0, False)))
             if event.version <= version:
                 continue  # a replay or an older version: the index has newer
             searchable = event.data["status"] in SEARCHABLE
@@ -240,8 +239,7 @@ class Indexer:
                     seller_id=str(event.seller_id) if event.seller_id else None,
                 )
                 plan.upserts.append(document)
-                if not was_searchable:
-                    plan.newly_searchable.append(document)
+                plan.to_match.append(document)
             else:  # also when unrecorded: an interrupted page may have left it in the index
                 plan.deletes.append(str(listing_id))
             plan.records.append(
@@ -282,7 +280,7 @@ class Indexer:
                 seen = records.get(record["listing_id"])
                 if seen is None or record["version"] > seen["version"]:
                     records[record["listing_id"]] = record
-            for doc in plan.newly_searchable:
+            for doc in plan.to_match:
                 found = published.get(doc["listing_id"])
                 if found is None or doc["version"] > found["version"]:
                     published[doc["listing_id"]] = doc

@@ -111,6 +111,7 @@ class MatchEvent(SQLModel, table=True):
     __tablename__ = "match_events"
     __table_args__ = (
         Index("ix_matching_match_events_xid_seq", "xid", "seq"),
+        Index("ix_matching_match_events_org_xid_seq", "organization_id", "xid", "seq"),
         {"schema": SCHEMA},
     )
 

@@ -78,21 +78,19 @@ def _synonyms() -> dict[str, list[str]]:
 
 
 SYNONYMS: Final[dict[str, list[str]]] = _synonyms()
-# Longest first, so 锂离子电池 is found before 锂电 within it.
-_KEYS: Final[tuple[str, ...]] = tuple(sorted(SYNONYMS, key=len, reverse=True))
+# One pass finds every known word of a term: longest first (锂离子电池 before 锂电), and a Latin
+# word only where it stands as a word (`ar` is not inside `radar`).
+_KNOWN: Final = re.compile(
+    "|".join(
+        rf"(?<![a-z0-9]){re.escape(key)}(?![a-z0-9])" if _LATIN.match(key[0]) else re.escape(key)
+        for key in sorted(SYNONYMS, key=len, reverse=True)
+    )
+)
 
 
-def _bounded(text: str, start: int, end: int) -> bool:
-    """A Latin key must stand as a word: `ar` is not inside `radar`."""
-    before = text[start - 1] if start > 0 else ""
-    after = text[end] if end < len(text) else ""
-    return not (_LATIN.match(before) or _LATIN.match(after))
-
-
-def alternatives(term: str, limit: int = 8) -> list[str]:
-    """`term` written with the other names of the words it contains, one word at a time, at
-    most `limit`: 锂电隔膜 -> 锂离子电池隔膜, 锂电池隔膜 ..."""
-    pieces = segments(term)
+def alternatives(pieces: list[tuple[str, ...]], limit: int = 8) -> list[str]:
+    """A term cut by `segments` written with the other names of its words, one word at a time,
+    at most `limit`: 锂电隔膜 -> 锂离子电池隔膜, 锂电池隔膜 ..."""
     found: list[str] = []
     for i, names in enumerate(pieces):
         for other in names[1:]:
@@ -104,26 +102,15 @@ def alternatives(term: str, limit: int = 8) -> list[str]:
 
 
 def segments(term: str) -> list[tuple[str, ...]]:
-    """`term` cut at the words the table knows, each piece with its other names first-written:
-    ar眼镜光学模组 -> [(ar, 增强现实, ...), (眼镜,), (光学模组, 光学模块, 光学组件)]."""
-    found: list[tuple[int, int]] = []
-    for key in _KEYS:
-        start = term.find(key)
-        while start != -1:
-            end = start + len(key)
-            if not any(s < end and start < e for s, e in found) and (
-                not _LATIN.match(key[0]) or _bounded(term, start, end)
-            ):
-                found.append((start, end))
-            start = term.find(key, start + 1)
+    """`term` cut at the words the table knows, each piece with its other names, as written
+    first: ar眼镜光学模组 -> [(ar, 增强现实, ...), (眼镜,), (光学模组, 光学模块, 光学组件)]."""
     pieces: list[tuple[str, ...]] = []
     position = 0
-    for start, end in sorted(found):
-        if start > position:
-            pieces.append((term[position:start],))
-        key = term[start:end]
-        pieces.append((key, *SYNONYMS[key]))
-        position = end
+    for found in _KNOWN.finditer(term):
+        if found.start() > position:
+            pieces.append((term[position : found.start()],))
+        pieces.append((found[0], *SYNONYMS[found[0]]))
+        position = found.end()
     if position < len(term):
         pieces.append((term[position:],))
     return pieces

@@ -2,7 +2,7 @@
 character pair and Latin word in the listings' titles and abstracts, from which matching weighs
 a demand's terms (a rare piece says more than 方法 or 装置).
 
-The counts live in a fixed array of hashed buckets, so memory is the same (8 MiB) at 1,000
+The counts live in a fixed array of hashed buckets, so memory is the same (4 MiB) at 1,000
 listings or 1,000,000; two pieces sharing a bucket add up, which only makes a rare piece look a
 little less rare. The table is built from the catalogue index itself (a sample of at most
 SAMPLE_LIMIT documents, spread over the index) and built again as the catalogue grows.
@@ -35,6 +35,7 @@ FIELDS: Final = ["asset_id", "title_zh", "title_en", "abstract_zh", "abstract_en
 CHECK_SECONDS: Final = 30.0
 GROWTH: Final = 0.1
 MIN_IDF: Final = 0.1
+IDF_TABLE: Final = 4096
 
 
 def units(text: str) -> Iterator[str]:
@@ -64,29 +65,44 @@ class Vocabulary:
     """Document frequencies of the catalogue's pieces; `idf` weighs one."""
 
     def __init__(self) -> None:
-        self.counts = array("I", bytes(4 * BUCKETS))
+        # Two bytes a bucket: a sample of SAMPLE_LIMIT documents cannot count past 65,535.
+        self.counts = array("H", bytes(2 * BUCKETS))
         self.documents = 0
+        self._idf_of_df: list[float] = []  # idf by document frequency, up to IDF_TABLE
 
     def add(self, text: str) -> None:
         """Count one document (its pieces once each)."""
         self.documents += 1
         counts = self.counts
         for unit in set(units(text.lower())):
-            counts[bucket(unit)] += 1
+            index = bucket(unit)
+            if counts[index] < 65_535:
+                counts[index] += 1
 
     def document_frequency(self, unit: str) -> int:
         return int(self.counts[bucket(unit)])
 
     def idf(self, unit: str) -> float:
         df = self.counts[bucket(unit)]
+        if df < len(self._idf_of_df):
+            return self._idf_of_df[df]
+        return self._idf(df)
+
+    def _idf(self, df: int) -> float:
         return max(MIN_IDF, math.log((self.documents + 1) / (df + 0.5)))
+
+    def freeze(self) -> Vocabulary:
+        """Done counting: the idf of common frequencies is looked up, not computed (scoring
+        weighs every piece of every demand a batch of listings finds)."""
+        self._idf_of_df = [self._idf(df) for df in range(min(self.documents, IDF_TABLE) + 1)]
+        return self
 
     @classmethod
     def of(cls, texts: Iterable[str]) -> Vocabulary:
         vocabulary = cls()
         for text in texts:
             vocabulary.add(text)
-        return vocabulary
+        return vocabulary.freeze()
 
 
 def document_text(doc: dict[str, object]) -> str:
@@ -142,6 +158,7 @@ class CatalogueVocabulary:
                 seen.add(asset)
                 vocabulary.add(document_text(doc))
             await asyncio.sleep(0)
+        vocabulary.freeze()
         logger.info(
             "vocabulary built",
             extra={

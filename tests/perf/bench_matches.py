@@ -103,6 +103,7 @@ async def bulk_demands(stack: Stack, requests: list[Request], owners: list[str])
     from decimal import Decimal
 
     from services.matching.demands.index import demand_document, demands_index
+    from services.matching.demands.reading import read_demand
     from services.matching.meili import MeiliClient
     from services.matching.models import Demand
 
@@ -113,6 +114,7 @@ async def bulk_demands(stack: Stack, requests: list[Request], owners: list[str])
             text=r["json"]["text"],
             regions=r["json"]["regions"],
             budget_max=Decimal(r["json"]["budget_max"]),
+            reading=read_demand(r["json"]["title"], r["json"]["text"]).to_json(),
         )
         for i, r in enumerate(requests)
     ]
@@ -131,6 +133,7 @@ async def bulk_demands(stack: Stack, requests: list[Request], owners: list[str])
                 "transaction_types",
                 "regions",
                 "budget_max",
+                "reading",
                 "status",
                 "version",
                 "created_at",
@@ -147,6 +150,7 @@ async def bulk_demands(stack: Stack, requests: list[Request], owners: list[str])
                     d.transaction_types,
                     d.regions,
                     d.budget_max,
+                    json.dumps(d.reading, ensure_ascii=False),
                     d.status,
                     d.version,
                     d.created_at,

@@ -805,7 +805,11 @@ MATCHING_RULES: dict[tuple[Service, str, str], Rule] = {
         )
     ),
     ("matching", "GET", "/v1/matches/changes"): rule(
-        Case("the feed of matches", at("/v1/matches/changes"), SERVICES_ONLY)
+        Case(
+            "the feed of matches: an organisation's key reads its own",
+            at("/v1/matches/changes"),
+            keyed(other=200, member=200, admin=200, partner=403, operator=200, service=200),
+        )
     ),
     ("matching", "GET", "/v1/index/search-key"): rule(
         Case(

@@ -15,7 +15,10 @@ from support import (
     assert_problem,
     bearer,
     new_organization,
+    patent,
     publish_records,
+    real_application_numbers,
+    terms,
     wait_indexed,
     wait_matched,
 )
@@ -44,11 +47,11 @@ async def market(
 ) -> dict[str, Any]:
     seller_id, seller_key = await new_organization(listing, operator_key, name=SELLER)
     await publish_records(listing, operator_key, seller_id, vr_records[:30])
-    _, buyer = await new_organization(
+    buyer_id, buyer = await new_organization(
         listing, operator_key, name="河北某科技有限公司", kind="enterprise", region="130100"
     )
     await wait_indexed(matching, operator_key)
-    return {"seller_id": seller_id, "seller_key": seller_key, "buyer": buyer}
+    return {"seller_id": seller_id, "seller_key": seller_key, "buyer": buyer, "buyer_id": buyer_id}
 
 
 VR_DEMAND = {
@@ -124,6 +127,24 @@ async def test_a_new_listing_that_fits_is_matched_and_announced(
     event = next(e for e in feed["events"] if e["demand_id"] == demand["id"])
     assert event["type"] == "match.created" and event["data"]["reasons"]
     assert event["organization_id"] and event["data"]["listing"]["offer_id"].startswith("jjj:")
+    # The buyer reads its own feed: its matches, nobody else's; the seller reads none of them.
+    own = (
+        await matching.get(
+            "/v1/matches/changes",
+            params={"after": start, "limit": 1000},
+            headers=bearer(market["buyer"]),
+        )
+    ).json()
+    assert {e["organization_id"] for e in own["events"]} == {market["buyer_id"]}
+    assert new <= {e["listing_id"] for e in own["events"] if e["demand_id"] == demand["id"]}
+    theirs = (
+        await matching.get(
+            "/v1/matches/changes",
+            params={"after": start, "limit": 1000},
+            headers=bearer(market["seller_key"]),
+        )
+    ).json()
+    assert theirs["events"] == [] and theirs["next_cursor"] == start
 
 
 async def test_real_demands_are_accepted_and_closed_demands_stop_matching(
@@ -209,10 +230,121 @@ async def test_who_may_post_and_read_the_feed(
     assert_problem(
         await matching.post("/v1/demands", json=VR_DEMAND, headers=bearer(operator_key)), 403
     )
-    assert_problem(await matching.get("/v1/matches/changes", headers=bearer(market["buyer"])), 403)
     assert_problem(
         await matching.get(
             "/v1/matches/changes", params={"after": "x"}, headers=bearer(operator_key)
         ),
         422,
     )
+
+
+async def test_a_demand_in_prose_is_read_and_shown_back_to_the_buyer(
+    matching: httpx.AsyncClient, market: dict[str, Any]
+) -> None:
+    prose = {
+        "title": "头显技术需求",
+        "text": "我公司是一家成立于2012年的教育装备企业，主营实训设备。现需要虚拟现实头戴显示"
+        "技术，用于学生实训，预算200万元以内，独占许可，北京优先。",
+    }
+    created = await matching.post("/v1/demands", json=prose, headers=bearer(market["buyer"]))
+    assert created.status_code == 201, created.text
+    read = (
+        await matching.get(f"/v1/demands/{created.json()['id']}", headers=bearer(market["buyer"]))
+    ).json()
+    understood = read["understood"]
+    found = [t["text"] for t in understood["terms"]]
+    assert "虚拟现实头戴显示" in found and "头显" in found
+    assert not any("实训设备" in t or "预算" in t for t in found)  # background, constraints
+    assert all(t["weight"] > 0 for t in understood["terms"])
+    assert "头戴显示" in next(t for t in understood["terms"] if t["text"] == "头显")["alternatives"]
+    assert understood["constraints"] == {
+        "budget_max": "2000000.00",
+        "regions": ["11"],
+        "transaction_types": ["exclusive_license"],
+        "kinds": [],
+    }
+    # The demand's own fields stay as the buyer set them; the prose's constraints score.
+    assert read["budget_max"] is None and read["regions"] == []
+    found_matches = await matches_of(matching, market["buyer"], created.json()["id"])
+    assert found_matches, "a prose demand for the catalogue's subject finds nothing"
+    factors = {r["factor"] for r in found_matches[0]["reasons"]}
+    assert {"budget", "region", "transaction_type"} <= factors
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"title": "技术合作", "text": "我公司需要技术合作"},
+        {"title": "寻求合作", "text": "希望以许可或转让方式合作，预算100万元以内，河北优先。"},
+    ],
+)
+async def test_a_demand_with_nothing_technical_is_refused(
+    matching: httpx.AsyncClient, market: dict[str, Any], body: dict[str, str]
+) -> None:
+    before = await matching.get("/v1/demands", headers=bearer(market["buyer"]))
+    problem = assert_problem(
+        await matching.post("/v1/demands", json=body, headers=bearer(market["buyer"])), 422
+    )
+    assert problem["errors"][0]["field"] == "text"
+    assert problem["errors"][0]["rule"] == "technical_terms"
+    after = await matching.get("/v1/demands", headers=bearer(market["buyer"]))
+    assert len(after.json()) == len(before.json())  # nothing stored
+
+
+async def test_an_edit_to_boilerplate_is_refused_and_leaves_the_demand(
+    matching: httpx.AsyncClient, market: dict[str, Any]
+) -> None:
+    demand = (
+        await matching.post("/v1/demands", json=VR_DEMAND, headers=bearer(market["buyer"]))
+    ).json()
+    path = f"/v1/demands/{demand['id']}"
+    problem = assert_problem(
+        await matching.patch(
+            path, json={"text": "我公司需要技术合作"}, headers=bearer(market["buyer"])
+        ),
+        422,
+    )
+    assert problem["errors"][0]["field"] == "text"
+    kept = (await matching.get(path, headers=bearer(market["buyer"]))).json()
+    assert kept["text"] == VR_DEMAND["text"] and kept["version"] == 1
+
+
+async def test_the_issue_greenhouse_demand_finds_its_listings(
+    matching: httpx.AsyncClient, listing: httpx.AsyncClient, operator_key: str
+) -> None:
+    """The case the issue was filed with: four listings titled 温室大棚智能灌溉控制方法 and a
+    demand written around the title found nothing (best text score 0.299 < 0.35)."""
+    _, seller = await new_organization(
+        listing, operator_key, name="河北农业大学", kind="university", region="130600"
+    )
+    numbers = real_application_numbers("invention_patent")
+    for _ in range(4):
+        number = next(numbers)
+        body = {
+            "asset": patent(
+                "河北农业大学",
+                number,
+                filed_on=f"{number[:4]}-03-01",
+                title={"zh": "温室大棚智能灌溉控制方法"},
+                classifications={"ipc": ["A01G 25/16"]},
+                holders=[{"name": "河北农业大学", "region": "130600"}],
+            ),
+            "transaction": terms(),
+        }
+        created = await listing.post("/v1/listings", json=body, headers=bearer(seller))
+        assert created.status_code == 201, created.text
+        lid = created.json()["id"]
+        assert (
+            await listing.post(f"/v1/listings/{lid}/submit", headers=bearer(seller))
+        ).status_code == 200
+        assert (
+            await listing.post(f"/v1/listings/{lid}/approve", headers=bearer(operator_key))
+        ).status_code == 200
+    await wait_indexed(matching, operator_key)
+    _, buyer = await new_organization(listing, operator_key, name="天津某农业科技有限公司")
+    demand = {"title": "温室智能灌溉技术", "text": "需要温室大棚智能灌溉控制技术"}
+    created = await matching.post("/v1/demands", json=demand, headers=bearer(buyer))
+    assert created.status_code == 201, created.text
+    found = await matches_of(matching, buyer, created.json()["id"])
+    titles = [m["listing"]["title_zh"] for m in found]
+    assert titles[:4] == ["温室大棚智能灌溉控制方法"] * 4, titles

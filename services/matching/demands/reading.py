@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Final, Literal
 
-from services.matching.synonyms import alternatives
+from services.matching.synonyms import alternatives, segments
 
 Source = Literal["title", "text"]
 
@@ -162,6 +162,8 @@ class Term:
     text: str
     source: Source
     alternatives: tuple[str, ...] = ()
+    # The term cut at the words the synonyms table knows, each with its names (synonyms.py).
+    pieces: tuple[tuple[str, ...], ...] = ()
 
     @property
     def weight(self) -> float:
@@ -186,7 +188,12 @@ class Reading:
     def to_json(self) -> dict[str, Any]:
         return {
             "terms": [
-                {"text": t.text, "source": t.source, "alternatives": list(t.alternatives)}
+                {
+                    "text": t.text,
+                    "source": t.source,
+                    "alternatives": list(t.alternatives),
+                    "pieces": [list(names) for names in t.pieces],
+                }
                 for t in self.terms
             ],
             "constraints": {
@@ -205,7 +212,12 @@ class Reading:
         budget = c.get("budget_max")
         return cls(
             terms=tuple(
-                Term(t["text"], t["source"], tuple(t.get("alternatives") or ()))
+                Term(
+                    t["text"],
+                    t["source"],
+                    tuple(t.get("alternatives") or ()),
+                    tuple(tuple(names) for names in t.get("pieces") or [[t["text"]]]),
+                )
                 for t in data.get("terms") or ()
             ),
             constraints=Constraints(
@@ -313,7 +325,8 @@ def read_demand(title: str, text: str) -> Reading:
         if term in seen:
             continue
         seen.add(term)
-        terms.append(Term(term, source, tuple(alternatives(term))))
+        pieces = segments(term)
+        terms.append(Term(term, source, tuple(alternatives(pieces)), tuple(pieces)))
     return Reading(tuple(terms[:MAX_TERMS]), constraints_of(title_clauses + text_clauses))
 
 

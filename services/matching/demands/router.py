@@ -12,6 +12,7 @@ from services.matching.demands import service
 from services.matching.demands.matcher import Matcher
 from services.matching.demands.reading import stored_reading
 from services.matching.demands.schemas import (
+    ConstraintsRead,
     DemandCreate,
     DemandPublic,
     DemandReading,
@@ -19,6 +20,7 @@ from services.matching.demands.schemas import (
     MatchEventPublic,
     MatchFeedPage,
     MatchPublic,
+    TermRead,
 )
 from services.matching.demands.scoring import term_weights
 from services.matching.meili import MeiliUnavailable
@@ -50,16 +52,17 @@ async def _public(demand: Demand, matcher: Matcher) -> DemandPublic:
         vocabulary = await matcher.vocabulary.get()
     except MeiliUnavailable:
         vocabulary = Vocabulary()  # weights as if every word were equally rare
-    public.understood = DemandReading.model_validate(
-        {
-            **reading.to_json(),
-            "terms": [
-                {**term, "weight": round(weight, 3)}
-                for term, weight in zip(
-                    reading.to_json()["terms"], term_weights(reading, vocabulary), strict=True
-                )
-            ],
-        }
+    public.understood = DemandReading(
+        terms=[
+            TermRead(
+                text=term.text,
+                source=term.source,
+                alternatives=list(term.alternatives),
+                weight=round(weight, 3),
+            )
+            for term, weight in zip(reading.terms, term_weights(reading, vocabulary), strict=True)
+        ],
+        constraints=ConstraintsRead.model_validate(reading.to_json()["constraints"]),
     )
     return public
 
@@ -222,17 +225,23 @@ async def demand_matches(
 )
 async def match_changes(
     request: Request,
-    _: Annotated[Principal, Depends(require_roles("service", "operator"))],
+    principal: Annotated[
+        Principal, Depends(require_roles("member", "admin", "service", "operator"))
+    ],
     after: Annotated[str, Query(max_length=48)] = START,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     wait: Annotated[float, Query(ge=0, le=30)] = 0,
 ) -> MatchFeedPage:
-    """New matches in commit-safe order (the gateway turns them into webhooks)."""
+    """New matches in commit-safe order. A buyer's key reads its organisation's matches only;
+    the service (the gateway turns them into webhooks) and operators read every one."""
     parse_cursor(after)
+    scope = None if principal.is_service or principal.is_operator else principal.organization_id
 
     async def read() -> list[Any]:
         async with request.app.state.engine.connect() as conn:
-            return await read_page(conn, "matching.match_events", MATCH_COLUMNS, after, limit)
+            return await read_page(
+                conn, "matching.match_events", MATCH_COLUMNS, after, limit, organization_id=scope
+            )
 
     rows = await long_poll(read, request.app.state.feed_notifier, wait)
     events = [

@@ -19,7 +19,6 @@ from decimal import Decimal
 from typing import Any
 
 from services.matching.demands.reading import ENGLISH_STOPWORDS, Reading
-from services.matching.synonyms import segments
 from services.matching.vocabulary import Vocabulary, units
 
 # The constraints, weighed among themselves; together they scale the text fit by at most
@@ -124,7 +123,7 @@ def compile_reading(reading: Reading, vocabulary: Vocabulary) -> CompiledDemand:
     everything: set[str] = set()
     for term in reading.terms:
         pieces = []
-        for names in segments(term.text):
+        for names in term.pieces:
             written = []
             for name in names:
                 name_units = tuple(units(name))

@@ -1,4 +1,4 @@
-"""demands keep what was read from their text (terms and constraints)
+"""demands keep what was read from their text; buyers read their own match feed
 
 Revision ID: 0004
 Revises: 0003
@@ -29,7 +29,15 @@ def upgrade() -> None:
         ),
         schema="matching",
     )
+    # A buyer's match feed: its organisation's events in cursor order.
+    op.create_index(
+        "ix_matching_match_events_org_xid_seq",
+        "match_events",
+        ["organization_id", "xid", "seq"],
+        schema="matching",
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_matching_match_events_org_xid_seq", "match_events", schema="matching")
     op.drop_column("demands", "reading", schema="matching")
