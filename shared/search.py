@@ -31,9 +31,11 @@ __all__ = [
     "SearchParams",
     "catalogue_search",
     "normalize_ipc_prefix",
+    "offer_summary",
     "offers_body",
     "quote",
     "search_body",
+    "search_hit",
     "search_params",
 ]
 
@@ -308,7 +310,7 @@ OFFER_FIELDS = [
 HIGHLIGHTED = ("title_zh", "title_en", "abstract_zh", "abstract_en")
 
 
-def offers_body(asset_ids: list[str]) -> dict[str, Any]:
+def offers_body(asset_ids: list[str], fields: list[str] = OFFER_FIELDS) -> dict[str, Any]:
     """A document fetch of every searchable offer on these assets (a page's worth; an asset
     rarely has more than a few offers, one per exchange). A fetch, not a search: Meilisearch
     runs one search per core and queues the rest, picking the next at random, so a second
@@ -317,11 +319,11 @@ def offers_body(asset_ids: list[str]) -> dict[str, Any]:
     return {
         "limit": 1000,
         "filter": f"{_any_of('asset_id', asset_ids)} AND {SEARCHABLE_FILTER}",
-        "fields": OFFER_FIELDS,
+        "fields": fields,
     }
 
 
-def _offer(doc: dict[str, Any]) -> dict[str, Any]:
+def offer_summary(doc: dict[str, Any]) -> dict[str, Any]:
     """An OfferSummary (shared/contracts/search.py) as a dict."""
     return {
         "listing_id": doc["listing_id"],
@@ -335,7 +337,7 @@ def _offer(doc: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _hit(doc: dict[str, Any]) -> dict[str, Any]:
+def search_hit(doc: dict[str, Any]) -> dict[str, Any]:
     """A SearchHit (shared/contracts/search.py) as a dict."""
     formatted = doc.get("_formatted") or {}
     return {
@@ -370,15 +372,15 @@ async def catalogue_search(index: CatalogueIndex, params: SearchParams) -> bytes
     try:
         result = await index.search(search_body(params))
         docs: list[dict[str, Any]] = result["hits"]
-        hits = [_hit(doc) for doc in docs]
+        hits = [search_hit(doc) for doc in docs]
         if params.group_by_asset and hits:
             found = await index.fetch(offers_body([hit["asset_id"] for hit in hits]))
             by_asset: dict[str, list[dict[str, Any]]] = {}
             for doc in found["results"]:
-                by_asset.setdefault(doc["asset_id"], []).append(_offer(doc))
+                by_asset.setdefault(doc["asset_id"], []).append(offer_summary(doc))
             for hit, doc in zip(hits, docs, strict=True):
                 # An offer that left the index between the two queries leaves the hit its own.
-                hit["offers"] = by_asset.get(hit["asset_id"]) or [_offer(doc)]
+                hit["offers"] = by_asset.get(hit["asset_id"]) or [offer_summary(doc)]
     except MeiliUnavailable as exc:
         # The client sees a 503 with Retry-After; the log says which hop failed.
         logger.warning("catalogue search unavailable: %s", exc)

@@ -89,10 +89,11 @@ class Demand(SQLModel, table=True):
 
 
 class Match(SQLModel, table=True):
-    """A demand and a listing, the score, and why they matched."""
+    """A demand and an asset (one match however many exchanges offer it): the best offer for
+    the demand, its score, and why they matched."""
 
     __tablename__ = "matches"
-    __table_args__ = (UniqueConstraint("demand_id", "listing_id"), {"schema": SCHEMA})
+    __table_args__ = (UniqueConstraint("demand_id", "asset_id"), {"schema": SCHEMA})
 
     id: UUID = Field(default_factory=uuid4, primary_key=True)
     demand_id: UUID = Field(foreign_key=f"{SCHEMA}.demands.id", index=True)

@@ -29,7 +29,15 @@ from services.matching.demands.queue import (
 )
 from services.matching.meili import MeiliUnavailable
 from services.matching.models import Demand, MatchQueueItem
-from support import bearer, new_organization, publish_records, wait_matched
+from support import (
+    bearer,
+    new_organization,
+    patent,
+    publish_records,
+    real_application_numbers,
+    terms,
+    wait_matched,
+)
 
 SELLER = "京东方科技集团股份有限公司"
 DEMAND = {
@@ -165,7 +173,7 @@ async def test_a_published_listing_is_queued_matched_and_announced_once(
     for term in text["terms"]:
         assert term["term"] in (DEMAND["title"] + DEMAND["text"]).lower()
         assert term["field"] in ("title", "abstract") and term["share"] >= 0.5
-    assert any(t["written_as"] in found[0]["listing"]["title_zh"] for t in text["terms"])
+    assert any(t["written_as"] in found[0]["listing"]["title"]["zh"] for t in text["terms"])
 
 
 async def test_a_worker_that_dies_after_claiming_loses_no_match(
@@ -376,3 +384,92 @@ async def test_matching_waits_for_the_indexers_backlog_and_not_forever(
     began = time.monotonic()
     await asyncio.wait_for(worker.after_indexer_backlog(step), 5)
     assert len(steps) == 2 and steps[1] - began >= 0.3
+
+
+async def test_a_listing_closed_since_it_was_queued_is_not_matched(
+    matching_app: FastAPI,
+    matching: httpx.AsyncClient,
+    listing: httpx.AsyncClient,
+    market: dict[str, Any],
+    operator_key: str,
+    service_key: str,
+) -> None:
+    """No match.created for a listing withdrawn (or sold) between its queueing and its match."""
+    await wait_matched(matching, operator_key)
+    demand = await posted_before(matching_app, market["buyer_id"])
+    (doc,) = await queued_documents(matching_app, 1)
+    withdrawn = await listing.post(
+        f"/v1/listings/{doc['listing_id']}/withdraw", headers=bearer(operator_key)
+    )
+    assert withdrawn.status_code == 200, withdrawn.text
+    await wait_matched(matching, operator_key)  # the index knows it left
+    before = len(await feed_events(matching, service_key))
+    (item,) = await put_leased(matching_app, [doc], seconds=30.0)
+    worker = MatchWorker(
+        sessionmaker=matching_app.state.sessionmaker, matcher=matching_app.state.matcher
+    )
+    assert await worker.process([item]) == 0
+    assert len(await feed_events(matching, service_key)) == before
+    assert doc["listing_id"] not in {
+        m["listing_id"] for m in await matches_of(matching, market["buyer"], str(demand.id))
+    }
+
+
+async def test_a_price_change_scores_the_match_again(
+    matching: httpx.AsyncClient,
+    listing: httpx.AsyncClient,
+    market: dict[str, Any],
+    operator_key: str,
+    service_key: str,
+) -> None:
+    number = next(real_application_numbers("invention_patent"))
+    _, seller = await new_organization(listing, operator_key, name="北京某显示技术有限公司")
+    body = {
+        "asset": patent(
+            "北京某显示技术有限公司",
+            number,
+            filed_on=f"{number[:4]}-03-01",
+            title={"zh": "一种虚拟现实头戴显示设备的散热结构"},
+            holders=[{"name": "北京某显示技术有限公司", "region": "110108"}],
+        ),
+        "transaction": terms(amount="3000000.00"),
+    }
+    created = await listing.post("/v1/listings", json=body, headers=bearer(seller))
+    assert created.status_code == 201, created.text
+    lid = created.json()["id"]
+    for step, key in (("submit", seller), ("approve", operator_key)):
+        moved = await listing.post(f"/v1/listings/{lid}/{step}", headers=bearer(key))
+        assert moved.status_code == 200, moved.text
+    await wait_matched(matching, operator_key)
+    demand = (
+        await matching.post(
+            "/v1/demands",
+            json={
+                "title": "头显散热",
+                "text": "需要虚拟现实头戴显示设备的散热技术",
+                "budget_max": "2000000.00",
+            },
+            headers=bearer(market["buyer"]),
+        )
+    ).json()
+
+    def budget_fit(found: list[Any]) -> float:
+        (match,) = [m for m in found if m["listing_id"] == lid]
+        return float(next(r["fit"] for r in match["reasons"] if r["factor"] == "budget"))
+
+    before = await matches_of(matching, market["buyer"], demand["id"])
+    assert budget_fit(before) == 0.0  # 3,000,000 over the budget
+    events = len(await feed_events(matching, service_key))
+    version = (await listing.get(f"/v1/listings/{lid}", headers=bearer(seller))).json()["version"]
+    cheaper = await listing.patch(
+        f"/v1/listings/{lid}",
+        json={"transaction": terms(amount="1500000.00"), "version": version},
+        headers=bearer(seller),
+    )
+    assert cheaper.status_code == 200, cheaper.text
+    await wait_matched(matching, operator_key)
+    after = await matches_of(matching, market["buyer"], demand["id"])
+    assert budget_fit(after) == 1.0
+    rescored = next(m for m in after if m["listing_id"] == lid)
+    assert rescored["score"] > next(m for m in before if m["listing_id"] == lid)["score"]
+    assert len(await feed_events(matching, service_key)) == events  # re-scored, not new

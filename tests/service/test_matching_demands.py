@@ -300,7 +300,9 @@ async def test_an_edit_to_boilerplate_is_refused_and_leaves_the_demand(
     path = f"/v1/demands/{demand['id']}"
     problem = assert_problem(
         await matching.patch(
-            path, json={"text": "我公司需要技术合作"}, headers=bearer(market["buyer"])
+            path,
+            json={"title": "技术合作", "text": "我公司需要技术合作"},
+            headers=bearer(market["buyer"]),
         ),
         422,
     )
@@ -346,5 +348,94 @@ async def test_the_issue_greenhouse_demand_finds_its_listings(
     created = await matching.post("/v1/demands", json=demand, headers=bearer(buyer))
     assert created.status_code == 201, created.text
     found = await matches_of(matching, buyer, created.json()["id"])
-    titles = [m["listing"]["title_zh"] for m in found]
+    titles = [m["listing"]["title"]["zh"] for m in found]
     assert titles[:4] == ["温室大棚智能灌溉控制方法"] * 4, titles
+
+
+def partner_offer(exchange: str, number: str, amount: str) -> dict[str, Any]:
+    """A partner exchange's offer of one right (a real application number)."""
+    return {
+        "schema": "ipx.catalogue/v1",
+        "offer_id": f"{exchange}:P-{number}",
+        "source": {
+            "exchange": exchange,
+            "listing_id": f"P-{number}",
+            "url": f"https://{exchange}.example/listings/P-{number}",
+            "updated_at": "2026-11-01T08:00:00Z",
+            "version": 1,
+        },
+        "asset": patent(
+            "天津大学",
+            number,
+            filed_on=f"{number[:4]}-05-01",
+            title={"zh": "一种钙钛矿太阳能电池的封装方法"},
+            classifications={"ipc": ["H10K 71/00"]},
+            holders=[{"name": "天津大学", "region": "120104"}],
+        ),
+        "transaction": terms("nonexclusive_license", amount=amount),
+        "status": "published",
+        "seller": "天津大学技术转移中心",
+    }
+
+
+EXCHANGES = {
+    "tipei": ("天津知识产权交易中心", "120000", "1500000.00"),
+    "bjtec": ("北京技术交易促进中心", "110000", "800000.00"),
+    "hbipx": ("河北省知识产权交易中心", "130000", "2500000.00"),
+}
+
+
+async def test_a_right_on_three_exchanges_is_one_match_whichever_came_first(
+    matching: httpx.AsyncClient,
+    listing: httpx.AsyncClient,
+    operator_key: str,
+    service_key: str,
+) -> None:
+    _, buyer = await new_organization(
+        listing, operator_key, name="天津某光伏科技有限公司", kind="enterprise", region="120100"
+    )
+    demand = {
+        "title": "钙钛矿电池封装技术",
+        "text": "我公司生产光伏组件，需要钙钛矿太阳能电池的封装技术，预算100万元以内。",
+    }
+    # The demand first: the offers arrive one by one and are matched as they are indexed.
+    early = await matching.post("/v1/demands", json=demand, headers=bearer(buyer))
+    assert early.status_code == 201, early.text
+    start = (
+        await matching.get("/v1/matches/changes", params={"limit": 1000}, headers=bearer(buyer))
+    ).json()["next_cursor"]
+    number = next(real_application_numbers("invention_patent"))
+    for exchange, (name, region, amount) in EXCHANGES.items():
+        pushed = await listing.put(
+            f"/v1/offers/{exchange}/P-{number}",
+            json=partner_offer(exchange, number, amount),
+            params={"exchange_name": name, "exchange_region": region},
+            headers=bearer(service_key),
+        )
+        assert pushed.status_code in (200, 201), pushed.text
+        await wait_matched(matching, operator_key)
+    # The demand after: every offer is there when it is matched.
+    late = await matching.post("/v1/demands", json=demand, headers=bearer(buyer))
+    assert late.status_code == 201, late.text
+
+    results = []
+    for created in (early, late):
+        found = await matches_of(matching, buyer, created.json()["id"])
+        assert len(found) == 1, found  # one asset, one match
+        results.append(found[0])
+        hit = found[0]["listing"]
+        assert sorted(o["exchange"] for o in hit["offers"]) == sorted(EXCHANGES)
+        assert hit["offer_id"] == f"bjtec:P-{number}"  # the one within the budget
+        assert hit["amount"] == "800000.00" and "published_at" not in hit
+        assert "ipc_prefixes" not in hit and hit["title"]["zh"].startswith("一种钙钛矿")
+    assert {k: results[0][k] for k in ("asset_id", "listing_id", "score", "reasons")} == {
+        k: results[1][k] for k in ("asset_id", "listing_id", "score", "reasons")
+    }
+    feed = (
+        await matching.get(
+            "/v1/matches/changes", params={"after": start, "limit": 1000}, headers=bearer(buyer)
+        )
+    ).json()["events"]
+    announced = [e for e in feed if e["demand_id"] == early.json()["id"]]
+    assert len(announced) == 1  # one match.created for the asset, not one per offer
+    assert announced[0]["data"]["asset_id"] == results[0]["asset_id"]

@@ -31,6 +31,7 @@ from services.matching.demands.scoring import (
     MAX_MATCHES_PER_DEMAND,
     MIN_RELEVANCE,
     DemandTerms,
+    TextFit,
     compile_reading,
     listing_text,
     salient_query,
@@ -41,7 +42,7 @@ from services.matching.demands.scoring import (
 from services.matching.meili import MeiliClient, MeiliTaskFailed
 from services.matching.models import Demand, IndexedListing
 from services.matching.vocabulary import CatalogueVocabulary, Vocabulary, units
-from shared.search import quote
+from shared.search import RETRIEVED, offer_summary, offers_body, quote, search_hit
 
 CJK = re.compile(r"[\u3400-\u9fff]")
 # A demand's catalogue queries (catalogue_queries): phrases and single pieces, hits of each.
@@ -73,15 +74,17 @@ UPSERT_MATCHES = text(
         CAST(:demand_ids AS uuid[]), CAST(:listing_ids AS uuid[]), CAST(:asset_ids AS uuid[]),
         CAST(:versions AS integer[]), CAST(:scores AS float8[]), CAST(:reasons AS text[])
     ) AS t(d, l, a, v, s, r)
-    ON CONFLICT (demand_id, listing_id) DO UPDATE SET
+    ON CONFLICT (demand_id, asset_id) DO UPDATE SET
+        listing_id = excluded.listing_id,
         score = excluded.score,
         reasons = excluded.reasons,
         listing_version = excluded.listing_version,
         updated_at = excluded.updated_at
-    -- Two workers may match two versions of one listing at once (it was re-published while
+    -- Each write chose the best of every offer on the asset, so it replaces the row; but two
+    -- workers may match two versions of one listing at once (it was re-published while
     -- queued): the older never overwrites the newer.
-    WHERE m.listing_version <= excluded.listing_version
-    RETURNING m.demand_id, m.listing_id, (m.xmax = 0) AS inserted
+    WHERE m.listing_id <> excluded.listing_id OR m.listing_version <= excluded.listing_version
+    RETURNING m.demand_id, m.asset_id, (m.xmax = 0) AS inserted
     """
 ).bindparams(
     bindparam("demand_ids", type_=ARRAY(Uuid())),
@@ -110,28 +113,11 @@ INSERT_EVENTS = text(
     bindparam("payloads", type_=ARRAY(Text())),
     bindparam("now", type_=DateTime(timezone=True)),
 )
-LISTING_FIELDS = [
-    "listing_id",
-    "abstract_en",
-    "asset_id",
-    "offer_id",
-    "exchange",
-    "kind",
-    "identifier",
-    "title_zh",
-    "title_en",
-    "abstract_zh",
-    "region",
-    "transaction_type",
-    "price_mode",
-    "amount",
-    "amount_text",
-    "seller",
-    "seller_id",
-    "version",
-]
-# The fields of a listing's search document the match queue keeps: the demand query (title,
-# kind, type, IPC, seller), the scoring and the summary in the match event.
+# The fields of a listing's search document matching reads: the public hit (shared.search
+# RETRIEVED), the amount the budget is compared with and the seller (a buyer never matches its
+# own listings).
+LISTING_FIELDS = [*RETRIEVED, "amount", "seller_id"]
+# The fields the match queue keeps: those and the IPC prefixes the demands are filtered by.
 QUEUED_FIELDS = [*LISTING_FIELDS, "ipc_prefixes"]
 
 
@@ -144,8 +130,43 @@ class DemandRef:
     title: str
 
 
-# (demand, listing search document, score, reasons)
+# (demand, the asset's best offer for it (a search document), score, reasons)
 Scored = tuple[Demand | DemandRef, dict[str, Any], float, list[dict[str, Any]]]
+
+
+@dataclass(frozen=True, slots=True)
+class ListingHits:
+    """What `find_demands` found for a batch of listings: per listing the demands its title
+    finds, and every searchable offer on their assets (a match is per asset: its best offer)."""
+
+    demands: list[list[UUID]]
+    offers: dict[str, list[dict[str, Any]]]
+
+
+def allowed(doc: dict[str, Any], kinds: Sequence[str], types: Sequence[str], buyer: str) -> bool:
+    """An offer the buyer's own fields let through (they filter; the prose only scores)."""
+    return (
+        (not kinds or doc["kind"] in kinds)
+        and (not types or doc["transaction_type"] in types)
+        and doc.get("seller_id") != buyer
+    )
+
+
+def best_offer(
+    demand: DemandTerms, offers: Sequence[dict[str, Any]], fit: TextFit
+) -> tuple[dict[str, Any], float, list[dict[str, Any]]]:
+    """The offer on an asset that fits the demand best (ties: the smaller listing id, so the
+    choice never depends on which offer was seen first), its score and reasons."""
+    ranked = [(doc, *score(demand, doc, fit)) for doc in offers]
+    return min(ranked, key=lambda r: (-r[1], r[0]["listing_id"]))
+
+
+def public_listing(doc: dict[str, Any], offers: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """A matched offer as the catalogue shows it (shared/contracts/search.py SearchHit), with
+    every searchable offer on its asset."""
+    hit = search_hit(doc)
+    hit["offers"] = [offer_summary(o) for o in offers] or [offer_summary(doc)]
+    return hit
 
 
 def terms_of(demand: Demand) -> DemandTerms:
@@ -187,23 +208,6 @@ def catalogue_queries(reading: Reading, vocabulary: Vocabulary) -> list[dict[str
 
 def _any(attribute: str, values: Sequence[str]) -> str:
     return f"{attribute} IN [{', '.join(quote(v) for v in values)}]"
-
-
-def listing_summary(doc: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "listing_id": doc["listing_id"],
-        "asset_id": doc["asset_id"],
-        "offer_id": doc["offer_id"],
-        "exchange": doc["exchange"],
-        "kind": doc["kind"],
-        "identifier": doc["identifier"],
-        "title": {"zh": doc.get("title_zh"), "en": doc.get("title_en")},
-        "region": doc.get("region"),
-        "transaction_type": doc["transaction_type"],
-        "price_mode": doc.get("price_mode"),
-        "amount": doc.get("amount_text"),
-        "seller": doc.get("seller"),
-    }
 
 
 class Matcher:
@@ -270,18 +274,41 @@ class Matcher:
         terms = DemandTerms.of(
             reading, demand.kinds, demand.transaction_types, demand.regions, demand.budget_max
         )
-        # One match per asset: its best offer (the text is the asset's, the terms the offer's).
-        best: dict[str, Scored] = {}
+        # One match per asset: its text is scored once, then its best offer is chosen among
+        # every offer on it (the searches may have returned only some of them).
+        by_asset: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for doc in candidates.values():
-            fit = text_fit(compiled, listing_text(doc, vocabulary))
-            if fit.fit < MIN_RELEVANCE:
-                continue
-            total, reasons = score(terms, doc, fit)
-            kept = best.get(doc["asset_id"])
-            if kept is None or (total, doc["listing_id"]) > (kept[2], kept[1]["listing_id"]):
-                best[doc["asset_id"]] = (demand, doc, total, reasons)
-        scored = sorted(best.values(), key=lambda item: (-item[2], item[1]["listing_id"]))
-        return await self.store(session, scored[:MAX_MATCHES_PER_DEMAND])
+            by_asset[doc["asset_id"]].append(doc)
+        fits = {
+            asset: fit
+            for asset, docs in by_asset.items()
+            if (fit := text_fit(compiled, listing_text(docs[0], vocabulary))).fit >= MIN_RELEVANCE
+        }
+        kept = sorted(
+            fits,
+            key=lambda asset: -best_offer(terms, by_asset[asset], fits[asset])[1],
+        )[:MAX_MATCHES_PER_DEMAND]
+        offers = await self.offers_of(kept, filters) if kept else {}
+        scored: list[Scored] = []
+        for asset in kept:
+            doc, total, reasons = best_offer(
+                terms, offers.get(asset) or by_asset[asset], fits[asset]
+            )
+            scored.append((demand, doc, total, reasons))
+        scored.sort(key=lambda item: (-item[2], item[1]["listing_id"]))
+        return await self.store(session, scored, offers)
+
+    async def offers_of(
+        self, asset_ids: Sequence[str], filters: Sequence[str] = ()
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Every searchable offer on these assets (that `filters` let through), by asset."""
+        body = offers_body(list(asset_ids), LISTING_FIELDS)
+        if filters:
+            body["filter"] = " AND ".join([body["filter"], *filters])
+        found: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for doc in (await self.meili.fetch(self.catalogue_uid, body))["results"]:
+            found[doc["asset_id"]].append(doc)
+        return found
 
     # New listings against the demands ----------------------------------------------------
 
@@ -312,25 +339,25 @@ class Matcher:
             query["locales"] = ["cmn"]
         return query
 
-    async def find_demands(self, docs: list[dict[str, Any]]) -> list[list[UUID]]:
-        """Per listing document, the active demands its title finds; one multi-search per
-        MULTI_SEARCH_BATCH listings."""
+    async def find_demands(self, docs: list[dict[str, Any]]) -> ListingHits:
+        """Per listing document, the active demands its title finds (one multi-search per
+        MULTI_SEARCH_BATCH listings), and every searchable offer on their assets."""
         await self.ensure_index()
         found: list[list[UUID]] = []
         for start in range(0, len(docs), MULTI_SEARCH_BATCH):
             batch = docs[start : start + MULTI_SEARCH_BATCH]
             results = await self.meili.multi_search([self._demand_query(d) for d in batch])
             found += [[UUID(h["id"]) for h in result["hits"]] for result in results]
-        return found
+        assets = [d["asset_id"] for d, hits in zip(docs, found, strict=True) if hits]
+        assets = list(dict.fromkeys(assets))
+        return ListingHits(found, await self.offers_of(assets) if assets else {})
 
     async def store_listing_matches(
-        self,
-        session: AsyncSession,
-        docs: list[dict[str, Any]],
-        found: list[list[UUID]],
+        self, session: AsyncSession, docs: list[dict[str, Any]], found: ListingHits
     ) -> int:
         """Score what `find_demands` found for `docs` against the demands as they are now
-        (closed ones are skipped) and store the matches. Returns how many were new."""
+        (closed ones are skipped) and store the matches, one per demand and asset (its best
+        offer). Returns how many were new."""
         # A listing closed, withdrawn or sold since it was queued is matched no more.
         live = set(
             (
@@ -346,7 +373,7 @@ class Matcher:
         # listings and let go (a batch finds thousands of demands; compiled all at once, they
         # held tens of MB).
         wanted: dict[UUID, list[int]] = defaultdict(list)
-        for i, (doc, hits) in enumerate(zip(docs, found, strict=True)):
+        for i, (doc, hits) in enumerate(zip(docs, found.demands, strict=True)):
             if UUID(doc["listing_id"]) in live:
                 for demand_id in hits:
                     wanted[demand_id].append(i)
@@ -354,6 +381,16 @@ class Matcher:
             return 0
         vocabulary = await self.vocabulary.get()
         texts = {i: listing_text(docs[i], vocabulary) for i in set(chain(*wanted.values()))}
+        # Each asset's offers: the queued version of a listing, the index's of the others.
+        offers: dict[str, list[dict[str, Any]]] = {}
+        for i in texts:
+            doc = docs[i]
+            others = [
+                o
+                for o in found.offers.get(doc["asset_id"], [])
+                if o["listing_id"] != doc["listing_id"]
+            ]
+            offers[doc["asset_id"]] = [*offers.get(doc["asset_id"], others), doc]
         rows = await session.stream(
             select(
                 col(Demand.id),
@@ -370,25 +407,33 @@ class Matcher:
             .where(col(Demand.id).in_(wanted), col(Demand.status) == "active")
             .execution_options(yield_per=DEMANDS_PER_FETCH)
         )
-        scored: list[Scored] = []
+        best: dict[tuple[UUID, str], Scored] = {}
         async for r in rows:  # closed meanwhile: not among them
             reading = stored_reading(r[2], r[3], from_json(r[8]))
             compiled = compile_reading(reading, vocabulary)
             demand_terms = DemandTerms.of(reading, r[4], r[5], r[6], r[7])
             ref = DemandRef(r[0], r[1], r[2])
             for i in wanted[r[0]]:
+                asset = docs[i]["asset_id"]
+                if (r[0], asset) in best:
+                    continue  # two offers of one asset in the batch: scored once, all offers
                 fit = text_fit(compiled, texts[i])
-                if fit.fit >= MIN_RELEVANCE:
-                    total, reasons = score(demand_terms, docs[i], fit)
-                    scored.append((ref, docs[i], total, reasons))
-        return await self.store(session, scored)
+                if fit.fit < MIN_RELEVANCE:
+                    continue
+                candidates = [o for o in offers[asset] if allowed(o, r[4], r[5], str(r[1]))]
+                if candidates:
+                    doc, total, reasons = best_offer(demand_terms, candidates, fit)
+                    best[(r[0], asset)] = (ref, doc, total, reasons)
+        return await self.store(session, list(best.values()), offers)
 
     async def store(
         self,
         session: AsyncSession,
         scored: list[Scored],
+        offers: dict[str, list[dict[str, Any]]],
     ) -> int:
-        """Upsert matches; a new one writes its event. Returns how many were new."""
+        """Upsert matches, one per demand and asset; a new one writes its event (the listing as
+        the catalogue shows it, with every offer on the asset). Returns how many were new."""
         if not scored:
             return 0
         now = datetime.now(UTC)
@@ -410,7 +455,7 @@ class Matcher:
         new = [
             (demand, doc, total, reasons)
             for demand, doc, total, reasons in scored
-            if (demand.id, UUID(doc["listing_id"])) in inserted
+            if (demand.id, UUID(doc["asset_id"])) in inserted
         ]
         if new:
             await session.execute(
@@ -424,9 +469,10 @@ class Matcher:
                             {
                                 "demand_id": str(demand.id),
                                 "demand_title": demand.title,
+                                "asset_id": doc["asset_id"],
                                 "score": total,
                                 "reasons": reasons,
-                                "listing": listing_summary(doc),
+                                "listing": public_listing(doc, offers.get(doc["asset_id"], [])),
                             }
                         ).decode()
                         for demand, doc, total, reasons in new

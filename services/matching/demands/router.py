@@ -9,7 +9,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 
 from services.matching.demands import service
-from services.matching.demands.matcher import Matcher
+from services.matching.demands.matcher import Matcher, public_listing
 from services.matching.demands.reading import stored_reading
 from services.matching.demands.schemas import (
     ConstraintsRead,
@@ -17,6 +17,7 @@ from services.matching.demands.schemas import (
     DemandPublic,
     DemandReading,
     DemandUpdate,
+    MatchEventData,
     MatchEventPublic,
     MatchFeedPage,
     MatchPublic,
@@ -32,7 +33,6 @@ from shared.errors import ServiceUnavailable, UnprocessableEntity, problem_respo
 from shared.notifier import long_poll
 from shared.outbox import START, cursor_of, parse_cursor, read_page
 from shared.schemas import Page, PageSize, PageToken, encode_page_token, page_position, token_int
-from shared.search import quote
 
 router = APIRouter(tags=["demands"])
 Member = Annotated[Principal, Depends(require_roles("member", "admin"))]
@@ -184,35 +184,31 @@ async def demand_matches(
     rows = await service.matches(session, demand_id, page_size + 1, offset)
     more = len(rows) > page_size
     rows = rows[:page_size]
-    listings: dict[str, dict[str, Any]] = {}
+    offers: dict[str, list[dict[str, Any]]] = {}
     if rows:
         try:
-            found = await request.app.state.meili.search(
-                request.app.state.index_uid,
-                {
-                    "q": "",
-                    "limit": len(rows),
-                    "filter": [
-                        f"listing_id IN [{', '.join(quote(str(m.listing_id)) for m in rows)}]"
-                    ],
-                },
+            offers = await _matcher(request).offers_of(
+                list(dict.fromkeys(str(m.asset_id) for m in rows))
             )
-            listings = {doc["listing_id"]: doc for doc in found["hits"]}
         except MeiliUnavailable:
-            listings = {}  # the matches themselves are in PostgreSQL: still answer
-    items = [
-        MatchPublic(
-            demand_id=m.demand_id,
-            listing_id=m.listing_id,
-            asset_id=m.asset_id,
-            score=m.score,
-            reasons=m.reasons,
-            listing_version=m.listing_version,
-            created_at=m.created_at,
-            listing=listings.get(str(m.listing_id)),
+            offers = {}  # the matches themselves are in PostgreSQL: still answer
+    items = []
+    for m in rows:
+        on_asset = offers.get(str(m.asset_id), [])
+        shown = next((o for o in on_asset if o["listing_id"] == str(m.listing_id)), None)
+        items.append(
+            MatchPublic(
+                demand_id=m.demand_id,
+                asset_id=m.asset_id,
+                listing_id=m.listing_id,
+                score=m.score,
+                reasons=m.reasons,
+                listing_version=m.listing_version,
+                created_at=m.created_at,
+                updated_at=m.updated_at,
+                listing=public_listing(shown or on_asset[0], on_asset) if on_asset else None,
+            )
         )
-        for m in rows
-    ]
     token = encode_page_token({"offset": offset + page_size}) if more else ""
     return Page(items=items, next_page_token=token)
 
@@ -252,7 +248,7 @@ async def match_changes(
             organization_id=r.organization_id,
             listing_id=r.listing_id,
             occurred_at=r.occurred_at,
-            data=r.payload,
+            data=MatchEventData.model_validate(r.payload),
         )
         for r in rows
     ]

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Literal
 from uuid import UUID
 
 from pydantic import BaseModel, Field
 
 from shared.contracts.catalogue import AssetKind, TransactionType
+from shared.contracts.search import SearchHit
 from shared.schemas import StrictModel
 
 RegionCode = str
@@ -96,17 +97,50 @@ class DemandPublic(BaseModel):
     )
 
 
+class TermFound(BaseModel):
+    term: str = Field(description="the demand's term")
+    written_as: str = Field(description="how it was found: as written or in another name")
+    field: Literal["title", "abstract"] = Field(description="where in the listing")
+    share: float = Field(description="the share of the term's weight found, 0-1")
+
+
+class MatchReason(BaseModel):
+    """Why a listing was proposed, factor by factor (a factor the buyer left open is not
+    listed: it fits)."""
+
+    factor: Literal["text", "budget", "region", "kind", "transaction_type"]
+    fit: float = Field(description="0-1")
+    detail: str
+    terms: list[TermFound] = Field(
+        default_factory=list, description="text only: the demand's terms found in the listing"
+    )
+
+
 class MatchPublic(BaseModel):
+    """One match per asset: its best offer for the demand, with every offer on it."""
+
     demand_id: UUID
-    listing_id: UUID
     asset_id: UUID
-    score: float
-    reasons: list[dict[str, Any]]
+    listing_id: UUID = Field(description="the asset's offer that fits the demand best")
+    score: float = Field(description="text fit x (0.7 + 0.3 x constraint fit), 0-1")
+    reasons: list[MatchReason]
     listing_version: int
     created_at: datetime
-    listing: dict[str, Any] | None = Field(
-        default=None, description="the listing as indexed now (absent when it left the market)"
+    updated_at: datetime
+    listing: SearchHit | None = Field(
+        default=None,
+        description="the offer as the catalogue shows it now, with every searchable offer on "
+        "the asset (absent when none is on the market any more)",
     )
+
+
+class MatchEventData(BaseModel):
+    demand_id: UUID
+    demand_title: str
+    asset_id: UUID | None = None
+    score: float
+    reasons: list[MatchReason]
+    listing: SearchHit
 
 
 class MatchEventPublic(BaseModel):
@@ -116,7 +150,7 @@ class MatchEventPublic(BaseModel):
     organization_id: UUID
     listing_id: UUID
     occurred_at: datetime
-    data: dict[str, Any]
+    data: MatchEventData
 
 
 class MatchFeedPage(BaseModel):
