@@ -1,6 +1,6 @@
 """How rare each piece of text is in the catalogue: the document frequency of every Chinese
-character pair and Latin word in the listings' titles and abstracts, from which matching weighs
-a demand's terms (a rare piece says more than 方法 or 装置).
+character, character pair and Latin word in the listings' titles and abstracts, from which
+matching weighs a demand's terms (a rare piece says more than 方法 or 装置).
 
 The counts live in a fixed array of hashed buckets, so memory is the same (4 MiB) at 1,000
 listings or 1,000,000; two pieces sharing a bucket add up, which only makes a rare piece look a
@@ -20,7 +20,7 @@ from array import array
 from collections.abc import Iterable, Iterator
 from typing import Final, Protocol
 
-from shared.search import MeiliUnavailable
+from shared.search import MeiliError, MeiliUnavailable
 
 logger = logging.getLogger("ipx.matching.vocabulary")
 
@@ -31,19 +31,22 @@ LATIN_WORD: Final = re.compile(r"[a-z0-9]+(?:[.+-][a-z0-9]+)*")
 SAMPLE_LIMIT: Final = 20_000
 PAGE: Final = 1_000
 FIELDS: Final = ["asset_id", "title_zh", "title_en", "abstract_zh", "abstract_en"]
-# Look at the catalogue's size at most this often; build again when it changed by this share.
-CHECK_SECONDS: Final = 30.0
-GROWTH: Final = 0.1
+# Look at the catalogue's size at most this often (a stats request); build again when it grew
+# or shrank by this factor (from 1,000 to 100,000 listings: 12 builds of at most SAMPLE_LIMIT
+# documents each).
+CHECK_SECONDS: Final = 2.0
+GROWTH: Final = 1.5
 MIN_IDF: Final = 0.1
 IDF_TABLE: Final = 4096
+KNOWN_LIMIT: Final = 50_000
+CHARACTER_SHARE: Final = 0.5
 
 
 def units(text: str) -> Iterator[str]:
-    """The pieces text is compared by (lower case in): each pair of adjacent Chinese characters
-    (a lone character on its own), and each Latin word or number."""
+    """The pieces text is compared by (lower case in): each Chinese character and each pair of
+    adjacent ones, and each Latin word or number."""
     for run in CJK_RUN.findall(text):
-        if len(run) == 1:
-            yield run
+        yield from run
         for i in range(len(run) - 1):
             yield run[i : i + 2]
     yield from LATIN_WORD.findall(CJK_RUN.sub(" ", text))
@@ -69,6 +72,9 @@ class Vocabulary:
         self.counts = array("H", bytes(2 * BUCKETS))
         self.documents = 0
         self._idf_of_df: list[float] = []  # idf by document frequency, up to IDF_TABLE
+        # The weights of units already asked for: a batch of listings weighs the same characters
+        # and pairs of thousands of demands (hashing them was a third of the match worker's time).
+        self._known: dict[str, float] = {}
 
     def add(self, text: str) -> None:
         """Count one document (its pieces once each)."""
@@ -84,9 +90,20 @@ class Vocabulary:
 
     def idf(self, unit: str) -> float:
         df = self.counts[bucket(unit)]
-        if df < len(self._idf_of_df):
-            return self._idf_of_df[df]
-        return self._idf(df)
+        return self._idf_of_df[df] if df < len(self._idf_of_df) else self._idf(df)
+
+    def weight(self, unit: str) -> float:
+        """How much a unit counts: its idf, and a lone Chinese character at CHARACTER_SHARE
+        (难度 and 难易, 试题 and 题目 share one: the weakest sign of the same subject)."""
+        known = self._known.get(unit)
+        if known is not None:
+            return known
+        value = self.idf(unit)
+        if len(unit) == 1 and unit >= "\u3400":
+            value *= CHARACTER_SHARE
+        if self._idf_of_df and len(self._known) < KNOWN_LIMIT:  # frozen, and bounded
+            self._known[unit] = value
+        return value
 
     def _idf(self, df: int) -> float:
         return max(MIN_IDF, math.log((self.documents + 1) / (df + 0.5)))
@@ -103,6 +120,13 @@ class Vocabulary:
         for text in texts:
             vocabulary.add(text)
         return vocabulary.freeze()
+
+
+def changed(built_from: int, count: int) -> bool:
+    """The catalogue has changed enough since a table was built from `built_from` documents."""
+    if built_from == 0 or count == 0:
+        return built_from != count
+    return count > built_from * GROWTH or count * GROWTH < built_from
 
 
 def document_text(doc: dict[str, object]) -> str:
@@ -122,8 +146,10 @@ class CatalogueVocabulary:
         self._lock = asyncio.Lock()
 
     async def get(self) -> Vocabulary:
-        if self.current is not None and time.monotonic() - self.checked_at < CHECK_SECONDS:
-            return self.current
+        if self.current is not None and (
+            time.monotonic() - self.checked_at < CHECK_SECONDS or self._lock.locked()
+        ):
+            return self.current  # fresh, or being built again: the table at hand will do
         async with self._lock:
             if self.current is not None and time.monotonic() - self.checked_at < CHECK_SECONDS:
                 return self.current
@@ -133,10 +159,12 @@ class CatalogueVocabulary:
                 if self.current is None:
                     raise
                 return self.current  # the catalogue is unreachable: the last table will do
+            except MeiliError as exc:
+                if exc.code != "index_not_found":
+                    raise
+                count = 0  # no catalogue yet: every word is as rare as any other
             self.checked_at = time.monotonic()
-            if self.current is None or abs(count - self.built_from) > GROWTH * max(
-                self.built_from, 100
-            ):
+            if self.current is None or changed(self.built_from, count):
                 self.current = await self.build(count)
                 self.built_from = count
             return self.current
@@ -144,6 +172,8 @@ class CatalogueVocabulary:
     async def build(self, count: int) -> Vocabulary:
         started = time.perf_counter()
         vocabulary = Vocabulary()
+        if count == 0:
+            return vocabulary.freeze()
         seen: set[object] = set()
         # A sample spread over the whole index: every step-th page.
         pages = max(1, math.ceil(count / PAGE))

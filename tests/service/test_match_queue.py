@@ -39,6 +39,7 @@ from support import (
     wait_matched,
 )
 
+NUMBERS = real_application_numbers("invention_patent")
 SELLER = "京东方科技集团股份有限公司"
 DEMAND = {
     "title": "虚拟现实头戴显示技术",
@@ -422,7 +423,7 @@ async def test_a_price_change_scores_the_match_again(
     operator_key: str,
     service_key: str,
 ) -> None:
-    number = next(real_application_numbers("invention_patent"))
+    number = next(NUMBERS)
     _, seller = await new_organization(listing, operator_key, name="北京某显示技术有限公司")
     body = {
         "asset": patent(

@@ -24,6 +24,7 @@ from support import (
 )
 
 DEMANDS = Path(__file__).resolve().parents[1] / "data" / "tech_demands.jsonl"
+NUMBERS = real_application_numbers("invention_patent")
 SELLER = "京东方科技集团股份有限公司"
 
 
@@ -100,7 +101,11 @@ async def test_a_new_listing_that_fits_is_matched_and_announced(
     demand = (
         await matching.post(
             "/v1/demands",
-            json={**VR_DEMAND, "title": "虚拟现实 交互", "text": "虚拟现实交互方法"},
+            json={
+                **VR_DEMAND,
+                "title": "虚拟现实显示背光调节",
+                "text": "需要虚拟现实显示装置的局部背光调节技术",
+            },
             headers=bearer(market["buyer"]),
         )
     ).json()
@@ -319,9 +324,8 @@ async def test_the_issue_greenhouse_demand_finds_its_listings(
     _, seller = await new_organization(
         listing, operator_key, name="河北农业大学", kind="university", region="130600"
     )
-    numbers = real_application_numbers("invention_patent")
     for _ in range(4):
-        number = next(numbers)
+        number = next(NUMBERS)
         body = {
             "asset": patent(
                 "河北农业大学",
@@ -404,7 +408,7 @@ async def test_a_right_on_three_exchanges_is_one_match_whichever_came_first(
     start = (
         await matching.get("/v1/matches/changes", params={"limit": 1000}, headers=bearer(buyer))
     ).json()["next_cursor"]
-    number = next(real_application_numbers("invention_patent"))
+    number = next(NUMBERS)
     for exchange, (name, region, amount) in EXCHANGES.items():
         pushed = await listing.put(
             f"/v1/offers/{exchange}/P-{number}",

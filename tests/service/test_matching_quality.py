@@ -27,8 +27,8 @@ LABELLED = DATA / "matching" / "buyer_demands.jsonl"
 HOLDOUT = DATA / "matching" / "buyer_demands_holdout.jsonl"
 REAL = DATA / "tech_demands.jsonl"
 
-RECALL_AT_5_FLOOR = 0.85
-FIRST_FLOOR = 0.7
+RECALL_AT_5_FLOOR = 0.9
+FIRST_FLOOR = 0.8
 ANY_MATCH_FLOOR = 0.95
 
 

@@ -50,6 +50,7 @@ PHRASE_QUERIES = 2
 HITS_PER_PHRASE = 30
 PIECE_QUERIES = 10
 HITS_PER_PIECE = 20
+SYNONYM_QUERIES = 6
 
 
 # Listings per multi-search. Each query runs against every active demand: at 10,000 demands
@@ -182,9 +183,10 @@ def terms_of(demand: Demand) -> DemandTerms:
 def catalogue_queries(reading: Reading, vocabulary: Vocabulary) -> list[dict[str, Any]]:
     """Short queries that together find what a demand asks for (Meilisearch keeps at most ten
     query words and drops words until something matches, so a whole sentence finds little):
-    the title's terms, the two weightiest terms, and each of the demand's rarest pieces that
-    the catalogue holds on its own (a one-word query also matches the words it begins, so 防撞
-    finds 防撞击). The local scoring then ranks the union. Measured in docs/DECISIONS.md."""
+    the title's terms, the two weightiest terms, each of the demand's rarest pieces that the
+    catalogue holds on its own (a one-word query also matches the words it begins, so 防撞
+    finds 防撞击), and the other names of its words. The local scoring then ranks the union.
+    Measured in docs/DECISIONS.md."""
     weights = term_weights(reading, vocabulary)
     ranked = [t for _, t in sorted(zip(weights, reading.terms, strict=True), key=lambda p: -p[0])]
     phrases = [
@@ -195,14 +197,20 @@ def catalogue_queries(reading: Reading, vocabulary: Vocabulary) -> list[dict[str
     for term in reading.terms:
         for unit in units(term.text):
             if len(unit) > 1 and vocabulary.document_frequency(unit):
-                weight = term.weight * vocabulary.idf(unit)
+                weight = term.weight * vocabulary.weight(unit)
                 pieces[unit] = max(pieces.get(unit, 0.0), weight)
     rarest = sorted(pieces, key=lambda u: -pieces[u])[:PIECE_QUERIES]
+    # The other names of the demand's words (瞳距 for 双眼间距): the catalogue may use only those.
+    names = [name for term in ranked for piece in term.pieces for name in piece[1:]]
     queries = [
         {"q": q, "limit": HITS_PER_PHRASE, "matchingStrategy": "frequency"}
         for q in dict.fromkeys(p for p in phrases if p.strip())
     ]
     queries += [{"q": u, "limit": HITS_PER_PIECE, "matchingStrategy": "last"} for u in rarest]
+    queries += [
+        {"q": name, "limit": HITS_PER_PIECE, "matchingStrategy": "last"}
+        for name in list(dict.fromkeys(names))[:SYNONYM_QUERIES]
+    ]
     return queries
 
 

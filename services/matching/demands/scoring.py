@@ -27,7 +27,7 @@ from services.matching.vocabulary import Vocabulary, units
 WEIGHTS = {"budget": 0.15, "region": 0.10, "kind": 0.10, "transaction_type": 0.10}
 CONSTRAINT_SHARE = 0.3
 # Below this text fit a listing is not proposed, whatever else fits.
-MIN_RELEVANCE = 0.2
+MIN_RELEVANCE = 0.25
 MAX_MATCHES_PER_DEMAND = 50
 PROVINCES = {"11": "北京", "12": "天津", "13": "河北"}
 # Patent-title boilerplate: what a title says of every invention, not of this one.
@@ -87,17 +87,17 @@ SPECIFIC_TITLE = 15.0
 def term_weights(reading: Reading, vocabulary: Vocabulary) -> list[float]:
     """How much each term of a reading counts: title terms twice, rare pieces more."""
     return [
-        term.weight * sum(vocabulary.idf(u) for u in units(term.text)) for term in reading.terms
+        term.weight * sum(vocabulary.weight(u) for u in units(term.text)) for term in reading.terms
     ]
 
 
 @dataclass(frozen=True, slots=True)
 class Name:
-    """One way to write a piece of a term, as comparison units with their weights."""
+    """One way to write a piece of a term: its comparison units with their weights (a unit the
+    name holds twice, twice its weight)."""
 
     text: str
-    units: tuple[str, ...]
-    weights: tuple[float, ...]
+    weights: dict[str, float]
     mass: float
 
 
@@ -118,7 +118,6 @@ class CompiledDemand:
 
 
 def compile_reading(reading: Reading, vocabulary: Vocabulary) -> CompiledDemand:
-    idf = vocabulary.idf
     compiled = []
     everything: set[str] = set()
     for term in reading.terms:
@@ -126,10 +125,11 @@ def compile_reading(reading: Reading, vocabulary: Vocabulary) -> CompiledDemand:
         for names in term.pieces:
             written = []
             for name in names:
-                name_units = tuple(units(name))
-                weights = tuple(idf(u) for u in name_units)
-                written.append(Name(name, name_units, weights, sum(weights)))
-                everything.update(name_units)
+                weights: dict[str, float] = {}
+                for unit in units(name):
+                    weights[unit] = weights.get(unit, 0.0) + vocabulary.weight(unit)
+                written.append(Name(name, weights, sum(weights.values())))
+                everything.update(weights)
             pieces.append(tuple(written))
         mass = sum(p[0].mass for p in pieces)
         compiled.append(CompiledTerm(term.text, term.weight * mass, tuple(pieces)))
@@ -145,24 +145,25 @@ class ListingText:
     """A listing's text as units (once per listing and vocabulary)."""
 
     title: frozenset[str]
-    abstract: frozenset[str]
-    title_units: tuple[tuple[str, float], ...]  # the salient title's units and weights
+    everything: frozenset[str]  # title and abstract
+    title_units: dict[str, float]  # the salient title's units and weights
     title_mass: float
 
 
 def listing_text(doc: dict[str, Any], vocabulary: Vocabulary) -> ListingText:
     title = " ".join(str(doc.get(f) or "") for f in ("title_zh", "title_en")).lower()
     abstract = " ".join(str(doc.get(f) or "") for f in ("abstract_zh", "abstract_en")).lower()
-    salient = [
-        (u, vocabulary.idf(u))
-        for u in dict.fromkeys(units(TITLE_BOILERPLATE.sub(" ", title)))
+    salient = {
+        u: vocabulary.weight(u)
+        for u in units(TITLE_BOILERPLATE.sub(" ", title))
         if u not in ENGLISH_STOPWORDS
-    ]
+    }
+    in_title = frozenset(units(title))
     return ListingText(
-        frozenset(units(title)),
-        frozenset(units(abstract)),
-        tuple(salient),
-        sum(w for _, w in salient),
+        in_title,
+        in_title | frozenset(units(abstract)),
+        salient,
+        sum(salient.values()),
     )
 
 
@@ -192,7 +193,7 @@ def text_fit(demand: CompiledDemand, listing: ListingText) -> TextFit:
     title cover): the title cover ranks the listing a demand describes whole above one that
     merely shares its words, but never makes a match by itself (a generic title like 智能装置
     is covered by any demand that says 智能). Measured in docs/DECISIONS.md (Matching)."""
-    title, abstract = listing.title, listing.abstract
+    title, everything = listing.title, listing.everything
     found = 0.0
     matched: list[TermMatch] = []
     for term in demand.terms:
@@ -203,14 +204,16 @@ def text_fit(demand: CompiledDemand, listing: ListingText) -> TextFit:
             best = seen = 0.0
             best_name = names[0].text
             for name in names:
-                if not name.mass:
+                # Most names share nothing with a listing: one set intersection says so.
+                shared = everything.intersection(name.weights)
+                if not shared:
                     continue
                 in_title = in_abstract = 0.0
-                for unit, weight in zip(name.units, name.weights, strict=True):
+                for unit in shared:
                     if unit in title:
-                        in_title += weight
-                    elif unit in abstract:
-                        in_abstract += weight
+                        in_title += name.weights[unit]
+                    else:
+                        in_abstract += name.weights[unit]
                 share = (in_title + ABSTRACT_SHARE * in_abstract) / name.mass
                 if share > best:
                     best, seen = share, (in_title + in_abstract) / name.mass
@@ -228,7 +231,8 @@ def text_fit(demand: CompiledDemand, listing: ListingText) -> TextFit:
             )
     demand_cover = found / demand.mass if demand.mass else 0.0
     title_cover = (
-        sum(w for u, w in listing.title_units if u in demand.units) / listing.title_mass
+        sum(listing.title_units[u] for u in demand.units.intersection(listing.title_units))
+        / listing.title_mass
         if listing.title_mass
         else 0.0
     )
