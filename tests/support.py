@@ -175,6 +175,19 @@ async def publish_records(
     assert report.json()["created"] == len(records), report.text
 
 
+async def publish_listing(
+    listing: httpx.AsyncClient, seller_key: str, operator_key: str, body: dict[str, Any]
+) -> str:
+    """Create a listing as its seller, submit it and approve it as the operator: its id."""
+    created = await listing.post("/v1/listings", json=body, headers=bearer(seller_key))
+    assert created.status_code == 201, created.text
+    listing_id = str(created.json()["id"])
+    for step, key in (("submit", seller_key), ("approve", operator_key)):
+        moved = await listing.post(f"/v1/listings/{listing_id}/{step}", headers=bearer(key))
+        assert moved.status_code == 200, moved.text
+    return listing_id
+
+
 def partner_document(
     exchange: str,
     listing_id: str,

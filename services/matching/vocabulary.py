@@ -17,7 +17,7 @@ import re
 import time
 import zlib
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Final, Protocol
 
 from shared.search import MeiliError, MeiliUnavailable
@@ -129,7 +129,7 @@ def changed(built_from: int, count: int) -> bool:
     return count > built_from * GROWTH or count * GROWTH < built_from
 
 
-def document_text(doc: dict[str, object]) -> str:
+def document_text(doc: Mapping[str, object]) -> str:
     return "\n".join(str(doc.get(f) or "") for f in FIELDS[1:])
 
 

@@ -33,6 +33,7 @@ from support import (
     bearer,
     new_organization,
     patent,
+    publish_listing,
     publish_records,
     real_application_numbers,
     terms,
@@ -435,12 +436,7 @@ async def test_a_price_change_scores_the_match_again(
         ),
         "transaction": terms(amount="3000000.00"),
     }
-    created = await listing.post("/v1/listings", json=body, headers=bearer(seller))
-    assert created.status_code == 201, created.text
-    lid = created.json()["id"]
-    for step, key in (("submit", seller), ("approve", operator_key)):
-        moved = await listing.post(f"/v1/listings/{lid}/{step}", headers=bearer(key))
-        assert moved.status_code == 200, moved.text
+    lid = await publish_listing(listing, seller, operator_key, body)
     await wait_matched(matching, operator_key)
     demand = (
         await matching.post(

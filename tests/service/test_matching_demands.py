@@ -16,6 +16,7 @@ from support import (
     bearer,
     new_organization,
     patent,
+    publish_listing,
     publish_records,
     real_application_numbers,
     terms,
@@ -61,6 +62,16 @@ VR_DEMAND = {
     "budget_max": "2000000.00",
     "regions": ["11"],
 }
+
+
+async def feed_after(matching: httpx.AsyncClient, key: str, after: str) -> dict[str, Any]:
+    """A page of the match feed after a cursor, as `key` reads it."""
+    page = await matching.get(
+        "/v1/matches/changes", params={"after": after, "limit": 1000}, headers=bearer(key)
+    )
+    assert page.status_code == 200, page.text
+    result: dict[str, Any] = page.json()
+    return result
 
 
 async def matches_of(matching: httpx.AsyncClient, key: str, demand_id: str) -> list[Any]:
@@ -120,35 +131,17 @@ async def test_a_new_listing_that_fits_is_matched_and_announced(
     after = {m["listing_id"] for m in await matches_of(matching, market["buyer"], demand["id"])}
     new = after - before
     assert new, "no newly published listing matched"
-    feed = (
-        await matching.get(
-            "/v1/matches/changes",
-            params={"after": start, "limit": 1000},
-            headers=bearer(service_key),
-        )
-    ).json()
+    feed = await feed_after(matching, service_key, start)
     announced = {e["listing_id"] for e in feed["events"] if e["demand_id"] == demand["id"]}
     assert new <= announced
     event = next(e for e in feed["events"] if e["demand_id"] == demand["id"])
     assert event["type"] == "match.created" and event["data"]["reasons"]
     assert event["organization_id"] and event["data"]["listing"]["offer_id"].startswith("jjj:")
     # The buyer reads its own feed: its matches, nobody else's; the seller reads none of them.
-    own = (
-        await matching.get(
-            "/v1/matches/changes",
-            params={"after": start, "limit": 1000},
-            headers=bearer(market["buyer"]),
-        )
-    ).json()
+    own = await feed_after(matching, market["buyer"], start)
     assert {e["organization_id"] for e in own["events"]} == {market["buyer_id"]}
     assert new <= {e["listing_id"] for e in own["events"] if e["demand_id"] == demand["id"]}
-    theirs = (
-        await matching.get(
-            "/v1/matches/changes",
-            params={"after": start, "limit": 1000},
-            headers=bearer(market["seller_key"]),
-        )
-    ).json()
+    theirs = await feed_after(matching, market["seller_key"], start)
     assert theirs["events"] == [] and theirs["next_cursor"] == start
 
 
@@ -337,15 +330,7 @@ async def test_the_issue_greenhouse_demand_finds_its_listings(
             ),
             "transaction": terms(),
         }
-        created = await listing.post("/v1/listings", json=body, headers=bearer(seller))
-        assert created.status_code == 201, created.text
-        lid = created.json()["id"]
-        assert (
-            await listing.post(f"/v1/listings/{lid}/submit", headers=bearer(seller))
-        ).status_code == 200
-        assert (
-            await listing.post(f"/v1/listings/{lid}/approve", headers=bearer(operator_key))
-        ).status_code == 200
+        await publish_listing(listing, seller, operator_key, body)
     await wait_indexed(matching, operator_key)
     _, buyer = await new_organization(listing, operator_key, name="天津某农业科技有限公司")
     demand = {"title": "温室智能灌溉技术", "text": "需要温室大棚智能灌溉控制技术"}
@@ -435,11 +420,7 @@ async def test_a_right_on_three_exchanges_is_one_match_whichever_came_first(
     assert {k: results[0][k] for k in ("asset_id", "listing_id", "score", "reasons")} == {
         k: results[1][k] for k in ("asset_id", "listing_id", "score", "reasons")
     }
-    feed = (
-        await matching.get(
-            "/v1/matches/changes", params={"after": start, "limit": 1000}, headers=bearer(buyer)
-        )
-    ).json()["events"]
+    feed = (await feed_after(matching, buyer, start))["events"]
     announced = [e for e in feed if e["demand_id"] == early.json()["id"]]
     assert len(announced) == 1  # one match.created for the asset, not one per offer
     assert announced[0]["data"]["asset_id"] == results[0]["asset_id"]
