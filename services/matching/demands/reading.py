@@ -26,7 +26,8 @@ LATIN_WORD: Final = re.compile(r"[a-z0-9]+(?:[.+-][a-z0-9]+)*")
 # Clauses end at sentence and clause punctuation; 、 joins items of one list and stays.
 CLAUSE_END: Final = re.compile(r"[。！？!?；;，,：:\n\r\t]|\\n")
 WANT: Final = re.compile(
-    r"需要|需求|寻求|寻找|希望|求购|征集|急需|亟需|亟待|拟|想|引进|引入|购买|受让|解决|难题|"
+    r"需要|需求|寻求|寻找|希望|求购|征集|急需|亟需|亟待|(?<![虚模])拟|(?<![理思构])想|引进|引入|"
+    r"购买|受让|解决|难题|"
     r"问题|瓶颈|提高|提升|降低|改善|实现|要求|目标|开发|研发|研制"
 )
 # A clause about who the buyer is, not what it wants (unless it also says what it wants).
@@ -81,91 +82,16 @@ _BOILERPLATE: Final = re.compile(
         re.escape(w) for w in sorted(BOILERPLATE_WORDS + PROTECTED_WORDS, key=len, reverse=True)
     )
 )
-ENGLISH_STOPWORDS: Final = frozenset(
-    {
-        "a",
-        "an",
-        "and",
-        "any",
-        "apparatus",
-        "are",
-        "as",
-        "assignment",
-        "at",
-        "based",
-        "be",
-        "beijing",
-        "budget",
-        "by",
-        "can",
-        "cny",
-        "company",
-        "contact",
-        "cooperation",
-        "corporation",
-        "device",
-        "devices",
-        "exclusive",
-        "for",
-        "from",
-        "have",
-        "hebei",
-        "in",
-        "interested",
-        "into",
-        "is",
-        "it",
-        "its",
-        "licence",
-        "license",
-        "licensing",
-        "looking",
-        "method",
-        "methods",
-        "million",
-        "need",
-        "needed",
-        "needs",
-        "non",
-        "nonexclusive",
-        "of",
-        "on",
-        "or",
-        "our",
-        "please",
-        "prefer",
-        "preferred",
-        "provide",
-        "region",
-        "require",
-        "required",
-        "rmb",
-        "seek",
-        "seeking",
-        "solution",
-        "solutions",
-        "system",
-        "systems",
-        "technique",
-        "techniques",
-        "technologies",
-        "technology",
-        "the",
-        "thereof",
-        "this",
-        "tianjin",
-        "to",
-        "transfer",
-        "us",
-        "using",
-        "want",
-        "wanted",
-        "we",
-        "with",
-        "within",
-        "yuan",
-    }
+_ENGLISH_BOILERPLATE = (
+    "a an and any apparatus are as assignment at based be beijing budget by can cny company "
+    "contact cooperation corporation device devices exclusive for from have hebei in "
+    "interested into is it its licence license licensing looking method methods million need "
+    "needed needs non nonexclusive of on or our please prefer preferred provide region "
+    "require required rmb seek seeking solution solutions system systems technique techniques "
+    "technologies technology the thereof this tianjin to transfer us using want wanted we "
+    "with within yuan "
 )
+ENGLISH_STOPWORDS: Final = frozenset(_ENGLISH_BOILERPLATE.split())
 
 MONEY: Final = re.compile(
     r"(\d+(?:\.\d+)?)\s*(?:[-~～至到]\s*(\d+(?:\.\d+)?))?\s*(亿|万|千)?\s*(?:人民币|元|rmb|cny)"
@@ -365,11 +291,15 @@ def read_demand(title: str, text: str) -> Reading:
     title_clauses = clauses(title)
     text_clauses = clauses(text)
     wanted: list[tuple[str, Source]] = []
-    for source, parts in (("title", title_clauses), ("text", text_clauses)):
+    sources: tuple[tuple[Source, list[str]], ...] = (
+        ("title", title_clauses),
+        ("text", text_clauses),
+    )
+    for source, parts in sources:
         for clause in parts:
             if source == "text" and is_background(clause):
                 continue
-            wanted += [(t, source) for t in terms_of_clause(clause)]  # type: ignore[misc]
+            wanted += [(t, source) for t in terms_of_clause(clause)]
     terms: list[Term] = []
     seen: set[str] = set()
     for term, source in wanted:

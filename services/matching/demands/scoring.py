@@ -190,9 +190,10 @@ def text_fit(demand: CompiledDemand, listing: ListingText) -> TextFit:
     in whichever of its names is found best; rare pieces weigh more, title terms twice, a piece
     found only in the abstract at ABSTRACT_SHARE). title cover: the share of the listing's
     title found in the demand. fit = sqrt(demand cover) x (1 - TITLE_SHARE + TITLE_SHARE x
-    title cover): the title cover ranks the listing a demand describes whole above one that
-    merely shares its words, but never makes a match by itself (a generic title like 智能装置
-    is covered by any demand that says 智能). Measured in docs/DECISIONS.md (Matching)."""
+    title cover x min(1, title weight / SPECIFIC_TITLE)): the title cover ranks the listing a
+    demand describes whole above one that merely shares its words, but never makes a match by
+    itself (a generic title like 智能装置 is covered by any demand that says 智能). Measured in
+    docs/DECISIONS.md (Matching)."""
     title, everything = listing.title, listing.everything
     found = 0.0
     matched: list[TermMatch] = []
