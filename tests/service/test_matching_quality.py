@@ -11,51 +11,18 @@ from __future__ import annotations
 
 import json
 import statistics
-from collections import defaultdict
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from infra.seed.demo import demo_catalogue, organization_kind
+from matching_quality import HOLDOUT, LABELLED, REAL, Quality, labelled
 from support import bearer, new_organization, publish_records, wait_indexed
-
-DATA = Path(__file__).resolve().parents[1] / "data"
-LABELLED = DATA / "matching" / "buyer_demands.jsonl"
-HOLDOUT = DATA / "matching" / "buyer_demands_holdout.jsonl"
-REAL = DATA / "tech_demands.jsonl"
 
 RECALL_AT_5_FLOOR = 0.9
 FIRST_FLOOR = 0.8
 ANY_MATCH_FLOOR = 0.95
-
-
-def labelled(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
-
-
-@dataclass
-class Quality:
-    demands: int = 0
-    any_match: int = 0
-    in_top5: int = 0
-    first: int = 0
-    by_style: dict[str, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0, 0]))
-    misses: list[str] = field(default_factory=list)
-
-    def line(self, name: str) -> str:
-        n = self.demands or 1
-        styles = ", ".join(
-            f"{style} {top5}/{count} ({first} first)"
-            for style, (count, top5, first) in sorted(self.by_style.items())
-        )
-        return (
-            f"{name}: {self.demands} demands, recall@5 {self.in_top5 / n:.3f}, "
-            f"expected first {self.first / n:.3f}, any match {self.any_match / n:.3f} "
-            f"[{styles}]"
-        )
 
 
 @pytest.fixture(scope="module")
@@ -95,22 +62,7 @@ async def quality_of(
         found = await matched_identifiers(
             matching, key, {"title": demand["title"], "text": demand["text"]}
         )
-        expected = set(demand["expected"])
-        top5 = bool(expected & set(found[:5]))
-        first = bool(found) and found[0] in expected
-        quality.demands += 1
-        quality.any_match += bool(found)
-        quality.in_top5 += top5
-        quality.first += first
-        style = quality.by_style[demand["style"]]
-        style[0] += 1
-        style[1] += top5
-        style[2] += first
-        if not top5:
-            rank = next((i + 1 for i, f in enumerate(found) if f in expected), None)
-            quality.misses.append(
-                f"{demand['id']} ({demand['style']}) rank {rank}: {demand['title']}"
-            )
+        quality.add(demand, found)
     return quality
 
 

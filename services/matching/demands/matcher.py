@@ -51,6 +51,10 @@ HITS_PER_PHRASE = 30
 PIECE_QUERIES = 10
 HITS_PER_PIECE = 20
 SYNONYM_QUERIES = 6
+# A new listing's searches of the demands index: its salient title and its rarest title pairs.
+LISTING_PIECE_QUERIES = 3
+DEMANDS_PER_TITLE = 30
+DEMANDS_PER_PIECE = 10
 
 
 # Listings per multi-search. Each query runs against every active demand: at 10,000 demands
@@ -320,7 +324,11 @@ class Matcher:
 
     # New listings against the demands ----------------------------------------------------
 
-    def _demand_query(self, doc: dict[str, Any]) -> dict[str, Any]:
+    def _demand_queries(self, doc: dict[str, Any], vocabulary: Vocabulary) -> list[dict[str, Any]]:
+        """The searches of the demands index for a new listing: its salient title, and each of
+        its title's rarest character pairs alone (a demand paraphrasing the title may share a
+        word or two of it, not the whole: 标点 finds 标点符号误用检测). Measured in
+        docs/DECISIONS.md (Matching)."""
         title = salient_query(doc.get("title_zh") or doc.get("title_en") or "")
         filters = [
             'status = "active"',
@@ -335,27 +343,42 @@ class Matcher:
             filters.append(f"organization_id != {quote(doc['seller_id'])}")
         # Ids only: the demand's reading comes from PostgreSQL and the score from text_fit,
         # the same function the demand's own search uses.
-        query: dict[str, Any] = {
+        common: dict[str, Any] = {
             "indexUid": self.demands_uid,
-            "q": title,
             "filter": filters,
-            "limit": 50,
-            "matchingStrategy": "frequency",
             "attributesToRetrieve": ["id"],
         }
         if CJK.search(title):
-            query["locales"] = ["cmn"]
-        return query
+            common["locales"] = ["cmn"]
+        pairs = {
+            unit
+            for unit in units(title.lower())
+            if len(unit) == 2 and CJK.match(unit) and vocabulary.document_frequency(unit)
+        }
+        rarest = sorted(pairs, key=lambda u: (-vocabulary.idf(u), u))[:LISTING_PIECE_QUERIES]
+        return [
+            {**common, "q": title, "limit": DEMANDS_PER_TITLE, "matchingStrategy": "frequency"},
+            *(
+                {**common, "q": u, "limit": DEMANDS_PER_PIECE, "matchingStrategy": "last"}
+                for u in rarest
+            ),
+        ]
 
     async def find_demands(self, docs: list[dict[str, Any]]) -> ListingHits:
-        """Per listing document, the active demands its title finds (one multi-search per
+        """Per listing document, the active demands it finds (one multi-search per
         MULTI_SEARCH_BATCH listings), and every searchable offer on their assets."""
         await self.ensure_index()
+        vocabulary = await self.vocabulary.get()
         found: list[list[UUID]] = []
         for start in range(0, len(docs), MULTI_SEARCH_BATCH):
             batch = docs[start : start + MULTI_SEARCH_BATCH]
-            results = await self.meili.multi_search([self._demand_query(d) for d in batch])
-            found += [[UUID(h["id"]) for h in result["hits"]] for result in results]
+            queries = [self._demand_queries(d, vocabulary) for d in batch]
+            results = iter(await self.meili.multi_search([q for qs in queries for q in qs]))
+            for listing_queries in queries:
+                hits: dict[str, None] = {}  # the demands the listing's searches found, once each
+                for _ in listing_queries:
+                    hits.update(dict.fromkeys(h["id"] for h in next(results)["hits"]))
+                found.append([UUID(i) for i in hits])
         assets = [d["asset_id"] for d, hits in zip(docs, found, strict=True) if hits]
         assets = list(dict.fromkeys(assets))
         return ListingHits(found, await self.offers_of(assets) if assets else {})

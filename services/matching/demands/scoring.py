@@ -30,10 +30,12 @@ CONSTRAINT_SHARE = 0.3
 MIN_RELEVANCE = 0.25
 MAX_MATCHES_PER_DEMAND = 50
 PROVINCES = {"11": "北京", "12": "天津", "13": "河北"}
-# Patent-title boilerplate: what a title says of every invention, not of this one.
+# Patent-title boilerplate: what a title says of every invention, not of this one (and the
+# claim formula of software patents: 电子设备和存储介质).
 TITLE_BOILERPLATE = re.compile(
     r"一种|一类|基于|用于|应用于|以及|及其|及|和|与|或|的|方法|装置|系统|设备|结构|组件|"
-    r"模块|单元|其|中|该|所述|实现|进行|通过|[，、,.;；:：()（）]"
+    r"模块|单元|其|中|该|所述|实现|进行|通过|存储介质|计算机可读|计算机程序产品|程序产品|"
+    r"相关产品|可读|具有|相关|[，、,.;；:：()（）]"
 )
 
 
