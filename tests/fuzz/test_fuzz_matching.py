@@ -54,6 +54,16 @@ def fuzz(settings: Settings, operator_key: str, service_key: str) -> Iterator[Fu
             fuzz.call("POST", "/v1/demands", seed.buyer.member_key, json=demand_body, expect=201)
             for _ in range(2)
         ]
+        # Every organisation that reads its match feed has a match in it (the seller's demand
+        # matches the partner's offer): a long poll with nothing to hand out waits its whole
+        # `wait`, up to 30 s, the fuzzer's own time-out.
+        fuzz.call(
+            "POST",
+            "/v1/demands",
+            seed.seller.admin_key,
+            json={"title": "神经网络运算装置", "text": "需要神经网络运算装置的技术"},
+            expect=201,
+        )
         keys = [None, operator_key, service_key, seed.seller.admin_key]
         keys += [seed.buyer.member_key, seed.buyer.admin_key]
         fuzz.keys = dict(zip(KEYS, keys, strict=True))

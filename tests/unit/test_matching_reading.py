@@ -54,6 +54,7 @@ def test_boilerplate_alone_has_no_term(text: str) -> None:
         ("经费50-80万元", Decimal("800000.00")),
         ("费用不超过1.5亿元", Decimal("150000000.00")),
         ("公司年产值5000万元", None),  # not a budget: no budget word
+        ("预算" + "9" * 30 + "亿元", None),  # no budget anyone means, and no error
     ],
 )
 def test_the_budget_stated_in_prose(text: str, budget: Decimal | None) -> None:

@@ -127,6 +127,8 @@ KIND_WORDS: Final = (
     ("集成电路布图", "ic_layout"),
 )
 
+MAX_BUDGET: Final = Decimal(10) ** 14
+CENTS: Final = Decimal("0.01")
 TITLE_WEIGHT: Final = 2.0
 TEXT_WEIGHT: Final = 1.0
 MAX_TERMS: Final = 24
@@ -225,7 +227,9 @@ def budget_of(clause: str) -> Decimal | None:
     if not BUDGET_WORDS.search(clause):
         return None
     amounts = [Decimal(high or low) * UNITS[unit] for low, high, unit in MONEY.findall(clause)]
-    return max(amounts) if amounts else None
+    # An amount a budget field could not hold (16 digits) is no budget anyone means.
+    amounts = [a for a in amounts if a < MAX_BUDGET]
+    return max(amounts).quantize(CENTS) if amounts else None
 
 
 def regions_of(clause: str) -> list[str]:
@@ -262,7 +266,7 @@ def constraints_of(clauses_: list[str]) -> Constraints:
         types += [t for t in transaction_types_of(clause) if t not in types]
         kinds += [k for k in kinds_of(clause) if k not in kinds]
     return Constraints(
-        budget_max=max(budgets).quantize(Decimal("0.01")) if budgets else None,
+        budget_max=max(budgets) if budgets else None,
         regions=tuple(regions),
         transaction_types=tuple(types),
         kinds=tuple(kinds),
