@@ -174,16 +174,6 @@ def public_listing(doc: dict[str, Any], offers: Sequence[dict[str, Any]]) -> dic
     return hit
 
 
-def terms_of(demand: Demand) -> DemandTerms:
-    return DemandTerms.of(
-        stored_reading(demand.title, demand.text, demand.reading),
-        demand.kinds,
-        demand.transaction_types,
-        demand.regions,
-        demand.budget_max,
-    )
-
-
 def catalogue_queries(reading: Reading, vocabulary: Vocabulary) -> list[dict[str, Any]]:
     """Short queries that together find what a demand asks for (Meilisearch keeps at most ten
     query words and drops words until something matches, so a whole sentence finds little):

@@ -18,11 +18,10 @@ from decimal import Decimal
 from typing import Any, Final, Literal
 
 from services.matching.synonyms import alternatives, segments
+from services.matching.vocabulary import CJK_RUN, LATIN_WORD
 
 Source = Literal["title", "text"]
 
-CJK_RUN: Final = re.compile(r"[\u3400-\u9fff]+")
-LATIN_WORD: Final = re.compile(r"[a-z0-9]+(?:[.+-][a-z0-9]+)*")
 # Clauses end at sentence and clause punctuation; 、 joins items of one list and stays.
 CLAUSE_END: Final = re.compile(r"[。！？!?；;，,：:\n\r\t]|\\n")
 WANT: Final = re.compile(

@@ -45,13 +45,17 @@ def _matcher(request: Request) -> Matcher:
     return matcher
 
 
-async def _public(demand: Demand, matcher: Matcher) -> DemandPublic:
+async def _vocabulary(request: Request) -> Vocabulary:
+    """The catalogue's vocabulary the terms shown are weighed by."""
+    try:
+        return await _matcher(request).vocabulary.get()
+    except MeiliUnavailable:
+        return Vocabulary()  # weights as if every word were equally rare
+
+
+def _public(demand: Demand, vocabulary: Vocabulary) -> DemandPublic:
     public = DemandPublic.model_validate(demand, from_attributes=True)
     reading = stored_reading(demand.title, demand.text, demand.reading)
-    try:
-        vocabulary = await matcher.vocabulary.get()
-    except MeiliUnavailable:
-        vocabulary = Vocabulary()  # weights as if every word were equally rare
     public.understood = DemandReading(
         terms=[
             TermRead(
@@ -90,15 +94,15 @@ async def create_demand(
         raise _unavailable(exc) from exc
     response.headers["ETag"] = f'"{demand.version}"'
     response.headers["X-Matches"] = str(found)
-    return await _public(demand, _matcher(request))
+    return _public(demand, await _vocabulary(request))
 
 
 @router.get("/v1/demands", response_model=list[DemandPublic], responses=problem_responses(401, 403))
 async def list_demands(
     request: Request, session: SessionDep, principal: Member
 ) -> list[DemandPublic]:
-    matcher = _matcher(request)
-    return [await _public(d, matcher) for d in await service.list_mine(session, principal)]
+    vocabulary = await _vocabulary(request)
+    return [_public(d, vocabulary) for d in await service.list_mine(session, principal)]
 
 
 @router.get(
@@ -115,7 +119,7 @@ async def read_demand(
 ) -> DemandPublic:
     demand = await service.get_owned(session, principal, demand_id)
     response.headers["ETag"] = f'"{demand.version}"'
-    return await _public(demand, _matcher(request))
+    return _public(demand, await _vocabulary(request))
 
 
 @router.patch(
@@ -145,7 +149,7 @@ async def update_demand(
     except MeiliUnavailable as exc:
         raise _unavailable(exc) from exc
     response.headers["ETag"] = f'"{demand.version}"'
-    return await _public(demand, _matcher(request))
+    return _public(demand, await _vocabulary(request))
 
 
 @router.delete(
