@@ -8,6 +8,7 @@ import importlib
 import typer
 import uvicorn
 
+from infra.http_protocol import ProblemHttpProtocol
 from services.listing.imports.cli import import_file
 from services.matching.cli import index_app
 from shared.logging import configure_logging
@@ -66,6 +67,7 @@ def serve(name: str = typer.Argument(help="listing, matching or gateway")) -> No
         log_config=None,
         access_log=settings.access_log,
         proxy_headers=True,
+        http=ProblemHttpProtocol,
         # Long-polls (up to 30 s) would otherwise hold a shutdown that long.
         timeout_graceful_shutdown=5,
     )

@@ -16,8 +16,10 @@ from typing import Any
 
 import httpx
 from asgi_correlation_id import CorrelationIdMiddleware
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI, params
+from fastapi.dependencies.models import Dependant
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.routing import APIRoute
 from prometheus_client import CollectorRegistry
 from prometheus_fastapi_instrumentator import Instrumentator
 from prometheus_fastapi_instrumentator.middleware import PrometheusInstrumentatorMiddleware
@@ -29,7 +31,14 @@ from starlette.types import ASGIApp
 
 from shared.auth import IntrospectingAuthenticator
 from shared.db import create_engine, create_sessionmaker
-from shared.errors import ProblemResponse, ServiceUnavailable, install_error_handlers
+from shared.errors import (
+    FieldError,
+    ProblemResponse,
+    ServiceUnavailable,
+    UnprocessableEntity,
+    UnsupportedMediaType,
+    install_error_handlers,
+)
 from shared.health import ReadinessCheck, database_check, http_check
 from shared.middleware import BodySizeLimitMiddleware
 from shared.openapi import document_problems
@@ -79,6 +88,13 @@ def build_app(
         description=description,
         version="1.0.0",
         lifespan=app_lifespan,
+        generate_unique_id_function=operation_id,
+        dependencies=[
+            Depends(refuse_unknown_query_parameters),
+            Depends(require_json_body),
+        ],
+        # One schema per model: generated clients stop on `Price-Input`/`Price-Output` pairs.
+        separate_input_output_schemas=False,
     )
     app.state.settings = settings
     app.state.service_name = name
@@ -158,6 +174,72 @@ def build_app(
         app.include_router(router)
     document_problems(app)
     return app
+
+
+async def require_json_body(request: Request) -> None:
+    """A route that takes a JSON body refuses any other media type with 415 (text/plain, XML,
+    a form): the body was otherwise handed to validation as bytes ("Input should be a valid
+    dictionary"), naming no cause. Routes that read their body raw (CSV imports, signed
+    partner pushes) declare no body model and are not concerned."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute) or route.body_field is None:
+        return
+    if isinstance(route.body_field.field_info, params.Form):
+        return
+    if request.headers.get("content-length", "0") == "0" and (
+        "transfer-encoding" not in request.headers
+    ):
+        return  # no body: validation names the missing fields
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    ):
+        return
+    raise UnsupportedMediaType(
+        f"the body must be application/json, not {media_type or 'sent without a Content-Type'}",
+        extra={"expected": "application/json"},
+    )
+
+
+async def refuse_unknown_query_parameters(request: Request) -> None:
+    """A query parameter the route does not take is a 422 naming it (`?limit=100` on a list
+    that pages by `page_size` was silently ignored: the client got 50 and never knew)."""
+    if not request.query_params:
+        return
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    known: frozenset[str] | None = getattr(route, "ipx_query_names", None)
+    if known is None:  # once per route: its parameters never change
+        known = _query_names(route.dependant)
+        route.ipx_query_names = known  # type: ignore[attr-defined]
+    unknown = [name for name in dict.fromkeys(request.query_params) if name not in known]
+    if unknown:
+        takes = ", ".join(sorted(known)) or "no query parameters"
+        raise UnprocessableEntity(
+            f"unknown query parameter {', '.join(unknown)}; this endpoint takes: {takes}",
+            errors=[
+                FieldError(
+                    field=name,
+                    rule="unknown_parameter",
+                    message=f"{name!r} is not a query parameter of this endpoint (takes: {takes})",
+                )
+                for name in unknown
+            ],
+        )
+
+
+def _query_names(dependant: Dependant) -> frozenset[str]:
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return frozenset(names)
+
+
+def operation_id(route: APIRoute) -> str:
+    """The endpoint function's name (`catalogue_search`): short, and stable as long as the
+    function keeps its name, which makes it part of the contract generated clients call."""
+    return route.name
 
 
 class _RouteTemplateCache(PrometheusInstrumentatorMiddleware):

@@ -10,6 +10,7 @@ Exception tree (each carries its HTTP status and stable problem type)::
     ├── Conflict               409
     ├── PreconditionFailed     412
     ├── PayloadTooLarge        413
+    ├── UnsupportedMediaType   415
     ├── UnprocessableEntity    422  (carries field errors)
     ├── PreconditionRequired   428
     ├── TooManyRequests        429
@@ -47,6 +48,7 @@ __all__ = [
     "TooManyRequests",
     "Unauthorized",
     "UnprocessableEntity",
+    "UnsupportedMediaType",
     "install_error_handlers",
     "is_database_unavailable",
     "problem_responses",
@@ -154,6 +156,10 @@ class PreconditionFailed(ProblemError):
 
 class PayloadTooLarge(ProblemError):
     status, slug, title = 413, "payload-too-large", "The request body is too large"
+
+
+class UnsupportedMediaType(ProblemError):
+    status, slug, title = 415, "unsupported-media-type", "The body's media type is not accepted"
 
 
 class UnprocessableEntity(ProblemError):
@@ -277,6 +283,18 @@ async def _problem_handler(request: Request, exc: Exception) -> Response:
 async def _validation_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     errors = field_errors_from_validation(exc.errors())
+    if any(e.rule == "json_invalid" for e in errors):
+        # Not a field's fault: the body could not be read at all (API.md: 400).
+        reason = next(
+            (str(e.get("ctx", {}).get("error", "")) for e in exc.errors() if e.get("ctx")), ""
+        )
+        return render(
+            request,
+            BadRequest(
+                f"the body is not valid JSON{': ' + reason if reason else ''}",
+                errors=[FieldError(field="body", rule="json_invalid", message="not valid JSON")],
+            ),
+        )
     count = len(errors)
     detail = f"{count} field{'s are' if count != 1 else ' is'} invalid: " + ", ".join(
         f"{e.field} ({e.rule})" for e in errors[:5]
@@ -292,6 +310,7 @@ _HTTP_SLUGS: dict[int, type[ProblemError]] = {
     409: Conflict,
     412: PreconditionFailed,
     413: PayloadTooLarge,
+    415: UnsupportedMediaType,
     428: PreconditionRequired,
     429: TooManyRequests,
     503: ServiceUnavailable,

@@ -15,13 +15,14 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, iter_route_contexts
-from pydantic import TypeAdapter
+from pydantic import BaseModel, TypeAdapter
+from pydantic.json_schema import models_json_schema
 from starlette.routing import BaseRoute
 
 from shared.auth import optional_caller
 from shared.errors import PROBLEM_MEDIA_TYPE, Problem
 
-__all__ = ["document_problems"]
+__all__ = ["document_problems", "schema_ref"]
 
 PROBLEM_REF = "#/components/schemas/Problem"
 DESCRIPTIONS = {
@@ -32,6 +33,7 @@ DESCRIPTIONS = {
     409: "The request conflicts with the current state",
     412: "The resource has changed",
     413: "The request body is too large",
+    415: "The body is not application/json",
     422: "The request is invalid (every field error listed)",
     428: "This update needs If-Match",
     429: "Too many requests",
@@ -51,7 +53,7 @@ def _calls(dependant: Dependant) -> Iterator[Callable[..., Any] | None]:
 def _shared_errors(path: str, dependant: Dependant, has_body: bool) -> set[int]:
     errors: set[int] = set()
     if has_body:
-        errors |= {400, 413, 422}
+        errors |= {400, 413, 415, 422}
     if dependant.path_params or dependant.query_params or dependant.header_params:
         errors.add(422)
     if optional_caller in set(_calls(dependant)):
@@ -78,6 +80,32 @@ def _add_problem_schemas(schema: dict[str, Any]) -> None:
     for name in UNUSED:
         if f"#/components/schemas/{name}'" not in text:
             components.pop(name, None)
+
+
+# Models routes refer to by `$ref` in their `openapi_extra`, documented in any app that
+# includes such a route (see `schema_ref`).
+_REFERABLE: dict[str, type[BaseModel]] = {}
+
+
+def schema_ref(model: type[BaseModel]) -> dict[str, str]:
+    """A `$ref` to `model`'s component schema, for a route that reads its body raw (as the
+    signed partner push does) and documents it in `openapi_extra`."""
+    _REFERABLE[model.__name__] = model
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _add_referred_models(schema: dict[str, Any]) -> None:
+    text = repr(schema.get("paths", {}))
+    models = [m for name, m in _REFERABLE.items() if f"#/components/schemas/{name}'" in text]
+    if not models:
+        return
+    _, definitions = models_json_schema(
+        [(model, "validation") for model in models],
+        ref_template="#/components/schemas/{model}",
+    )
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for name, definition in definitions.get("$defs", {}).items():
+        components.setdefault(name, definition)
 
 
 def _rewrite(schema: dict[str, Any], routes: Sequence[BaseRoute]) -> None:
@@ -109,12 +137,14 @@ def _rewrite(schema: dict[str, Any], routes: Sequence[BaseRoute]) -> None:
 
 
 def document_problems(app: FastAPI) -> None:
-    """Make `app.openapi()` document every error response as problem+json."""
+    """Make `app.openapi()` document every error response as problem+json (and the models
+    routes refer to with `schema_ref`)."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = generate()
+            _add_referred_models(schema)
             _rewrite(schema, app.routes)
             app.openapi_schema = schema
         return app.openapi_schema

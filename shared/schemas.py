@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 from uuid import UUID
@@ -13,6 +13,7 @@ from uuid import UUID
 from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
+from typing_extensions import TypeForm
 
 from shared.errors import UnprocessableEntity
 
@@ -21,6 +22,7 @@ __all__ = [
     "PageSize",
     "PageToken",
     "StrictModel",
+    "cut_page",
     "decode_page_token",
     "encode_page_token",
     "nul_free",
@@ -32,6 +34,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 def nul_free(value: Any) -> Any:
@@ -66,12 +69,29 @@ class StrictModel(BaseModel):
 
 
 class Page(BaseModel, Generic[T]):
+    """One page of a list; every list of every service answers in this shape."""
+
     items: list[T]
     next_page_token: str = Field(default="", description="empty at the end")
+
+    @classmethod
+    def model_parametrized_name(cls, params: tuple[TypeForm[Any], ...]) -> str:
+        # `ListingPage` in the spec and in generated clients, not `Page_ListingPublic_`.
+        return getattr(params[0], "__name__", "Item").removesuffix("Public") + "Page"
 
 
 PageSize = Annotated[int, Query(ge=1, le=200, description="items per page")]
 PageToken = Annotated[str, Query(max_length=512, description="next_page_token of the last page")]
+
+
+def cut_page(
+    rows: Sequence[R], page_size: int, position: Callable[[R], dict[str, Any]]
+) -> tuple[list[R], str]:
+    """A page of `rows` fetched with one row more than `page_size`: the page's rows and the
+    token of the next page (empty when that extra row was not there)."""
+    page = list(rows[:page_size])
+    more = len(rows) > page_size
+    return page, encode_page_token(position(page[-1])) if more and page else ""
 
 
 def encode_page_token(position: dict[str, Any]) -> str:

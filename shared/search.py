@@ -19,9 +19,14 @@ from typing import Annotated, Any, Literal, Protocol
 from fastapi import Query
 from pydantic_core import to_json
 
-from shared.contracts.catalogue import AssetKind, LegalStatus, TransactionType
-from shared.errors import ServiceUnavailable, UnprocessableEntity
-from shared.identifiers import looks_like_identifier
+from shared.contracts.catalogue import (
+    EXCHANGE_CODE_PATTERN,
+    AssetKind,
+    LegalStatus,
+    TransactionType,
+)
+from shared.errors import FieldError, ServiceUnavailable, UnprocessableEntity
+from shared.identifiers import PROVINCE_CODES, looks_like_identifier
 
 __all__ = [
     "MAX_HITS",
@@ -34,6 +39,7 @@ __all__ = [
     "offer_summary",
     "offers_body",
     "quote",
+    "region_filter_errors",
     "search_body",
     "search_hit",
     "search_params",
@@ -182,6 +188,27 @@ def search_body(params: SearchParams) -> dict[str, Any]:
 
 # Parameters --------------------------------------------------------------------------------
 
+EXCHANGE_CODE = re.compile(EXCHANGE_CODE_PATTERN)
+
+
+def region_filter_errors(field: str, codes: list[str]) -> list[FieldError]:
+    """Regions a search or a demand may filter on: a province (`13`) or a GB/T 2260 code
+    (`130100`), each starting with a real province-level code."""
+    errors = []
+    for i, code in enumerate(codes):
+        valid = code.isdigit() and len(code) in (2, 6) and code[:2] in PROVINCE_CODES
+        if not valid:
+            errors.append(
+                FieldError(
+                    field=f"{field}[{i}]",
+                    rule="region_code",
+                    message=f"{code!r} is not a province (2 digits, 11-82) or GB/T 2260 code "
+                    "(6 digits)",
+                )
+            )
+    return errors
+
+
 # page x page_size may not pass this (the index's pagination.maxTotalHits).
 MAX_HITS = 10_000
 
@@ -211,42 +238,49 @@ async def search_params(
     """The search's query parameters, checked (a FastAPI dependency: one definition for both
     services' endpoints and their OpenAPI). Async only so that FastAPI runs it inline: a sync
     dependency goes through the thread pool, which cost more than the checks themselves."""
-    errors = []
+    errors: list[FieldError] = []
     for i, prefix in enumerate(ipc):
         try:
             normalize_ipc_prefix(prefix)
         except ValueError:
-            errors.append(("ipc", f"ipc[{i}] is not an IPC prefix (H, H01, H01M, H01M 10/0525)"))
-    for i, number in enumerate(nice):
-        if not 1 <= number <= 45:
-            errors.append(("nice", f"nice[{i}] must be a Nice class 1-45"))
-    for i, code in enumerate(region):
-        if not (code.isdigit() and len(code) in (2, 6)):
             errors.append(
-                (
-                    "region",
-                    f"region[{i}] must be a province (2 digits) or a GB/T 2260 code (6 digits)",
+                FieldError(
+                    field=f"ipc[{i}]",
+                    rule="ipc_prefix",
+                    message=f"{prefix!r} is not an IPC prefix (H, H01, H01M, H01M 10/0525)",
                 )
             )
+    for i, number in enumerate(nice):
+        if not 1 <= number <= 45:
+            errors.append(
+                FieldError(field=f"nice[{i}]", rule="nice_class", message="a Nice class is 1-45")
+            )
+    errors += region_filter_errors("region", region)
     for i, name in enumerate(exchange):
-        if not (
-            name.replace("_", "").replace("-", "").isascii()
-            and name.replace("_", "").replace("-", "").isalnum()
-            and len(name) <= 32
-        ):
-            errors.append(("exchange", f"exchange[{i}] is not an exchange code"))
+        if not EXCHANGE_CODE.fullmatch(name):
+            errors.append(
+                FieldError(
+                    field=f"exchange[{i}]",
+                    rule="exchange_code",
+                    message=f"{name!r} is not an exchange code (lower case: jjj, tipei)",
+                )
+            )
     if price_min is not None and price_max is not None and price_min > price_max:
-        errors.append(("price_min", "price_min is above price_max"))
-    if page * page_size > MAX_HITS:
-        errors.append(("page", f"page × page_size may not pass {MAX_HITS}: narrow the search"))
-    if errors:
-        raise UnprocessableEntity(
-            "; ".join(message for _, message in errors),
-            errors=[
-                {"field": f, "rule": "invalid_value", "message": m}  # type: ignore[misc]
-                for f, m in errors
-            ],
+        errors.append(
+            FieldError(
+                field="price_min", rule="price_range", message="price_min is above price_max"
+            )
         )
+    if page * page_size > MAX_HITS:
+        errors.append(
+            FieldError(
+                field="page",
+                rule="max_hits",
+                message=f"page × page_size may not pass {MAX_HITS}: narrow the search",
+            )
+        )
+    if errors:
+        raise UnprocessableEntity("; ".join(e.message for e in errors), errors=errors)
     return SearchParams(
         q=q.strip(),
         kinds=list(kind),

@@ -118,7 +118,7 @@ class Subscription(SQLModel, table=True):
     event_types: list[str] = Field(sa_column=Column(ARRAY(String(40)), nullable=False))
     filter: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONB, nullable=False))
     secret: str = Field(max_length=200)
-    status: str = Field(default="active", max_length=16)  # active | disabled
+    status: str = Field(default="active", max_length=16)  # active | deleted
     created_at: datetime = created_now()
 
 

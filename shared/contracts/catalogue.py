@@ -16,6 +16,7 @@ from shared.identifiers import AssetKind
 from shared.schemas import nul_free
 
 __all__ = [
+    "EXCHANGE_CODE_PATTERN",
     "OUR_EXCHANGE",
     "SCHEMA_V1",
     "AssetDocument",
@@ -59,6 +60,7 @@ ListingStatus = Literal[
 ]
 PriceMode = Literal["fixed", "negotiable", "royalty"]
 OUR_EXCHANGE = "jjj"
+EXCHANGE_CODE_PATTERN = r"^[a-z][a-z0-9_-]{1,31}$"
 SCHEMA_V1: Literal["ipx.catalogue/v1"] = "ipx.catalogue/v1"
 
 ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
@@ -141,7 +143,7 @@ class TransactionTerms(Contract):
 
 
 class Source(Contract):
-    exchange: str = Field(pattern=r"^[a-z][a-z0-9_-]{1,31}$", examples=["tipei"])
+    exchange: str = Field(pattern=EXCHANGE_CODE_PATTERN, examples=["tipei"])
     listing_id: str = Field(min_length=1, max_length=200, examples=["L-2024-00017"])
     url: str | None = Field(default=None, max_length=2000)
     updated_at: AwareDatetime

@@ -863,14 +863,14 @@ async def test_partner_malformed_json_huge_body_and_flood(stack: Stack) -> None:
         partner = await register_partner(http, stack, "flood", partner_region)
         subscriber = await subscribe(http, stack, receiver, "石家庄某制造有限公司", partner_region)
 
-        # (a) Malformed JSON, correctly signed: 422 problem+json, recorded as rejected.
+        # (a) Malformed JSON, correctly signed: 400 problem+json, recorded as rejected.
         body = b'{"schema": "ipx.catalogue/v1", "offer_id": "flood:BAD-1", '
         bad = await http.post(
             f"{stack.url('gateway')}/v1/inbound/{partner.code}",
             content=body,
             headers=signed_headers(partner.secret, "bad-json-1", body),
         )
-        problem = assert_problem(bad, 422)
+        problem = assert_problem(bad, 400)
         assert problem["errors"][0]["rule"] == "json_invalid"
         rejected = await http.get(
             f"{stack.url('gateway')}/v1/partners/{partner.code}/rejected",

@@ -160,19 +160,62 @@ async def test_bad_sign_up_bodies_name_the_field_and_rule(
     assert all(e["message"] for e in errors)
 
 
-async def test_malformed_json_and_wrong_content_are_422_problems(
+async def test_malformed_json_is_400_and_other_media_types_415(
     listing: httpx.AsyncClient,
 ) -> None:
     response = await listing.post(
         "/v1/organizations", content=b'{"name": "x",', headers={"Content-Type": "application/json"}
     )
-    body = assert_problem(response, 422)
+    body = assert_problem(response, 400)
+    assert body["type"] == "/problems/bad-request"
     assert body["errors"] == [
-        {"field": "body", "rule": "json_invalid", "message": "JSON decode error"}
+        {"field": "body", "rule": "json_invalid", "message": "not valid JSON"}
     ]
+    assert "not valid JSON" in body["detail"]
+
+    json_text = b'{"name": "x", "kind": "university", "region": "110108"}'
+    for content_type, content in [
+        ("text/plain", json_text),
+        ("application/xml", b"<organization><name>x</name></organization>"),
+        ("application/x-www-form-urlencoded", b"name=x&kind=university"),
+        (
+            "multipart/form-data; boundary=b",
+            b'--b\r\nContent-Disposition: form-data; name="name"\r\n\r\nx\r\n--b--\r\n',
+        ),
+        (None, json_text),
+    ]:
+        headers = {"Content-Type": content_type} if content_type else {}
+        refused = await listing.post("/v1/organizations", content=content, headers=headers)
+        problem = assert_problem(refused, 415)
+        assert problem["type"] == "/problems/unsupported-media-type"
+        assert problem["expected"] == "application/json"
+        assert (content_type or "without a Content-Type").split(";")[0] in problem["detail"]
+    # A JSON type with parameters or a +json suffix is JSON.
+    for content_type in ("application/json; charset=utf-8", "application/merge-patch+json"):
+        accepted = await listing.post(
+            "/v1/organizations", content=b"{}", headers={"Content-Type": content_type}
+        )
+        assert assert_problem(accepted, 422)["errors"][0]["rule"] == "missing"
+
     path = await listing.get("/v1/organizations/not-a-uuid", headers=bearer("x"))
     assert path.status_code in (401, 422)
     assert_problem(await listing.put("/v1/organizations"), 405)
+
+
+async def test_unknown_query_parameters_are_named(
+    listing: httpx.AsyncClient, operator_key: str
+) -> None:
+    # `limit` was silently ignored: the client asked for 100 and got a page of 50.
+    refused = await listing.get(
+        "/v1/listings", params={"limit": "100"}, headers=bearer(operator_key)
+    )
+    problem = assert_problem(refused, 422)
+    assert problem["errors"][0]["field"] == "limit"
+    assert problem["errors"][0]["rule"] == "unknown_parameter"
+    assert "page_size" in problem["errors"][0]["message"]
+    # Repeated and several unknown ones: each named once.
+    twice = await listing.get("/healthz", params=[("a", "1"), ("a", "2"), ("b", "3")])
+    assert [e["field"] for e in assert_problem(twice, 422)["errors"]] == ["a", "b"]
 
 
 async def test_duplicate_credit_code_is_a_conflict(listing: httpx.AsyncClient) -> None:

@@ -136,7 +136,9 @@ async def test_updates_need_the_current_version(listing: httpx.AsyncClient, sell
     assert sorted(r.status_code for r in results) == [200, 409]
     winner = next(r for r in results if r.status_code == 200)
     assert winner.headers["etag"] == '"2"'
-    history = (await listing.get(f"/v1/listings/{lid}/history", headers=bearer(seller))).json()
+    history = (
+        await listing.get(f"/v1/listings/{lid}/history", headers=bearer(seller))
+    ).json()["items"]
     assert [h["action"] for h in history] == ["created", "updated"]
     assert history[1]["changes"]["price"][0]["amount"] == "1200000.00"
     assert history[1]["actor_roles"] == ["admin"]

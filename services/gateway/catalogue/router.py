@@ -17,7 +17,8 @@ from shared.contracts.events import ChangeFeedPage
 from shared.contracts.search import SearchResult
 from shared.errors import NotFound, ProblemResponse, ServiceUnavailable, problem_responses
 from shared.outbox import START, parse_cursor
-from shared.search import SearchParams, catalogue_search, search_params
+from shared.search import SearchParams, search_params
+from shared.search import catalogue_search as search_index
 
 router = APIRouter(prefix="/v1/catalogue", tags=["catalogue"])
 # What the public may see of a listing's life (drafts and reviews stay private).
@@ -75,18 +76,20 @@ def _relay_problem(response: httpx.Response) -> Response:
     response_model=SearchResult,
     responses=problem_responses(422, 429, 503),
 )
-async def search(
+async def catalogue_search(
     request: Request, params: Annotated[SearchParams, Depends(search_params)]
 ) -> Response:
     """Search the catalogue (published listings) in Chinese or English, or by patent number
     (matched exactly), with filters, facets, sorting and pages: the same parameters and answer
     as matching's GET /v1/search, queried from the catalogue index directly."""
     engine: CatalogueEngine = request.app.state.catalogue
-    return _cached(request, await catalogue_search(engine, params), max_age=10)
+    return _cached(request, await search_index(engine, params), max_age=10)
 
 
 @router.get("/assets/{asset_id}", responses=problem_responses(404, 422, 429, 503))
-async def asset(asset_id: UUID, request: Request, include_closed: bool = False) -> Response:
+async def catalogue_asset(
+    asset_id: UUID, request: Request, include_closed: bool = False
+) -> Response:
     """An asset with every offer on it across exchanges."""
     settings = request.app.state.settings
     found = await _upstream(request, f"{settings.listing_url}/v1/assets/{asset_id}")
@@ -106,7 +109,7 @@ async def asset(asset_id: UUID, request: Request, include_closed: bool = False) 
 
 
 @router.get("/listings/{listing_id}", responses=problem_responses(404, 422, 429, 503))
-async def listing(listing_id: UUID, request: Request) -> Response:
+async def catalogue_listing(listing_id: UUID, request: Request) -> Response:
     """One offer (published, under negotiation, or closed, withdrawn and expired ones by id)."""
     settings = request.app.state.settings
     found = await _upstream(request, f"{settings.listing_url}/v1/listings/{listing_id}")
@@ -118,7 +121,7 @@ async def listing(listing_id: UUID, request: Request) -> Response:
 
 
 @router.get("/deals", responses=problem_responses(422, 429, 503))
-async def deals(request: Request) -> Response:
+async def catalogue_deals(request: Request) -> Response:
     """Public deal announcements (the parameters of listing's GET /v1/deals)."""
     settings = request.app.state.settings
     found = await _upstream(
@@ -130,7 +133,7 @@ async def deals(request: Request) -> Response:
 
 
 @router.get("/changes", responses=problem_responses(422, 429, 503))
-async def changes(
+async def catalogue_changes(
     request: Request,
     after: Annotated[str, Query(max_length=48)] = START,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,

@@ -155,7 +155,7 @@ async def list_rejected(
     responses=problem_responses(401, 403, 404, 413, 422),
     openapi_extra=inbound_openapi(),
 )
-async def inbound(partner: str, request: Request, session: SessionDep) -> Any:
+async def receive_partner_push(partner: str, request: Request, session: SessionDep) -> Any:
     """A partner's push, signed per Standard Webhooks (no API key: the signature
     authenticates). A catalogue document in the partner's format, bare or in an event
     envelope. 202 once it is in the inbox (again 202, and nothing new, for a webhook-id seen
@@ -172,5 +172,7 @@ async def inbound(partner: str, request: Request, session: SessionDep) -> Any:
         accepted = await service.accept_push(session, found, event_id, body)
     except service.EventRejected as exc:
         # Rendered here, not raised: the rejection just recorded must commit.
-        return ProblemResponse(exc.to_problem(instance=request.url.path), status_code=422)
+        return ProblemResponse(
+            exc.to_problem(instance=request.url.path), status_code=exc.status_code
+        )
     return JSONResponse(accepted.model_dump(mode="json"), status_code=status.HTTP_202_ACCEPTED)

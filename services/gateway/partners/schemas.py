@@ -7,16 +7,19 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 from uuid import UUID
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from services.gateway.partners.adapters import EVENT_TYPES, AdapterName, TjipeListingV1
 from shared.contracts.catalogue import OUR_EXCHANGE, CatalogueDocument
 from shared.errors import FieldError
 from shared.identifiers import IdentifierError, validate_region_code
+from shared.openapi import schema_ref
 from shared.schemas import StrictModel
 
 __all__ = [
+    "INBOUND_MODELS",
     "InboundAccepted",
+    "InboundEvent",
     "PartnerCreate",
     "PartnerCreated",
     "PartnerPublic",
@@ -170,44 +173,24 @@ class RejectedEventPublic(BaseModel):
     payload_excerpt: str = Field(description="the start of what was received")
 
 
-def _inline(schema: dict[str, Any]) -> dict[str, Any]:
-    """A JSON Schema with its local `$defs` references inlined (OpenAPI resolves `#/...`
-    against the whole spec, not the schema)."""
-    defs: dict[str, Any] = schema.pop("$defs", {})
+class InboundEvent(BaseModel):
+    """A partner's document wrapped in an event envelope (documentation of the push body)."""
 
-    def walk(node: Any) -> Any:
-        if isinstance(node, dict):
-            ref = node.get("$ref")
-            if isinstance(ref, str) and ref.startswith("#/$defs/"):
-                rest = {k: v for k, v in node.items() if k != "$ref"}
-                return {**walk(defs[ref.removeprefix("#/$defs/")]), **walk(rest)}
-            return {k: walk(v) for k, v in node.items()}
-        if isinstance(node, list):
-            return [walk(item) for item in node]
-        return node
+    model_config = ConfigDict(title="InboundEvent", extra="forbid")
 
-    result: dict[str, Any] = walk(schema)
-    return result
+    type: str = Field(json_schema_extra={"enum": list(EVENT_TYPES)}, examples=["listing.updated"])
+    timestamp: datetime | None = None
+    data: CatalogueDocument | TjipeListingV1 = Field(
+        description="the document in the partner's format"
+    )
+
+
+INBOUND_MODELS = (CatalogueDocument, InboundEvent, TjipeListingV1)
 
 
 def inbound_openapi() -> dict[str, Any]:
-    """The request body of POST /v1/inbound/{partner}, as JSON Schema in the OpenAPI spec."""
-    canonical = _inline(CatalogueDocument.model_json_schema(by_alias=True))
-    tjipe = _inline(TjipeListingV1.model_json_schema(by_alias=True))
-    envelope = {
-        "title": "WebhookEvent",
-        "type": "object",
-        "required": ["type", "data"],
-        "additionalProperties": False,
-        "properties": {
-            "type": {"type": "string", "enum": list(EVENT_TYPES)},
-            "timestamp": {"type": "string", "format": "date-time"},
-            "data": {
-                "description": "the document in the partner's format",
-                "anyOf": [canonical, tjipe],
-            },
-        },
-    }
+    """The request body of POST /v1/inbound/{partner} in the OpenAPI spec (the route reads
+    the body raw to check its signature)."""
     example = {
         "schema": "ipx.catalogue/v1",
         "offer_id": "tipei:L-2024-00017",
@@ -256,13 +239,7 @@ def inbound_openapi() -> dict[str, Any]:
             f"({', '.join(EVENT_TYPES)}). The partner's adapter is set in the registry.",
             "content": {
                 "application/json": {
-                    "schema": {
-                        "anyOf": [
-                            {**canonical, "title": "CatalogueDocument"},
-                            envelope,
-                            {**tjipe, "title": "TjipeListingV1"},
-                        ]
-                    },
+                    "schema": {"anyOf": [schema_ref(model) for model in INBOUND_MODELS]},
                     "examples": {
                         "canonical": {"summary": "a bare catalogue document", "value": example},
                         "event": {

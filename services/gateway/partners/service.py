@@ -31,6 +31,7 @@ from services.gateway.partners.schemas import (
 from shared.auth import Principal
 from shared.contracts.catalogue import offer_id
 from shared.errors import (
+    BadRequest,
     Conflict,
     FieldError,
     Forbidden,
@@ -280,7 +281,9 @@ async def reject(
     source: Source,
     errors: list[FieldError],
     payload_excerpt: str,
+    status: int = 422,
 ) -> EventRejected:
+    """Recorded; `status` 400 for a body that is not JSON at all (as on every other route)."""
     await RejectedEventRepository(session).add(
         RejectedEvent(
             partner_code=partner.code,
@@ -292,6 +295,10 @@ async def reject(
             payload_excerpt=payload_excerpt,
         )
     )
+    if status == 400:
+        return EventRejected(
+            _detail(errors), errors=errors, status=400, slug=BadRequest.slug, title=BadRequest.title
+        )
     return EventRejected(_detail(errors), errors=errors)
 
 
@@ -364,5 +371,6 @@ async def accept_push(
             source="push",
             errors=errors,
             payload_excerpt=excerpt(body),
+            status=400,
         ) from exc
     return await accept(session, partner, payload, event_id=event_id, source="push", raw=body)

@@ -42,8 +42,9 @@ async def list_subscriptions(
     after: tuple[datetime, UUID] | None,
     limit: int,
 ) -> list[Subscription]:
-    """Newest first; `organization_id` None lists every organisation's (operators)."""
-    query = select(Subscription)
+    """Newest first; `organization_id` None lists every organisation's (operators). Deleted
+    ones are not listed."""
+    query = select(Subscription).where(col(Subscription.status) != "deleted")
     if organization_id is not None:
         query = query.where(col(Subscription.organization_id) == organization_id)
     if after is not None:
@@ -63,10 +64,11 @@ async def partner_code_of(session: AsyncSession, organization_id: UUID) -> str |
     return found.scalar_one_or_none()
 
 
-async def disable_subscription(session: AsyncSession, subscription: Subscription) -> None:
-    """Disabled: nothing more is queued, and what is still pending is given up (a delivery in
-    flight finishes, but its outcome no longer changes the row)."""
-    subscription.status = "disabled"
+async def delete_subscription(session: AsyncSession, subscription: Subscription) -> None:
+    """Deleted: nothing more is queued, and what is still pending is given up (a delivery in
+    flight finishes, but its outcome no longer changes the row). The row stays, with its
+    deliveries, for the audit; the API no longer shows it."""
+    subscription.status = "deleted"
     await session.execute(
         update(Delivery)
         .where(col(Delivery.subscription_id) == subscription.id, col(Delivery.status) == "pending")
@@ -272,9 +274,13 @@ async def record_attempt(
 # ----------------------------------------------------------------------------- allow-list
 
 
-async def list_targets(session: AsyncSession) -> list[AllowedTarget]:
+async def list_targets(
+    session: AsyncSession, after: str | None, limit: int
+) -> list[AllowedTarget]:
     query = select(AllowedTarget).order_by(col(AllowedTarget.pattern))
-    return list((await session.execute(query)).scalars())
+    if after is not None:
+        query = query.where(col(AllowedTarget.pattern) > after)
+    return list((await session.execute(query.limit(limit))).scalars())
 
 
 async def allowed_patterns(session: AsyncSession) -> list[str]:

@@ -25,10 +25,11 @@ from shared.schemas import (
     Page,
     PageSize,
     PageToken,
-    encode_page_token,
+    cut_page,
     page_position,
     token_datetime,
     token_int,
+    token_str,
     token_uuid,
 )
 
@@ -75,14 +76,10 @@ async def list_subscriptions(
     position = page_position(page_token, created_at=token_datetime, id=token_uuid)
     after = (position["created_at"], position["id"]) if position else None
     rows = await service.list_page(session, principal, after, page_size + 1)
-    more = len(rows) > page_size
-    rows = rows[:page_size]
-    token = (
-        encode_page_token({"created_at": rows[-1].created_at.isoformat(), "id": str(rows[-1].id)})
-        if more
-        else ""
+    subscriptions, token = cut_page(
+        rows, page_size, lambda s: {"created_at": s.created_at.isoformat(), "id": str(s.id)}
     )
-    return Page(items=[service.public(s) for s in rows], next_page_token=token)
+    return Page(items=[service.public(s) for s in subscriptions], next_page_token=token)
 
 
 @router.get(
@@ -105,9 +102,9 @@ async def read_subscription(
 async def delete_subscription(
     subscription_id: UUID, session: SessionDep, principal: CallerDep
 ) -> Response:
-    """Disable a subscription: nothing more is queued, and what was still pending is given
-    up (status `failed`). Its deliveries stay readable."""
-    await service.disable(session, principal, subscription_id)
+    """Delete a subscription: nothing more is queued, what was still pending is given up, and
+    the subscription and its deliveries are no longer listed or readable (404)."""
+    await service.delete(session, principal, subscription_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -131,10 +128,8 @@ async def list_deliveries(
     rows = await service.deliveries(
         session, principal, subscription_id, status_, before, page_size + 1
     )
-    more = len(rows) > page_size
-    rows = rows[:page_size]
-    token = encode_page_token({"seq": rows[-1].seq}) if more else ""
-    return Page(items=rows, next_page_token=token)
+    items, token = cut_page(rows, page_size, lambda d: {"seq": d.seq})
+    return Page(items=items, next_page_token=token)
 
 
 @router.post(
@@ -167,15 +162,23 @@ async def add_target(data: TargetCreate, session: SessionDep, _: Operator) -> Ta
 
 @router.get(
     "/v1/webhook-targets",
-    response_model=list[TargetPublic],
+    response_model=Page[TargetPublic],
     tags=["webhooks (operators)"],
-    responses=problem_responses(401, 403),
+    responses=problem_responses(401, 403, 422),
 )
-async def list_targets(session: SessionDep, _: Operator) -> list[TargetPublic]:
-    return [
-        TargetPublic.model_validate(t, from_attributes=True)
-        for t in await repository.list_targets(session)
-    ]
+async def list_targets(
+    session: SessionDep, _: Operator, page_size: PageSize = 50, page_token: PageToken = ""
+) -> Page[TargetPublic]:
+    """The allow-listed private webhook targets, in order of pattern."""
+    position = page_position(page_token, pattern=token_str)
+    rows = await repository.list_targets(
+        session, position["pattern"] if position else None, page_size + 1
+    )
+    targets, token = cut_page(rows, page_size, lambda t: {"pattern": t.pattern})
+    return Page(
+        items=[TargetPublic.model_validate(t, from_attributes=True) for t in targets],
+        next_page_token=token,
+    )
 
 
 @router.delete(

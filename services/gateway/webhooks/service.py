@@ -329,9 +329,10 @@ async def create(
 async def get_visible(
     session: AsyncSession, principal: Principal, subscription_id: UUID
 ) -> Subscription:
-    """The subscription, for its organisation and operators; 404 to anyone else."""
+    """The subscription, for its organisation and operators; 404 to anyone else, and once
+    deleted."""
     subscription = await repository.get_subscription(session, subscription_id)
-    if subscription is None or not (
+    if subscription is None or subscription.status == "deleted" or not (
         principal.is_operator
         or (
             principal.organization_id is not None
@@ -355,10 +356,9 @@ async def list_page(
     return await repository.list_subscriptions(session, principal.organization_id, after, limit)
 
 
-async def disable(session: AsyncSession, principal: Principal, subscription_id: UUID) -> None:
+async def delete(session: AsyncSession, principal: Principal, subscription_id: UUID) -> None:
     subscription = await get_visible(session, principal, subscription_id)
-    if subscription.status != "disabled":
-        await repository.disable_subscription(session, subscription)
+    await repository.delete_subscription(session, subscription)
 
 
 def delivery_public(delivery: Delivery, attempts: Sequence[Any]) -> DeliveryPublic:
@@ -399,15 +399,10 @@ async def replay(
 ) -> DeliveryPublic:
     """Queue a delivered or failed delivery again, now, with the same webhook-id (receivers
     dedupe on it) and a fresh retry schedule. A pending one is already queued: 409."""
-    subscription = await get_visible(session, principal, subscription_id)
+    await get_visible(session, principal, subscription_id)
     delivery = await repository.get_delivery(session, subscription_id, delivery_id, lock=True)
     if delivery is None:
         raise NotFound(f"no delivery {delivery_id} on subscription {subscription_id}")
-    if subscription.status != "active":
-        raise Conflict(
-            "the subscription is disabled: create a new one to receive webhooks",
-            extra={"subscription_status": subscription.status},
-        )
     if delivery.status == "pending":
         raise Conflict(
             "this delivery is still queued; it is retried on its schedule",

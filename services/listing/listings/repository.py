@@ -89,12 +89,13 @@ class ListingRepository:
             query = query.where(tuple_(col(Listing.created_at), col(Listing.id)) > after)
         return [(r[0], r[1], r[2]) for r in await self.session.execute(query)]
 
-    async def history(self, listing_id: UUID) -> list[ListingHistory]:
-        rows = await self.session.execute(
-            select(ListingHistory)
-            .where(col(ListingHistory.listing_id) == listing_id)
-            .order_by(col(ListingHistory.id))
-        )
+    async def history(
+        self, listing_id: UUID, after_id: int | None, limit: int
+    ) -> list[ListingHistory]:
+        query = select(ListingHistory).where(col(ListingHistory.listing_id) == listing_id)
+        if after_id is not None:
+            query = query.where(col(ListingHistory.id) > after_id)
+        rows = await self.session.execute(query.order_by(col(ListingHistory.id)).limit(limit))
         return list(rows.scalars())
 
     async def insert_created(

@@ -198,11 +198,17 @@ async def list_listings(
 
 @router.get(
     "/{listing_id}/history",
-    response_model=list[HistoryEntry],
+    response_model=Page[HistoryEntry],
     responses=problem_responses(401, 404, 422),
 )
 async def listing_history(
-    listing_id: UUID, session: SessionDep, principal: CallerDep
-) -> list[HistoryEntry]:
-    """Every change: who, when, what (seller and operators)."""
-    return await service.history(session, principal, listing_id)
+    listing_id: UUID,
+    session: SessionDep,
+    principal: CallerDep,
+    page_size: PageSize = 100,
+    page_token: PageToken = "",
+) -> Page[HistoryEntry]:
+    """Every change, oldest first: who, when, what (seller and operators)."""
+    return await service.history(
+        session, principal, listing_id, page_size=page_size, page_token=page_token
+    )

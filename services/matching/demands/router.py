@@ -32,7 +32,16 @@ from shared.db import SessionDep
 from shared.errors import ServiceUnavailable, UnprocessableEntity, problem_responses
 from shared.notifier import long_poll
 from shared.outbox import START, cursor_of, parse_cursor, read_page
-from shared.schemas import Page, PageSize, PageToken, encode_page_token, page_position, token_int
+from shared.schemas import (
+    Page,
+    PageSize,
+    PageToken,
+    cut_page,
+    page_position,
+    token_datetime,
+    token_int,
+    token_uuid,
+)
 
 router = APIRouter(tags=["demands"])
 Member = Annotated[Principal, Depends(require_roles("member", "admin"))]
@@ -97,12 +106,25 @@ async def create_demand(
     return _public(demand, await _vocabulary(request))
 
 
-@router.get("/v1/demands", response_model=list[DemandPublic], responses=problem_responses(401, 403))
+@router.get(
+    "/v1/demands", response_model=Page[DemandPublic], responses=problem_responses(401, 403, 422)
+)
 async def list_demands(
-    request: Request, session: SessionDep, principal: Member
-) -> list[DemandPublic]:
+    request: Request,
+    session: SessionDep,
+    principal: Member,
+    page_size: PageSize = 50,
+    page_token: PageToken = "",
+) -> Page[DemandPublic]:
+    """The organisation's demands, newest first."""
+    position = page_position(page_token, created_at=token_datetime, id=token_uuid)
+    after = (position["created_at"], position["id"]) if position else None
+    rows = await service.list_mine(session, principal, after, page_size + 1)
+    demands, token = cut_page(
+        rows, page_size, lambda d: {"created_at": d.created_at.isoformat(), "id": str(d.id)}
+    )
     vocabulary = await _vocabulary(request)
-    return [_public(d, vocabulary) for d in await service.list_mine(session, principal)]
+    return Page(items=[_public(d, vocabulary) for d in demands], next_page_token=token)
 
 
 @router.get(
@@ -185,9 +207,11 @@ async def demand_matches(
     await service.get_owned(session, principal, demand_id)
     position = page_position(page_token, offset=token_int)
     offset = position["offset"] if position else 0
-    rows = await service.matches(session, demand_id, page_size + 1, offset)
-    more = len(rows) > page_size
-    rows = rows[:page_size]
+    rows, token = cut_page(
+        await service.matches(session, demand_id, page_size + 1, offset),
+        page_size,
+        lambda _: {"offset": offset + page_size},
+    )
     offers: dict[str, list[dict[str, Any]]] = {}
     if rows:
         try:
@@ -213,7 +237,6 @@ async def demand_matches(
                 listing=public_listing(shown or on_asset[0], on_asset) if on_asset else None,
             )
         )
-    token = encode_page_token({"offset": offset + page_size}) if more else ""
     return Page(items=items, next_page_token=token)
 
 

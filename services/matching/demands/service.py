@@ -15,7 +15,7 @@ from services.matching.demands.schemas import DemandCreate, DemandUpdate
 from services.matching.models import Demand, Match
 from shared.auth import Principal
 from shared.errors import Conflict, FieldError, Forbidden, NotFound, UnprocessableEntity
-from shared.search import normalize_ipc_prefix
+from shared.search import normalize_ipc_prefix, region_filter_errors
 
 
 def _checked_lists(ipc_prefixes: list[str], regions: list[str]) -> tuple[list[str], list[str]]:
@@ -32,15 +32,7 @@ def _checked_lists(ipc_prefixes: list[str], regions: list[str]) -> tuple[list[st
                     message="not an IPC prefix (H, H01, H01M, H01M 10/0525)",
                 )
             )
-    for i, region in enumerate(regions):
-        if not (region.isdigit() and len(region) in (2, 6)):
-            errors.append(
-                FieldError(
-                    field=f"regions[{i}]",
-                    rule="region_code",
-                    message="a province (2 digits) or GB/T 2260 code (6)",
-                )
-            )
+    errors += region_filter_errors("regions", regions)
     if errors:
         raise UnprocessableEntity("; ".join(e.message for e in errors), errors=errors)
     return normalized, regions
@@ -154,14 +146,19 @@ async def close(
     await matcher.index_demand(demand)
 
 
-async def list_mine(session: AsyncSession, principal: Principal) -> list[Demand]:
-    rows = await session.execute(
-        select(Demand)
-        .where(col(Demand.organization_id) == principal.organization_id)
-        .order_by(col(Demand.created_at).desc())
-        .limit(500)
-    )
-    return list(rows.scalars())
+async def list_mine(
+    session: AsyncSession, principal: Principal, after: tuple[datetime, UUID] | None, limit: int
+) -> list[Demand]:
+    """The caller's organisation's demands, newest first."""
+    query = select(Demand).where(col(Demand.organization_id) == principal.organization_id)
+    if after is not None:
+        created, last_id = after
+        query = query.where(
+            (col(Demand.created_at) < created)
+            | ((col(Demand.created_at) == created) & (col(Demand.id) < last_id))
+        )
+    query = query.order_by(col(Demand.created_at).desc(), col(Demand.id).desc())
+    return list((await session.execute(query.limit(limit))).scalars())
 
 
 async def matches(session: AsyncSession, demand_id: UUID, limit: int, offset: int) -> list[Match]:

@@ -16,7 +16,7 @@ router = APIRouter(prefix="/v1/search", tags=["search"])
 
 
 @router.get("", response_model=SearchResult, responses=problem_responses(422, 503))
-async def search(
+async def search_listings(
     request: Request, params: Annotated[SearchParams, Depends(search_params)]
 ) -> Response:
     """Search the catalogue (published listings) in Chinese or English, or by patent number
