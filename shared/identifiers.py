@@ -578,14 +578,46 @@ def _org_code_check_char(body8: str) -> str:
     return "X" if value == 10 else "0" if value == 11 else str(value)
 
 
+def _uscc_corrected(code: str) -> str:
+    """The code with both check characters made right: position 17 (GB 11714) first, then
+    position 18 over the corrected first 17 characters."""
+    first17 = code[:16] + _org_code_check_char(code[8:16])
+    return first17 + _uscc_check_char(first17)
+
+
+def _uscc_check_message(code: str) -> tuple[str, str]:
+    """The rule a code with a wrong check character breaks (position 18 checked first, over the
+    first 17 characters as given) and one message saying which check characters are wrong, what
+    they should be, and the whole code that would be valid."""
+    valid = _uscc_corrected(code)
+    rule = (
+        "uscc_check_character" if code[17] != _uscc_check_char(code[:17]) else "uscc_org_code_check"
+    )
+    wrong: list[str] = []
+    rules: list[str] = []
+    if code[16] != valid[16]:
+        wrong.append(f"organisation code check (position 17) is {code[16]}, expected {valid[16]}")
+        rules.append("GB 11714 mod-11")
+    if code[17] != valid[17]:
+        wrong.append(f"check character (position 18) is {code[17]}, expected {valid[17]}")
+        rules.append("GB 32100-2015 mod-31")
+    return rule, (
+        f"uscc {code}: {'; '.join(wrong)} ({valid} would be valid; {' and '.join(rules)} "
+        f"rule{'s' if len(rules) > 1 else ''}, which an operator may override for a lawful early "
+        "pilot-region code)"
+    )
+
+
 def validate_uscc(raw: str, *, allow_bad_check: bool = False) -> str:
     """Validate a unified social credit code (GB 32100-2015); return it normalised.
 
     Normalisation: full-width fixed, upper-cased, spaces removed. Rules, in order:
     ``uscc_length`` (18 characters), ``uscc_charset`` (``0-9`` and ``A-Y`` without I, O, Z, S,
     V), ``uscc_check_character`` (position 18) and ``uscc_org_code_check`` (the GB 11714
-    organisation code at positions 9-17). ``allow_bad_check=True`` is the operator override for
-    lawful codes from early pilot regions: it skips the two check-character rules only.
+    organisation code at positions 9-17). A check failure's message names the code, which
+    check characters are wrong, what they should be and the whole code that would be valid
+    (both check characters corrected), once. ``allow_bad_check=True`` is the operator override
+    for lawful codes from early pilot regions: it skips the two check-character rules only.
     """
     code = _compact(raw)
     if len(code) != 18:
@@ -602,25 +634,9 @@ def validate_uscc(raw: str, *, allow_bad_check: bool = False) -> str:
                 f"character {char!r} at position {position} is not allowed: GB 32100-2015 uses "
                 "0-9 and A-Y without I, O, Z, S, V",
             )
-    if allow_bad_check:
+    if allow_bad_check or _uscc_corrected(code) == code:
         return code
-    expected = _uscc_check_char(code[:17])
-    if code[17] != expected:
-        raise IdentifierError(
-            "uscc",
-            "uscc_check_character",
-            f"check character is {code[17]}, expected {expected} (GB 32100-2015 mod-31 rule; "
-            "an operator may override for a lawful early pilot-region code)",
-        )
-    org_expected = _org_code_check_char(code[8:16])
-    if code[16] != org_expected:
-        raise IdentifierError(
-            "uscc",
-            "uscc_org_code_check",
-            f"organisation code check (position 17) is {code[16]}, expected {org_expected} "
-            "(GB 11714 mod-11 rule)",
-        )
-    return code
+    raise IdentifierError("uscc", *_uscc_check_message(code))
 
 
 # --------------------------------------------------------------------------------------------

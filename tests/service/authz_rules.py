@@ -463,6 +463,13 @@ LISTING_RULES: dict[tuple[Service, str, str], Rule] = {
             201,
         ),
     ),
+    ("listing", "GET", "/v1/organizations"): rule(
+        Case(
+            "the verification queue",
+            at("/v1/organizations", params={"verified": "false", "region": "110000"}),
+            OPERATORS_ONLY,
+        )
+    ),
     ("listing", "GET", "/v1/organizations/{organization_id}"): rule(
         Case(
             "own organisation",

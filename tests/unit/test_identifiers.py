@@ -675,6 +675,57 @@ def test_every_single_character_change_of_a_uscc_is_rejected() -> None:
     assert changes == 3 * 17 * 30
 
 
+def test_a_wrong_check_character_names_the_valid_code_once() -> None:
+    error = _rejects(validate_uscc, "91330100716105852E", rule="uscc_check_character")
+    assert error.field == "uscc"
+    assert error.message == (
+        "uscc 91330100716105852E: check character (position 18) is E, expected F "
+        "(91330100716105852F would be valid; GB 32100-2015 mod-31 rule, which an operator may "
+        "override for a lawful early pilot-region code)"
+    )
+    # Normalised first: the message speaks of the code as it is stored.
+    typed = _rejects(validate_uscc, "9133 0100 7161 0585 2e", rule="uscc_check_character")
+    assert typed.message == error.message
+
+
+def test_a_wrong_organisation_code_check_names_the_valid_code() -> None:
+    # Position 17 wrong, position 18 right for the 17 characters as given.
+    code = USCC_EXAMPLES[0]
+    first17 = code[:16] + ("0" if code[16] != "0" else "1")
+    broken = first17 + _ref_uscc_check(first17)
+    error = _rejects(validate_uscc, broken, rule="uscc_org_code_check")
+    assert f"organisation code check (position 17) is {broken[16]}, expected {code[16]}" in (
+        error.message
+    )
+    assert f"({code} would be valid;" in error.message
+    # Both wrong: both named, and the code with both corrected.
+    error = _rejects(validate_uscc, "91110108MA01ABCDE3", rule="uscc_check_character")
+    assert error.message.startswith(
+        "uscc 91110108MA01ABCDE3: organisation code check (position 17) is E, expected 5; "
+        "check character (position 18) is 3, expected T (91110108MA01ABCD5T would be valid;"
+    )
+    assert validate_uscc("91110108MA01ABCD5T") == "91110108MA01ABCD5T"
+
+
+def test_every_proposed_uscc_is_valid_and_said_once() -> None:
+    for code in USCC_EXAMPLES:
+        for position in range(18):
+            for char in USCC_CHARSET:
+                if char == code[position]:
+                    continue
+                mutated = code[:position] + char + code[position + 1 :]
+                with pytest.raises(IdentifierError) as info:
+                    validate_uscc(mutated)
+                error = info.value
+                proposed = re.findall(r"([0-9A-Z]{18}) would be valid", error.message)
+                assert len(proposed) == 1, error.message
+                assert validate_uscc(proposed[0]) == proposed[0]
+                assert proposed[0][:16] == mutated[:16]  # only check characters change
+                assert error.message.count(proposed[0]) == 1
+                assert error.message.count("would be valid") == 1
+                assert error.message.startswith(f"uscc {mutated}: ")
+
+
 # --------------------------------------------------------------------------------------------
 # IPC
 # --------------------------------------------------------------------------------------------

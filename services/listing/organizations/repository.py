@@ -2,19 +2,56 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-from sqlalchemy import select, update
+from sqlalchemy import select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from services.listing.models import ApiKey, Organization
 
 
+@dataclass(frozen=True)
+class OrganizationFilters:
+    """What the operators' list of organisations selects; None selects everything.
+    `region_prefix`: the leading digits an organisation's region code must start with;
+    `name`: a substring of the name, matched case-insensitively."""
+
+    verified: bool | None = None
+    kind: str | None = None
+    region_prefix: str | None = None
+    name: str | None = None
+
+
 class OrganizationRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
+
+    async def page(
+        self, filters: OrganizationFilters, *, after: tuple[datetime, UUID] | None, limit: int
+    ) -> list[Organization]:
+        """Organisations in sign-up order (oldest first: the verification queue's order),
+        after the keyset position `after`."""
+        query = (
+            select(Organization)
+            .order_by(col(Organization.created_at), col(Organization.id))
+            .limit(limit)
+        )
+        if filters.verified is not None:
+            query = query.where(col(Organization.verified) == filters.verified)
+        if filters.kind is not None:
+            query = query.where(col(Organization.kind) == filters.kind)
+        if filters.region_prefix:
+            query = query.where(
+                col(Organization.region).startswith(filters.region_prefix, autoescape=True)
+            )
+        if filters.name:
+            query = query.where(col(Organization.name).icontains(filters.name, autoescape=True))
+        if after is not None:
+            query = query.where(tuple_(col(Organization.created_at), col(Organization.id)) > after)
+        return list((await self.session.execute(query)).scalars())
 
     async def get(self, organization_id: UUID) -> Organization | None:
         return await self.session.get(Organization, organization_id)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+from pydantic import AfterValidator
 
 from services.listing.models import ApiKey
 from services.listing.organizations import service
@@ -14,6 +15,7 @@ from services.listing.organizations.schemas import (
     ApiKeyIssued,
     ApiKeyPublic,
     OrganizationCreate,
+    OrganizationKind,
     OrganizationPublic,
     OrganizationSignedUp,
     OrganizationUpdate,
@@ -22,8 +24,10 @@ from shared.auth import CallerDep, KeyMaterial, Principal, require_roles
 from shared.contracts.auth import IntrospectionRequest, IntrospectionResponse
 from shared.db import SessionDep
 from shared.errors import problem_responses
+from shared.schemas import Page, PageSize, PageToken, nul_free
 
 router = APIRouter(prefix="/v1")
+Operator = Annotated[Principal, Depends(require_roles("operator"))]
 
 
 def _issued(key: ApiKey, material: KeyMaterial) -> ApiKeyIssued:
@@ -47,6 +51,55 @@ async def sign_up(data: OrganizationCreate, session: SessionDep) -> Organization
     return OrganizationSignedUp(
         organization=OrganizationPublic.model_validate(organization, from_attributes=True),
         api_key=_issued(key, material),
+    )
+
+
+@router.get(
+    "/organizations",
+    response_model=Page[OrganizationPublic],
+    tags=["organizations"],
+    responses=problem_responses(401, 403, 422),
+)
+async def list_organizations(
+    session: SessionDep,
+    _: Operator,
+    verified: Annotated[
+        bool | None,
+        Query(
+            description="true: verified organisations; false: those waiting for an operator's "
+            "verification (the queue)",
+            examples=[False],
+        ),
+    ] = None,
+    kind: Annotated[OrganizationKind | None, Query(examples=["university"])] = None,
+    region: Annotated[
+        str | None,
+        Query(
+            pattern=r"^[0-9]{2,6}$",
+            description="2 to 6 digits. A six-digit GB/T 2260 code covers what lies in it "
+            "(110000: all of Beijing; 130600: all of Baoding; 110108: Haidian only); fewer "
+            "digits are a prefix of the seat's code (13: all of Hebei)",
+            examples=["110000"],
+        ),
+    ] = None,
+    name: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=200,
+            description="part of the name, any case",
+            examples=["理工"],
+        ),
+        AfterValidator(nul_free),
+    ] = None,
+    page_size: PageSize = 50,
+    page_token: PageToken = "",
+) -> Page[OrganizationPublic]:
+    """Organisations, oldest sign-up first (operators only). Filters combine with AND;
+    `verified=false` is the verification queue."""
+    filters = service.organization_filters(verified=verified, kind=kind, region=region, name=name)
+    return await service.list_organizations(
+        session, filters, page_size=page_size, page_token=page_token
     )
 
 

@@ -44,15 +44,19 @@ class OrganizationUpdate(StrictModel):
 
 
 class OrganizationPublic(BaseModel):
-    id: UUID
-    name: str
-    kind: OrganizationKind
-    region: str
-    uscc: str | None
-    verified: bool
-    version: int
-    created_at: datetime
-    updated_at: datetime
+    id: UUID = Field(examples=["0b6f3c52-6a0e-4f7e-9d43-3c1f0e2a7b15"])
+    name: str = Field(examples=["北京理工大学"])
+    kind: OrganizationKind = Field(examples=["university"])
+    region: str = Field(description="GB/T 2260 code of the seat", examples=["110108"])
+    uscc: str | None = Field(examples=["12100000400000624D"])
+    verified: bool = Field(
+        description="set by an operator; unverified organisations wait in "
+        "GET /v1/organizations?verified=false",
+        examples=[False],
+    )
+    version: int = Field(examples=[1])
+    created_at: datetime = Field(examples=["2026-11-20T08:00:00Z"])
+    updated_at: datetime = Field(examples=["2026-11-20T08:00:00Z"])
 
 
 class ApiKeyCreate(StrictModel):
