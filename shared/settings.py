@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ServiceName = Literal["listing", "matching", "gateway"]
@@ -37,9 +37,17 @@ class Settings(BaseSettings):
     listing_port: int = 8001
     matching_port: int = 8002
     gateway_port: int = 8000
+    # Where the services reach each other. Unset (or empty), each is derived from its port:
+    # http://127.0.0.1:<that service's port> (see _derive_urls).
     listing_url: str = "http://127.0.0.1:8001"
     matching_url: str = "http://127.0.0.1:8002"
     gateway_url: str = "http://127.0.0.1:8000"
+    # The deployment's public address (what clients and subscribers know it by, e.g.
+    # https://api.jjj-ipx.cn); unset, the gateway's URL.
+    public_url: str = ""
+    # Gateway, outbound webhooks: the User-Agent of every delivery; unset, one that names the
+    # sender and links to the public API docs, "ipx-webhooks/1.0 (+<public_url>/docs)".
+    webhook_user_agent: str = ""
 
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
@@ -76,6 +84,33 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [float(step) for step in value.split(",") if step.strip()]
         return value
+
+    @field_validator("webhook_user_agent")
+    @classmethod
+    def _printable_header(cls, value: str) -> str:
+        # A header value: a control character (a newline) would fail every delivery.
+        if any(ord(char) < 0x20 or ord(char) == 0x7F for char in value):
+            raise ValueError("the User-Agent must not contain control characters")
+        return value
+
+    @model_validator(mode="after")
+    def _derive_urls(self) -> Self:
+        """Fill in what was not set (or set empty) from what it follows: each service's URL
+        from its port, the public URL from the gateway's, the webhook User-Agent from the
+        public URL. What was set explicitly always wins. Derived values are written without
+        marking them set, so `model_fields_set` still says what the environment gave."""
+        derived = self.__dict__
+        for service in SERVICE_NAMES:
+            field = f"{service}_url"
+            if field not in self.model_fields_set or not derived[field]:
+                derived[field] = f"http://127.0.0.1:{self.port_of(service)}"
+        if not self.public_url:
+            derived["public_url"] = self.gateway_url
+        if not self.webhook_user_agent:
+            derived["webhook_user_agent"] = (
+                f"ipx-webhooks/1.0 (+{self.public_url.rstrip('/')}/docs)"
+            )
+        return self
 
     def port_of(self, service: ServiceName) -> int:
         return {

@@ -862,3 +862,36 @@ async def test_a_match_reaches_only_the_demand_owner(
         assert new["data"]["reasons"] and new["data"]["listing"]["offer_id"] == f"jjj:{listing_id}"
         assert bystander.received == []
         assert await deliveries(gateway, market.other, theirs["id"]) == []
+
+
+async def test_deliveries_carry_the_deployments_user_agent(
+    settings: Settings,
+    gateway: httpx.AsyncClient,
+    listing: httpx.AsyncClient,
+    market: Market,
+    operator_key: str,
+    local_allowed: None,
+    subscriptions: list[tuple[str, str]],
+) -> None:
+    """The User-Agent names the sender and links to the deployment's own API docs
+    (IPX_WEBHOOK_USER_AGENT; unset, built from IPX_PUBLIC_URL), not a placeholder domain."""
+    key = market.seller
+    expected = f"ipx-webhooks/1.0 (+{settings.public_url.rstrip('/')}/docs)"
+    assert settings.webhook_user_agent == expected
+    async with receiving(Receiver()) as receiver:
+        await subscribe(gateway, subscriptions, market.seller, receiver.url, ["listing.published"])
+        # A right still in force, filed in its application number's year.
+        number = next(n for n in INVENTIONS if n[:4] >= "2012")
+        asset = patent(SELLER, number, filed_on=f"{number[:4]}-01-02")
+        created = await listing.post(
+            "/v1/listings", json={"asset": asset, "transaction": terms()}, headers=bearer(key)
+        )
+        assert created.status_code == 201, created.text
+        path = f"/v1/listings/{created.json()['id']}"
+        submitted = await listing.post(f"{path}/submit", headers=bearer(key))
+        assert submitted.status_code == 200, submitted.text
+        approved = await listing.post(f"{path}/approve", headers=bearer(operator_key))
+        assert approved.status_code == 200, approved.text
+        await receiver.wait_for(lambda r: len(r.delivered()) >= 1, what="listing.published")
+    assert {r.headers["user-agent"] for r in receiver.received} == {expected}
+    assert "example" not in expected

@@ -94,7 +94,6 @@ POLL_SECONDS = 1.0
 DELIVERY_CHANNEL = "gateway_deliveries"
 FEED_WAIT_SECONDS = 10.0
 FEED_PAGE_SIZE = 500
-USER_AGENT = "ipx-webhooks/1.0 (+https://jjj-ipx.example/docs/webhooks)"
 
 
 def retry_delay(
@@ -212,15 +211,18 @@ async def run_fanout(app: FastAPI) -> None:
 # ----------------------------------------------------------------------------- delivery
 
 
-def subscriber_client(total_timeout: float = TOTAL_TIMEOUT_SECONDS) -> httpx.AsyncClient:
+def subscriber_client(
+    user_agent: str, total_timeout: float = TOTAL_TIMEOUT_SECONDS
+) -> httpx.AsyncClient:
     """The client for subscribers' URLs: no redirects, no proxies from the environment (the
-    connection must go to the checked address), short timeouts."""
+    connection must go to the checked address), short timeouts; every request carries
+    `user_agent` (IPX_WEBHOOK_USER_AGENT, by default built from IPX_PUBLIC_URL)."""
     return httpx.AsyncClient(
         timeout=httpx.Timeout(total_timeout, connect=min(CONNECT_TIMEOUT_SECONDS, total_timeout)),
         follow_redirects=False,
         trust_env=False,
         limits=httpx.Limits(max_connections=2 * CONCURRENCY, max_keepalive_connections=CONCURRENCY),
-        headers={"User-Agent": USER_AGENT},
+        headers={"User-Agent": user_agent},
     )
 
 
@@ -380,14 +382,15 @@ async def run_deliveries(app: FastAPI) -> None:
     """Deliver forever (start as a task in the gateway's lifespan; cancel to stop). Uses
     app.state.settings and app.state.sessionmaker; its own HTTP client for subscribers.
     The retry schedule is IPX_WEBHOOK_RETRY_SCHEDULE when set, else RETRY_SCHEDULE; the
-    attempt's time limit is IPX_WEBHOOK_TIMEOUT_SECONDS."""
+    attempt's time limit is IPX_WEBHOOK_TIMEOUT_SECONDS; the User-Agent is
+    IPX_WEBHOOK_USER_AGENT."""
     settings: Settings = app.state.settings
     schedule = tuple(settings.webhook_retry_schedule) or RETRY_SCHEDULE
     timeout = settings.webhook_timeout_seconds
     notifier = FeedNotifier(settings.database_url, DELIVERY_CHANNEL)
     await notifier.start()
     try:
-        async with subscriber_client(timeout) as client:
+        async with subscriber_client(settings.webhook_user_agent, timeout) as client:
             worker = DeliveryWorker(
                 app.state.sessionmaker, client, schedule=schedule, total_timeout=timeout
             )
