@@ -9,12 +9,15 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
+from sqlalchemy import text
 
 from services.listing.dependencies import today_in_china
 from support import (
     assert_problem,
     bearer,
     new_organization,
+    partner_document,
     patent,
     real_application_numbers,
     terms,
@@ -156,6 +159,13 @@ async def listing_state(listing: httpx.AsyncClient, key: str, listing_id: str) -
     return body["status"], body["version"]
 
 
+async def history_of(listing: httpx.AsyncClient, key: str, listing_id: str) -> list[Any]:
+    response = await listing.get(f"/v1/listings/{listing_id}/history", headers=bearer(key))
+    assert response.status_code == 200, response.text
+    items: list[Any] = response.json()["items"]
+    return items
+
+
 async def deals_in(
     listing: httpx.AsyncClient, region: str, key: str | None = None, **params: Any
 ) -> list[dict[str, Any]]:
@@ -190,7 +200,7 @@ async def test_the_buyer_flow(
         ("buyer", "950000.00")
     ]
     assert await listing_state(listing, seller[1], lid) == ("under_negotiation", 4)
-    history = (await listing.get(f"/v1/listings/{lid}/history", headers=bearer(seller[1]))).json()
+    history = await history_of(listing, seller[1], lid)
     assert [h["action"] for h in history][-1] == "negotiate"
     # The seller replies with a counter-offer; the buyer writes again into the same thread.
     reply = await listing.post(
@@ -207,7 +217,7 @@ async def test_the_buyer_flow(
     assert again.status_code == 201 and again.json()["id"] == iid
     assert [m["author_role"] for m in again.json()["messages"]] == ["buyer", "seller", "buyer"]
     # Still one negotiation in the history: offers in a negotiation do not transition again.
-    history = (await listing.get(f"/v1/listings/{lid}/history", headers=bearer(seller[1]))).json()
+    history = await history_of(listing, seller[1], lid)
     assert [h["action"] for h in history].count("negotiate") == 1
     # The thread: for the buyer, the seller and operators; 404 for anyone else.
     for key in (buyer[1], seller[1], operator_key):
@@ -247,7 +257,7 @@ async def test_the_buyer_flow(
     assert deal["asset"]["identifier"] == published["asset"]["identifier"]
     assert deal["asset"]["title"]["zh"] == published["asset"]["title"]["zh"]
     assert await listing_state(listing, seller[1], lid) == ("closed", 5)
-    history = (await listing.get(f"/v1/listings/{lid}/history", headers=bearer(seller[1]))).json()
+    history = await history_of(listing, seller[1], lid)
     assert [h["action"] for h in history][-2:] == ["negotiate", "close"]
     read = await listing.get(f"/v1/inquiries/{iid}", headers=bearer(buyer[1]))
     assert read.json()["status"] == "accepted"
@@ -306,7 +316,7 @@ async def test_concurrent_offers_negotiate_once_and_concurrent_deals_close_once(
     )
     assert [r.status_code for r in results] == [201, 201], [r.text for r in results]
     assert await listing_state(listing, seller[1], lid) == ("under_negotiation", 4)
-    history = (await listing.get(f"/v1/listings/{lid}/history", headers=bearer(seller[1]))).json()
+    history = await history_of(listing, seller[1], lid)
     assert [h["version"] for h in history] == [1, 2, 3, 4]
     assert [h["action"] for h in history].count("negotiate") == 1
     deals = await asyncio.gather(
@@ -710,3 +720,158 @@ async def test_deal_announcements_page_and_filter(
     ):
         errors = assert_problem(await listing.get("/v1/deals", params=params), 422)["errors"]
         assert any(e["field"] == field and e["rule"] == rule for e in errors), errors
+
+
+# Partner exchanges' offers ---------------------------------------------------------------------
+
+PARTNER = "tjipx"
+PARTNER_PARAMS = {"exchange_name": "天津知识产权交易中心", "exchange_region": "120000"}
+
+
+async def partner_offer(
+    listing: httpx.AsyncClient, service_key: str, external_id: str, status: str = "published"
+) -> dict[str, Any]:
+    """A partner exchange's offer as the gateway pushes it: the upsert's answer, with the
+    offer's `source_url`."""
+    doc = partner_document(PARTNER, external_id, next(NUMBERS), status=status)
+    pushed = await listing.put(
+        f"/v1/offers/{PARTNER}/{external_id}",
+        json=doc,
+        params=PARTNER_PARAMS,
+        headers=bearer(service_key),
+    )
+    assert pushed.status_code == 200, pushed.text
+    result: dict[str, Any] = pushed.json()
+    return {**result, "source_url": doc["source"]["url"]}
+
+
+def assert_partner_offer(response: httpx.Response, external_id: str) -> dict[str, Any]:
+    """A 409 `/problems/partner-offer` pointing at the offer on its exchange."""
+    body = assert_problem(response, 409)
+    assert body["type"] == "/problems/partner-offer", body
+    assert body["source_url"] == f"https://{PARTNER}.example/listings/{external_id}"
+    assert body["offer_id"] == f"{PARTNER}:{external_id}" and body["exchange"] == PARTNER
+    assert [(e["field"], e["rule"]) for e in body["errors"]] == [("listing_id", "partner_offer")]
+    assert body["source_url"] in body["detail"]
+    return body
+
+
+async def stored_for(app: FastAPI, listing_id: str) -> tuple[int, int, int]:
+    """(inquiries, messages, deals) stored for the listing."""
+    async with app.state.sessionmaker() as session:
+        row = (
+            await session.execute(
+                text(
+                    "SELECT (SELECT count(*) FROM listing.inquiries WHERE listing_id = :l),"
+                    " (SELECT count(*) FROM listing.inquiry_messages AS m"
+                    "   JOIN listing.inquiries AS i ON i.id = m.inquiry_id"
+                    "   WHERE i.listing_id = :l),"
+                    " (SELECT count(*) FROM listing.deals WHERE listing_id = :l)"
+                ),
+                {"l": listing_id},
+            )
+        ).one()
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+async def test_an_inquiry_on_a_partner_offer_is_sent_to_its_exchange(
+    listing: httpx.AsyncClient,
+    listing_app: FastAPI,
+    buyer: Org,
+    operator_key: str,
+    service_key: str,
+) -> None:
+    offer = await partner_offer(listing, service_key, "T-INQ-1")
+    lid = offer["listing_id"]
+    events_before = len(await feed(listing, operator_key))
+    headers = {**bearer(buyer[1]), "Idempotency-Key": "partner-inquiry-1"}
+    body = {"message": "我司希望获得许可，报价如下。", "offer_amount": "950000.00"}
+    for _ in range(2):  # nothing was claimed either: the same key is refused the same way
+        refused = await listing.post(f"/v1/listings/{lid}/inquiries", json=body, headers=headers)
+        problem = assert_partner_offer(refused, "T-INQ-1")
+        assert problem["current_status"] == "published"
+        assert "idempotent-replayed" not in refused.headers
+    # Nothing stored: no thread, no message, no negotiation, no event.
+    assert await stored_for(listing_app, lid) == (0, 0, 0)
+    assert await listing_state(listing, operator_key, lid) == ("published", 1)
+    assert len(await feed(listing, operator_key)) == events_before
+    threads = await listing.get(
+        "/v1/inquiries", params={"listing_id": lid}, headers=bearer(buyer[1])
+    )
+    assert threads.json()["items"] == []
+
+
+async def test_a_thread_on_a_partner_offer_takes_no_more_messages(
+    listing: httpx.AsyncClient,
+    listing_app: FastAPI,
+    buyer: Org,
+    operator_key: str,
+    service_key: str,
+) -> None:
+    """A thread opened before inquiries on partner offers were refused stays closed to writes."""
+    offer = await partner_offer(listing, service_key, "T-INQ-2")
+    lid = offer["listing_id"]
+    async with listing_app.state.sessionmaker() as session, session.begin():
+        iid = await session.scalar(
+            text(
+                "INSERT INTO listing.inquiries (id, listing_id, buyer_id, status, created_at,"
+                " updated_at) VALUES (gen_random_uuid(), :l, :b, 'open', now(), now())"
+                " RETURNING id"
+            ),
+            {"l": lid, "b": buyer[0]},
+        )
+    written = await listing.post(
+        f"/v1/inquiries/{iid}/messages",
+        json={"message": "报价", "offer_amount": "10.00"},
+        headers=bearer(buyer[1]),
+    )
+    assert_partner_offer(written, "T-INQ-2")
+    assert await stored_for(listing_app, lid) == (1, 0, 0)
+    assert await listing_state(listing, operator_key, lid) == ("published", 1)
+
+
+async def test_nobody_closes_a_deal_or_moves_a_partner_offer_here(
+    listing: httpx.AsyncClient,
+    listing_app: FastAPI,
+    seller: Org,
+    operator_key: str,
+    service_key: str,
+) -> None:
+    published = await partner_offer(listing, service_key, "T-DEAL-1")
+    negotiating = await partner_offer(listing, service_key, "T-DEAL-2", "under_negotiation")
+    events_before = len(await feed(listing, operator_key))
+    for offer, external_id in ((published, "T-DEAL-1"), (negotiating, "T-DEAL-2")):
+        lid = offer["listing_id"]
+        # The operator: every deal transition the exchange's own seller would make is the
+        # source exchange's.
+        deal = await close(listing, operator_key, lid, amount="100.00")
+        assert_partner_offer(deal, external_id)
+        by_inquiry = await close(
+            listing, operator_key, lid, inquiry_id="00000000-0000-4000-8000-000000000000"
+        )
+        assert_partner_offer(by_inquiry, external_id)
+        withdrawn = await listing.post(f"/v1/listings/{lid}/withdraw", headers=bearer(operator_key))
+        assert_partner_offer(withdrawn, external_id)
+        current = await listing.get(f"/v1/listings/{lid}", headers=bearer(operator_key))
+        edited = await listing.patch(
+            f"/v1/listings/{lid}",
+            json={"transaction": terms(amount="1.00")},
+            headers={**bearer(operator_key), "If-Match": current.headers["etag"]},
+        )
+        assert_partner_offer(edited, external_id)
+        # Anyone else is refused as before, by who they are (403), before any state.
+        other = assert_problem(await close(listing, seller[1], lid), 403)
+        assert other["errors"][0]["rule"] == "not_the_seller"
+    reopened = await listing.post(
+        f"/v1/listings/{negotiating['listing_id']}/reopen", headers=bearer(operator_key)
+    )
+    assert assert_partner_offer(reopened, "T-DEAL-2")["current_status"] == "under_negotiation"
+    # Nothing written: states, versions, deals and the feed are as they were.
+    assert await listing_state(listing, operator_key, published["listing_id"]) == ("published", 1)
+    assert await listing_state(listing, operator_key, negotiating["listing_id"]) == (
+        "under_negotiation",
+        1,
+    )
+    for offer in (published, negotiating):
+        assert await stored_for(listing_app, offer["listing_id"]) == (0, 0, 0)
+    assert len(await feed(listing, operator_key)) == events_before

@@ -56,7 +56,9 @@ async def inquire(
 ) -> Response:
     """Buyer: open the organisation's thread on a published listing (or one under negotiation),
     or add to it. The first offer on a published listing puts it under negotiation. Not on the
-    caller's own listing (403, rule `own_listing`)."""
+    caller's own listing (403, rule `own_listing`). Not on another exchange's offer (409,
+    `/problems/partner-offer`, rule `partner_offer`): inquiries go to that exchange, at the
+    `source_url` in the problem; nothing is stored."""
     ctx = context(request, session, principal, organization, today)
     await serialize_writers(session, listing_id)  # before the idempotency claim writes
     # The same key on another listing is another request.
@@ -124,7 +126,8 @@ async def post_message(
     today: TodayDep,
 ) -> InquiryPublic:
     """Buyer or seller: a message, optionally with an offer (or counter-offer), while the
-    listing is open. Returns the whole thread."""
+    listing is open. Returns the whole thread. Not in a thread on another exchange's offer
+    (409, `/problems/partner-offer`)."""
     ctx = context(request, session, principal, organization, today)
     return await service.post_message(ctx, inquiry_id, data)
 
@@ -146,7 +149,9 @@ async def close_deal(
 ) -> Response:
     """Seller (or operator): record the deal and close the listing. The buyer is the
     organisation of `inquiry_id`, or `buyer_name` for a buyer met off the platform. The deal is
-    announced in the change feed (`deal.closed`), without the amount when `confidential`."""
+    announced in the change feed (`listing.closed`, then `deal.closed`), without the amount when
+    `confidential`. Another exchange's offer is closed on that exchange, not here (409,
+    `/problems/partner-offer`, with its `source_url`), operators included."""
     ctx = context(request, session, principal, organization, today)
 
     await serialize_writers(session, data.listing_id)  # before the idempotency claim writes

@@ -3,6 +3,8 @@
 A buyer's organisation has one thread per listing; the first offer on a published listing opens
 the negotiation. The seller (or an operator) closes the listing with a deal, announced publicly
 in the change feed (`deal.closed`) without its amount when the seller keeps it confidential.
+Another exchange's offer takes none of this here (409 `partner-offer`, offers/rules.py): its
+inquiries and deals happen on that exchange, at the offer's `source_url`.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from services.listing.listings.repository import ListingRepository
 from services.listing.listings.rules import VISIBLE, next_status
 from services.listing.listings.service import Context, may_see_everything
 from services.listing.models import Deal, Inquiry, InquiryMessage, Listing, Organization
+from services.listing.offers.rules import ensure_our_offer
 from shared.auth import Principal
 from shared.contracts.catalogue import ListingStatus, offer_id
 from shared.errors import Conflict, FieldError, Forbidden, NotFound, UnprocessableEntity
@@ -147,7 +150,8 @@ async def _thread(
 
 
 async def inquire(ctx: Context, listing_id: UUID, data: InquiryCreate) -> InquiryPublic:
-    """Open the caller organisation's thread on a listing, or add to it."""
+    """Open the caller organisation's thread on a listing, or add to it. Not on another
+    exchange's offer (409 `partner-offer`, with its `source_url`): it is inquired about there."""
     buyer = ctx.organization
     if buyer is None:
         raise Forbidden("inquiries are made with an organisation's key")
@@ -163,6 +167,7 @@ async def inquire(ctx: Context, listing_id: UUID, data: InquiryCreate) -> Inquir
                 )
             ],
         )
+    ensure_our_offer(listing, "an inquiry")
     if listing.status not in OPEN:
         raise _not_open(listing, "inquiries")
     repo = DealRepository(ctx.session)
@@ -206,6 +211,7 @@ async def post_message(ctx: Context, inquiry_id: UUID, data: MessageCreate) -> I
     inquiry, listing, buyer = await _readable(ctx.session, ctx.principal, inquiry_id)
     if not _party(ctx.principal, inquiry, listing):
         raise Forbidden("only the buyer and the seller write in an inquiry")
+    ensure_our_offer(listing, "a message in an inquiry")
     if listing.status not in OPEN:
         raise _not_open(listing, "messages")
     author = ctx.principal.organization_id
@@ -311,7 +317,8 @@ def to_public(row: DealRow, *, show_amount: bool) -> DealPublic:
 
 async def close_deal(ctx: Context, data: DealCreate) -> DealPublic:
     """Record the deal and close its listing, in one transaction with the `listing.closed` and
-    `deal.closed` events. Refused, nothing is written."""
+    `deal.closed` events. Refused, nothing is written; refused for everyone (operators too) on
+    another exchange's offer (409 `partner-offer`): its deal is closed on that exchange."""
     if data.closed_on > ctx.today:
         raise UnprocessableEntity.single(
             "closed_on",
@@ -324,6 +331,7 @@ async def close_deal(ctx: Context, data: DealCreate) -> DealPublic:
         raise Forbidden(
             message, errors=[FieldError(field="listing_id", rule="not_the_seller", message=message)]
         )
+    ensure_our_offer(listing, "a deal")
     repo = DealRepository(ctx.session)
     existing = await repo.deal_on(listing.id)
     if existing is not None:

@@ -38,6 +38,7 @@ from services.listing.listings.schemas import (
     ListingUpdate,
 )
 from services.listing.models import Asset, Listing, ListingHistory, Organization
+from services.listing.offers.rules import ensure_our_offer
 from shared.auth import Principal
 from shared.contracts.catalogue import (
     OUR_EXCHANGE,
@@ -325,6 +326,7 @@ async def update(
 ) -> tuple[Listing, Asset, Organization]:
     listing, asset, seller = await _locked(ctx, listing_id)
     _ensure_seller(ctx, listing)
+    ensure_our_offer(listing, "an edit")  # the partner's next version would undo it
     _check_version(listing, if_match if if_match is not None else data.version, required=True)
     if listing.status not in EDITABLE:
         raise Conflict(
@@ -373,6 +375,7 @@ async def transition(
             raise Forbidden(f"only an exchange operator may {action} a listing")
         if action in SELLER_ACTIONS:
             _ensure_seller(ctx, listing)
+            ensure_our_offer(listing, f"a transition ({action})")  # the seller does it there
     _check_version(listing, expected_version, required=False)
     current: ListingStatus = listing.status  # type: ignore[assignment]
     target = next_status(action, current)
