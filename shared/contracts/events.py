@@ -8,6 +8,10 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field
 
+# A listing that ends is `listing.closed` when a deal closed it (here, or on its partner exchange),
+# `listing.withdrawn` when its seller withdrew it, `listing.expired` when its right ended; each
+# carries the listing's document with that status (its tombstone). Readers that only keep the
+# market (the search index) go by the document's status, not by the type.
 EventType = Literal[
     "listing.created",
     "listing.updated",

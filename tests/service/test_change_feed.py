@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from services.listing.dependencies import today_in_china
 from shared.settings import Settings
 from support import (
     assert_problem,
@@ -86,6 +87,43 @@ async def test_every_change_is_in_the_feed_in_order_with_tombstones(
         await listing.get("/v1/changes/head", params={"after": start}, headers=bearer(operator_key))
     ).json()
     assert head["cursor"] == events[-1]["cursor"] and head["pending"] == len(events)
+
+
+async def test_a_deal_ends_a_listing_with_listing_closed_and_a_withdrawal_with_withdrawn(
+    listing: httpx.AsyncClient, seller: str, operator_key: str, service_key: str
+) -> None:
+    _, start = await read_all(listing, service_key)
+    sold, taken_back = await make_listing(listing, seller), await make_listing(listing, seller)
+    for lid in (sold, taken_back):
+        for step, key in (("submit", seller), ("approve", operator_key)):
+            moved = await listing.post(f"/v1/listings/{lid}/{step}", headers=bearer(key))
+            assert moved.status_code == 200, moved.text
+    deal = await listing.post(
+        "/v1/deals",
+        json={
+            "listing_id": sold,
+            "buyer_name": "天津某科技有限公司",
+            "amount": "50000.00",
+            "closed_on": today_in_china().isoformat(),
+        },
+        headers=bearer(seller),
+    )
+    assert deal.status_code == 201, deal.text
+    withdrawn = await listing.post(f"/v1/listings/{taken_back}/withdraw", headers=bearer(seller))
+    assert withdrawn.status_code == 200, withdrawn.text
+    events, _ = await read_all(listing, service_key, start)
+    ended = [
+        (e["type"], e["entity_id"], e["data"].get("status"))
+        for e in events
+        if e["type"] in ("listing.closed", "listing.withdrawn", "deal.closed")
+    ]
+    assert ended == [
+        ("listing.closed", sold, "closed"),
+        ("deal.closed", deal.json()["id"], None),
+        ("listing.withdrawn", taken_back, "withdrawn"),
+    ]
+    closed = next(e for e in events if e["type"] == "listing.closed")
+    assert closed["version"] == 4 and closed["data"]["offer_id"] == f"jjj:{sold}"
 
 
 async def test_a_late_commit_of_an_earlier_transaction_is_not_skipped(

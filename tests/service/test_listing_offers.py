@@ -333,6 +333,34 @@ async def test_a_withdrawal_leaves_a_tombstone(
     assert events[-1]["type"] == "listing.published"
 
 
+async def test_a_partner_closing_its_offer_is_listing_closed_not_withdrawn(
+    listing: httpx.AsyncClient, service_key: str
+) -> None:
+    """The partner closed a deal on its exchange: the feed says `listing.closed` (a withdrawal
+    stays `listing.withdrawn`, test_a_withdrawal_leaves_a_tombstone)."""
+    number = next(NUMBERS)
+    published = await upsert(listing, service_key, offer("tipei", "L-45", number), TIANJIN)
+    negotiating = await upsert(
+        listing,
+        service_key,
+        offer("tipei", "L-45", number, version=2, status="under_negotiation"),
+    )
+    closed = await upsert(
+        listing, service_key, offer("tipei", "L-45", number, version=3, status="closed")
+    )
+    assert negotiating["applied"] and closed["applied"] and closed["version"] == 3
+    events = await events_of(listing, service_key, published["listing_id"])
+    assert [e["type"] for e in events] == [
+        "listing.published",
+        "listing.updated",
+        "listing.closed",
+    ]
+    tombstone = CatalogueDocument.model_validate(events[-1]["data"])
+    assert tombstone.status == "closed" and tombstone.offer_id == "tipei:L-45"
+    offers = f"/v1/assets/{published['asset_id']}/offers"
+    assert (await listing.get(offers)).json()["items"] == []
+
+
 async def test_different_holder_names_flag_the_asset_for_review(
     listing: httpx.AsyncClient, service_key: str, operator_key: str
 ) -> None:

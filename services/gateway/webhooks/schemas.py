@@ -15,10 +15,13 @@ from shared.contracts.catalogue import TransactionType
 from shared.identifiers import AssetKind, normalize_full_width
 from shared.schemas import StrictModel
 
+# listing.closed: a listing that was public closed (a deal here, or its partner exchange closed
+# it); listing.withdrawn: it was withdrawn (or expired).
 WebhookEventType = Literal[
     "listing.published",
     "listing.updated",
     "listing.withdrawn",
+    "listing.closed",
     "deal.closed",
     "match.created",
 ]
@@ -26,6 +29,7 @@ WEBHOOK_EVENT_TYPES: tuple[WebhookEventType, ...] = (
     "listing.published",
     "listing.updated",
     "listing.withdrawn",
+    "listing.closed",
     "deal.closed",
     "match.created",
 )
@@ -140,7 +144,9 @@ class SubscriptionCreate(StrictModel):
         examples=["https://erp.example.com/hooks/ipx"],
     )
     event_types: list[WebhookEventType] = Field(
-        min_length=1, max_length=5, examples=[["listing.published", "listing.withdrawn"]]
+        min_length=1,
+        max_length=len(WEBHOOK_EVENT_TYPES),
+        examples=[["listing.published", "listing.withdrawn", "listing.closed"]],
     )
     filter: SubscriptionFilter = Field(default_factory=SubscriptionFilter)
 
