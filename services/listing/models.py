@@ -248,6 +248,8 @@ class ImportJob(SQLModel, table=True):
     format: str = Field(max_length=8)
     status: str = Field(max_length=16)
     mode: str = Field(default="draft", max_length=8)
+    # The text encoding the file was read in: utf-8 (with or without a BOM) or gb18030.
+    encoding: str | None = Field(default=None, max_length=16)
     total_rows: int = 0
     created_count: int = 0
     updated_count: int = 0
@@ -267,3 +269,16 @@ class ImportRejection(SQLModel, table=True):
     field: str = Field(max_length=200)
     rule: str = Field(max_length=64)
     message: str = Field(sa_type=Text)
+
+
+class ImportRowResult(SQLModel, table=True):
+    """What an import did with each row it applied: created, updated (and which fields) or
+    unchanged. Rejected rows are ImportRejection's."""
+
+    __tablename__ = "import_rows"
+    __table_args__ = {"schema": SCHEMA}
+
+    import_id: UUID = Field(foreign_key=f"{SCHEMA}.imports.id", primary_key=True)
+    line: int = Field(primary_key=True)
+    outcome: str = Field(max_length=16)
+    changed: list[str] = Field(sa_column=Column(ARRAY(Text), nullable=False))

@@ -354,6 +354,14 @@ async def register_asset(w: World, caller: Caller, wins: bool) -> Req:
     return Req("/v1/assets", json=w.asset(HOLDERS.get(caller, OWN)))
 
 
+async def correct_asset(w: World, caller: Caller, wins: bool) -> Req:
+    """A correction of the own right's English title, based on its current version."""
+    found = await w.ok(w.listing.get(w.path("/v1/assets/{asset}")))
+    body = {"title": {"en": f"Corrected title {next(w.counter)}"}}
+    headers = {"If-Match": f'"{found["version"]}"'}
+    return Req(w.path("/v1/assets/{asset}"), json=body, headers=headers)
+
+
 def import_file(*, on_behalf: bool) -> Build:
     """One JSONL row on a fresh right of the own organisation; an operator names the seller."""
 
@@ -537,6 +545,14 @@ LISTING_RULES: dict[tuple[Service, str, str], Rule] = {
     ),
     ("listing", "GET", "/v1/assets/{asset_id}"): public(
         "registered rights are public records", ("an asset", at("/v1/assets/{asset}"), 200)
+    ),
+    ("listing", "PATCH", "/v1/assets/{asset_id}"): rule(
+        Case(
+            "correct the own right",
+            correct_asset,
+            # Its holders (and sellers here) and operators; a partner corrects nothing here.
+            keyed(other=403, member=200, admin=200, partner=403, operator=200, service=403),
+        )
     ),
     ("listing", "GET", "/v1/assets"): public(
         "lookup of public records by identifier",
@@ -749,6 +765,13 @@ LISTING_RULES: dict[tuple[Service, str, str], Rule] = {
         Case(
             "the own import's report",
             at("/v1/imports/{import}"),
+            keyed(other=404, member=200, admin=200, partner=403, operator=200, service=403),
+        )
+    ),
+    ("listing", "GET", "/v1/imports/{import_id}/rows"): rule(
+        Case(
+            "the own import's rows",
+            at("/v1/imports/{import}/rows"),
             keyed(other=404, member=200, admin=200, partner=403, operator=200, service=403),
         )
     ),

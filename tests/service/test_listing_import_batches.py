@@ -36,7 +36,7 @@ def asset_values(identifier: str, registered_by: str) -> dict[str, Any]:
         "title_zh": "一种并发登记测试",
         "holders": HOLDER,
         "holder_region": "110108",
-        "filed_on": "2017-07-21",
+        "filed_on": f"{identifier[:4]}-07-21",
         "transaction_type": "nonexclusive_license",
         "price_mode": "negotiable",
     }
@@ -110,7 +110,7 @@ def csv_body(identifier: str, holders: str, transaction_type: str) -> bytes:
         "title_zh": "一种共有专利",
         "holders": holders,
         "holder_region": "110108",
-        "filed_on": "2017-07-21",
+        "filed_on": f"{identifier[:4]}-07-21",
         "transaction_type": transaction_type,
         "price_mode": "negotiable",
     }

@@ -38,7 +38,8 @@ def csv_file(holder: str, rows: list[dict[str, str]]) -> bytes:
                 "title_zh": "一种流水线导入测试",
                 "holders": holder,
                 "holder_region": "110108",
-                "filed_on": "2017-07-21",
+                # In the application number's year (the filing-year rule).
+                "filed_on": f"{row.get('identifier', '2017')[:4]}-07-21",
                 "transaction_type": "nonexclusive_license",
                 "price_mode": "negotiable",
             }

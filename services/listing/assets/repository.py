@@ -6,12 +6,13 @@ import json
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import select
+from sqlalchemy import exists, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from services.listing.models import Asset
+from services.listing.models import Asset, Listing, Organization
+from shared.contracts.catalogue import OUR_EXCHANGE
 from shared.db import driver_connection
 
 JSONB_COLUMNS = frozenset({"classifications", "holders", "encumbrances"})
@@ -24,6 +25,50 @@ class AssetRepository:
 
     async def get(self, asset_id: UUID) -> Asset | None:
         return await self.session.get(Asset, asset_id)
+
+    async def locked(self, asset_id: UUID) -> Asset | None:
+        """The asset row-locked (FOR UPDATE) and read again, whatever the session holds."""
+        query = (
+            select(Asset)
+            .where(col(Asset.id) == asset_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        return (await self.session.execute(query)).scalar_one_or_none()
+
+    async def listing_ids(self, asset_id: UUID) -> list[UUID]:
+        """Every listing on the asset (any exchange, any status), by id."""
+        rows = await self.session.execute(
+            select(col(Listing.id))
+            .where(col(Listing.asset_id) == asset_id)
+            .order_by(col(Listing.id))
+        )
+        return list(rows.scalars())
+
+    async def sells(self, asset_id: UUID, organization_id: UUID) -> bool:
+        """The organisation offers the asset in a listing of this exchange (any status)."""
+        query = select(
+            exists().where(
+                col(Listing.asset_id) == asset_id,
+                col(Listing.seller_id) == organization_id,
+                col(Listing.exchange) == OUR_EXCHANGE,
+            )
+        )
+        return bool(await self.session.scalar(query))
+
+    async def lock_listings(self, listing_ids: list[UUID]) -> list[tuple[Listing, Organization]]:
+        """Those listings, row-locked in id order, each with its seller."""
+        if not listing_ids:
+            return []
+        query = (
+            select(Listing, Organization)
+            .join(Organization, col(Organization.id) == col(Listing.seller_id))
+            .where(col(Listing.id).in_(listing_ids))
+            .order_by(col(Listing.id))
+            .with_for_update(of=Listing)
+            .execution_options(populate_existing=True)
+        )
+        return [(row[0], row[1]) for row in await self.session.execute(query)]
 
     async def by_identity(self, kind: str, identifier: str, *, lock: bool = False) -> Asset | None:
         query = select(Asset).where(col(Asset.kind) == kind, col(Asset.identifier) == identifier)

@@ -8,20 +8,44 @@ from datetime import date
 from typing import Any
 from uuid import UUID, uuid4
 
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.listing.assets.repository import AssetRepository
-from services.listing.assets.rules import is_holder, normalize_asset
+from services.listing.assets.rules import (
+    PATENT_KINDS,
+    is_holder,
+    normalize_asset,
+    status_before_expiry,
+)
 from services.listing.assets.schemas import AssetCreate, AssetPublic
 from services.listing.listings.documents import asset_json
 from services.listing.models import Asset, Organization
 from shared.auth import Principal
 from shared.contracts.catalogue import AssetDocument
 from shared.db import utcnow
-from shared.errors import Conflict, Forbidden, NotFound, UnprocessableEntity
-
-__all__ = ["Registration", "get", "lookup", "register", "row_values", "to_document", "to_public"]
+from shared.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    UnprocessableEntity,
+    field_errors_from_validation,
+)
 from shared.identifiers import IdentifierError, normalize_identifier
+
+__all__ = [
+    "Registration",
+    "corrected_values",
+    "get",
+    "lookup",
+    "register",
+    "row_values",
+    "to_document",
+    "to_public",
+]
+# Kinds whose expiry the dates give (shared.identifiers.expiry_date): a correction computes it
+# again; for the others the stated expiry stays.
+COMPUTED_EXPIRY = PATENT_KINDS | {"trademark", "plant_variety"}
 
 
 def to_document(asset: Asset) -> AssetDocument:
@@ -63,6 +87,51 @@ def row_values(doc: AssetDocument) -> dict[str, Any]:
         "legal_status": doc.legal_status,
         "encumbrances": data["encumbrances"],
     }
+
+
+def corrected_values(
+    stored: Mapping[str, Any],
+    merged: Mapping[str, Any],
+    *,
+    legal_status_stated: bool,
+    today: date,
+    allow_bad_uscc_check: bool = False,
+) -> dict[str, Any]:
+    """The row values (row_values' columns) of a corrected asset: `merged` (the stored values
+    with the correction's) validated and normalised with every rule of a registration, the
+    expiry computed again from the dates, and an `expired` the old dates decided reconsidered
+    (rules.status_before_expiry). 422 naming `asset.<field>` otherwise.
+
+    Credit codes already stored are not checked again (an operator may have accepted a pilot
+    code whose check character fails); any new one is."""
+    values = dict(merged)
+    kind = values["kind"]
+    plant = (values["classifications"] or {}).get("plant") or {}
+    if not legal_status_stated:
+        values["legal_status"] = status_before_expiry(
+            kind,
+            values["legal_status"],
+            values["filed_on"],
+            values["granted_on"],
+            dates_corrected=(values["filed_on"], values["granted_on"])
+            != (stored["filed_on"], stored["granted_on"]),
+            woody=bool(plant.get("woody")),
+        )
+    if kind in COMPUTED_EXPIRY:
+        values["expires_on"] = None
+    try:
+        doc = AssetDocument.model_validate(asset_json(values))
+    except ValidationError as exc:
+        errors = field_errors_from_validation(exc.errors())
+        for error in errors:
+            error.field = f"asset.{error.field}"
+        raise UnprocessableEntity("the corrected asset is invalid", errors=errors) from None
+    known = {h.get("uscc") for h in stored["holders"] if h.get("uscc")}
+    new_codes = {h.uscc for h in doc.holders if h.uscc} - known
+    normalized = normalize_asset(
+        doc, today=today, allow_bad_uscc_check=allow_bad_uscc_check or not new_codes
+    )
+    return row_values(normalized)
 
 
 @dataclass(frozen=True)

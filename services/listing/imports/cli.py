@@ -23,6 +23,21 @@ def _chunks(path: Path, progress: Progress, task: int) -> Iterator[bytes]:
             yield chunk
 
 
+def _problem(response: httpx.Response) -> str:
+    """A problem+json answer as one readable line per broken rule (the encoding of a file the
+    service cannot read, a CSV header, ...); the raw body otherwise."""
+    try:
+        problem = response.json()
+    except ValueError:
+        return response.text
+    if not isinstance(problem, dict):
+        return response.text
+    lines = [str(problem.get("detail") or problem.get("title") or response.text)]
+    for error in problem.get("errors") or []:
+        lines.append(f"  {error.get('field')} [{error.get('rule')}]: {error.get('message')}")
+    return "\n".join(lines)
+
+
 def import_file(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
     key: Annotated[str, typer.Option(envvar="IPX_API_KEY", help="your organisation's API key")],
@@ -32,7 +47,8 @@ def import_file(
     mode: Annotated[str, typer.Option(help="draft, submit or publish (operators)")] = "draft",
     seller_id: Annotated[str | None, typer.Option(help="operators: the seller")] = None,
 ) -> None:
-    """Import assets and listings from FILE (.csv or .jsonl); re-running a file updates."""
+    """Import assets and listings from FILE (.csv or .jsonl, UTF-8 or GBK as Chinese Excel
+    saves it); re-running a file updates, and the report names the fields each row changed."""
     fmt = "jsonl" if file.suffix.lower() in (".jsonl", ".ndjson") else "csv"
     params = {"format": fmt, "mode": mode} | ({"seller_id": seller_id} if seller_id else {})
     with Progress(
@@ -54,14 +70,20 @@ def import_file(
             timeout=httpx.Timeout(30.0, read=3600.0),
         )
     if response.status_code != 201:
-        console.print(f"[red]import refused ({response.status_code})[/red]: {response.text}")
+        console.print(f"[red]import refused ({response.status_code})[/red]: {_problem(response)}")
         raise typer.Exit(1)
     report = response.json()
     console.print(
-        f"import {report['id']}: {report['total_rows']} rows — created {report['created']}, "
-        f"updated {report['updated']}, unchanged {report['unchanged']}, "
-        f"rejected {report['rejected']}"
+        f"import {report['id']}: {report['total_rows']} rows read as {report.get('encoding')} — "
+        f"created {report['created']}, updated {report['updated']}, "
+        f"unchanged {report['unchanged']}, rejected {report['rejected']}"
     )
+    updated = [row for row in report.get("rows", []) if row["outcome"] == "updated"]
+    if updated:
+        table = Table("line", "changed", title="updated rows (of the first 100)")
+        for row in updated:
+            table.add_row(str(row["line"]), ", ".join(row["changed"]))
+        console.print(table)
     if report["rejections"]:
         table = Table("line", "field", "rule", "message", title="rejected rows (first 100)")
         for rejection in report["rejections"]:

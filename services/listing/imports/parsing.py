@@ -1,6 +1,9 @@
 """From an uploaded file to validated rows, one at a time (the file is never held in memory).
 
-CSV columns (UTF-8, a BOM is fine; lists separated by `;`):
+The file is UTF-8 (a BOM is fine) or GB18030/GBK, what Chinese Excel saves (see encoding.py).
+Text holding U+FFFD, the mark of bytes once decoded in the wrong encoding, is refused.
+
+CSV columns (lists separated by `;`):
 
     kind, identifier, publication_number, title_zh, title_en, abstract_zh, abstract_en,
     ipc, nice, locarno, holders, holder_uscc, holder_region, filed_on, granted_on,
@@ -25,12 +28,19 @@ from typing import IO, Any, Literal, cast, get_args
 
 from pydantic import ValidationError
 
-from services.listing.assets.rules import normalize_asset, normalize_asset_values
+from services.listing.assets.rules import (
+    REPLACEMENT_CHARACTER,
+    normalize_asset,
+    normalize_asset_values,
+    replacement_character_errors,
+)
 from services.listing.assets.service import row_values
 from services.listing.imports.schemas import ImportRow
 from services.listing.listings.documents import terms_columns
 from services.listing.listings.rules import check_terms
 from shared.contracts.catalogue import (
+    CENT,
+    RATE_STEP,
     LegalStatus,
     Price,
     PriceMode,
@@ -78,6 +88,9 @@ class ValidRow:
     terms: TransactionTerms
     pledge_disclosed: bool
     listing: dict[str, Any]  # the listing's terms columns, pledge_disclosed included
+    # The row gives a legal status (its default, `pending`, is no statement: a re-import does
+    # not set a stored right back to pending).
+    legal_status_stated: bool = True
 
 
 @dataclass(frozen=True)
@@ -180,6 +193,7 @@ def validate_row(line: int, raw: Any, today: date) -> ValidRow | RejectedRow:
         row.transaction,
         row.pledge_disclosed,
         {**terms_columns(row.transaction), "pledge_disclosed": row.pledge_disclosed},
+        "legal_status" in row.asset.model_fields_set,
     )
 
 
@@ -251,10 +265,10 @@ def _fast_terms(
         type=cast(TransactionType, type_),
         price=Price.model_construct(
             mode=cast(PriceMode, mode),
-            amount=None if amount is None else Decimal(amount),
+            amount=None if amount is None else Decimal(amount).quantize(CENT),
             currency="CNY",
         ),
-        royalty_rate=None if rate is None else Decimal(rate),
+        royalty_rate=None if rate is None else Decimal(rate).quantize(RATE_STEP),
         term_months=None if months is None else int(months),
         territory=_fits(territory, 100),
         field_of_use=_fits(field_of_use, 500),
@@ -291,7 +305,8 @@ def _fast_csv_row(line: int, record: dict[str, str | None], today: date) -> Vali
     title_en = _fits(_blank_to_none(get("title_en")), 20_000)
     abstract_zh = _fits(_blank_to_none(get("abstract_zh")), 20_000)
     abstract_en = _fits(_blank_to_none(get("abstract_en")), 20_000)
-    legal_status = _blank_to_none(get("legal_status")) or "pending"
+    stated_status = _blank_to_none(get("legal_status"))
+    legal_status = stated_status or "pending"
     if legal_status not in _LEGAL_STATUSES:
         return None
     holders = [
@@ -361,12 +376,21 @@ def _fast_csv_row(line: int, record: dict[str, str | None], today: date) -> Vali
         "field_of_use": terms.field_of_use,
         "pledge_disclosed": pledge_disclosed,
     }
-    return ValidRow(line, (kind, n.identifier), asset, terms, pledge_disclosed, listing)
+    return ValidRow(
+        line,
+        (kind, n.identifier),
+        asset,
+        terms,
+        pledge_disclosed,
+        listing,
+        stated_status is not None,
+    )
 
 
 def iter_csv(handle: IO[str], today: date) -> Iterator[ValidRow | RejectedRow]:
     reader = csv.DictReader(handle)
-    header = [name.strip() for name in reader.fieldnames or []]
+    # A byte order mark the decoder kept (GB18030 has one too) is no part of the first name.
+    header = [name.strip().lstrip("\ufeff").strip() for name in reader.fieldnames or []]
     missing = [name for name in REQUIRED_CSV if name not in header]
     unknown = [name for name in header if name and name not in CSV_COLUMNS]
     if missing or unknown:
@@ -399,6 +423,9 @@ def iter_csv(handle: IO[str], today: date) -> Iterator[ValidRow | RejectedRow]:
                 ],
             )
             continue
+        if any(REPLACEMENT_CHARACTER in value for value in record.values() if value):
+            yield RejectedRow(start, replacement_character_errors(csv_record_to_row(record)))
+            continue
         # A NUL goes to the models, which name its field.
         nul = any("\x00" in value for value in record.values() if value)
         fast = None if nul else fast_csv_row(start, record, today)
@@ -415,6 +442,13 @@ def iter_jsonl(handle: IO[str], today: date) -> Iterator[ValidRow | RejectedRow]
             yield RejectedRow(
                 line, [FieldError(field="row", rule="json_invalid", message=f"not JSON: {exc.msg}")]
             )
+            continue
+        escaped = "\\ufffd" in text or "\\uFFFD" in text
+        garbled = (
+            replacement_character_errors(raw) if escaped or REPLACEMENT_CHARACTER in text else []
+        )
+        if garbled:
+            yield RejectedRow(line, garbled)
             continue
         yield validate_row(line, raw, today)
 

@@ -21,8 +21,10 @@ from services.listing.models import (
     ChangeEvent,
     ImportJob,
     ImportRejection,
+    ImportRowResult,
     Listing,
     ListingHistory,
+    Organization,
 )
 
 
@@ -182,6 +184,51 @@ class ImportRepository:
             if r["seller_id"] == seller_id and r["exchange"] == "jjj" and r["status"] in OPEN
         }
 
+    async def lock_assets(self, asset_ids: Sequence[UUID]) -> dict[UUID, dict[str, Any]]:
+        """Those assets locked (FOR UPDATE, in id order) and read again, by id: the ones a
+        batch corrects (few: a batch of unchanged rows locks none)."""
+        if not asset_ids:
+            return {}
+        table = Asset.__table__  # type: ignore[attr-defined]
+        query = text(
+            "SELECT * FROM listing.assets WHERE id = ANY(CAST(:ids AS uuid[])) "
+            "ORDER BY id FOR UPDATE"
+        ).columns(*table.columns)
+        rows = await self.session.execute(query, {"ids": sorted(asset_ids)})
+        return {r["id"]: dict(r) for r in rows.mappings()}
+
+    async def lock_other_listings(
+        self, asset_ids: Sequence[UUID], excluded: Sequence[UUID]
+    ) -> list[dict[str, Any]]:
+        """Every listing on those assets but the `excluded` ones (any seller, exchange and
+        status), locked in id order, each with its seller's name as `seller_org_name`."""
+        if not asset_ids:
+            return []
+        table = Listing.__table__  # type: ignore[attr-defined]
+        seller = Organization.__table__.c.name.label("seller_org_name")  # type: ignore[attr-defined]
+        query = text(
+            "SELECT l.*, o.name AS seller_org_name FROM listing.listings AS l "
+            "JOIN listing.organizations AS o ON o.id = l.seller_id "
+            "WHERE l.asset_id = ANY(CAST(:assets AS uuid[])) "
+            "AND NOT (l.id = ANY(CAST(:excluded AS uuid[]))) "
+            "ORDER BY l.id FOR UPDATE OF l"
+        ).columns(*table.columns, seller)
+        rows = await self.session.execute(
+            query, {"assets": list(asset_ids), "excluded": list(excluded)}
+        )
+        return [dict(r) for r in rows.mappings()]
+
+    async def update_assets(self, values: list[dict[str, Any]]) -> None:
+        """Bulk update by primary key (each dict carries `id`, all the same keys); the rows are
+        locked already."""
+        if values:
+            await self.session.execute(update(Asset), values)
+
+    async def bump_listings(self, values: list[dict[str, Any]]) -> None:
+        """New versions (`id`, `version`, `updated_at`) of locked listings."""
+        if values:
+            await self.session.execute(update(Listing), values)
+
     async def assets_with_exclusive(self, asset_ids: Sequence[UUID], seller_id: UUID) -> set[UUID]:
         """Assets with an exclusive licence offered by another listing than the seller's own.
         One index probe per asset (see _BY_EACH)."""
@@ -214,6 +261,20 @@ class ImportRepository:
 
     async def insert_rejections(self, values: list[dict[str, Any]]) -> None:
         await self.copy(ImportRejection, values)
+
+    async def insert_outcomes(self, values: list[dict[str, Any]]) -> None:
+        await self.copy(ImportRowResult, values)
+
+    async def outcomes(
+        self, job_id: UUID, outcome: str | None, after_line: int, limit: int
+    ) -> list[ImportRowResult]:
+        query = select(ImportRowResult).where(
+            col(ImportRowResult.import_id) == job_id, col(ImportRowResult.line) > after_line
+        )
+        if outcome is not None:
+            query = query.where(col(ImportRowResult.outcome) == outcome)
+        rows = await self.session.execute(query.order_by(col(ImportRowResult.line)).limit(limit))
+        return list(rows.scalars())
 
     async def record_progress(self, job_id: UUID, counts: Any) -> None:
         await self.session.execute(

@@ -27,9 +27,28 @@ class Rejection(BaseModel):
     message: str
 
 
+class RowResult(BaseModel):
+    """What the import did with one row it applied (rejected rows are in `rejections`)."""
+
+    line: int = Field(examples=[2])
+    outcome: Literal["created", "updated", "unchanged"] = Field(examples=["updated"])
+    changed: list[str] = Field(
+        default_factory=list,
+        examples=[["asset.title.en", "transaction.price.amount"]],
+        description="the fields the row changed: `asset.…` of the right (every listing on it "
+        "gets a new version), `transaction.…` and `pledge_disclosed` of the seller's listing",
+    )
+
+
 class ImportReport(BaseModel):
     id: UUID
     format: Literal["csv", "jsonl"]
+    encoding: Literal["utf-8", "gb18030"] | None = Field(
+        default=None,
+        examples=["gb18030"],
+        description="the text encoding the file was read in: UTF-8 (with or without a BOM) or "
+        "GB18030/GBK (Chinese Excel's CSV); a file in neither is refused (422, rule `encoding`)",
+    )
     status: Literal["running", "completed", "failed"]
     mode: Literal["draft", "submit", "publish"] = Field(
         description="what new listings become: drafts, submitted for review, or published "
@@ -46,3 +65,8 @@ class ImportReport(BaseModel):
         default_factory=list, description="the first rejected rows (page through the rest)"
     )
     next_page_token: str = ""
+    rows: list[RowResult] = Field(
+        default_factory=list,
+        description="what happened to the first 100 rows applied, by line (all of them: "
+        "GET /v1/imports/{id}/rows)",
+    )
