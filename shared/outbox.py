@@ -11,18 +11,39 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
+from fastapi import Query
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.errors import UnprocessableEntity
 
-__all__ = ["START", "cursor_of", "parse_cursor", "read_head", "read_page"]
+__all__ = [
+    "START",
+    "FeedAfter",
+    "FeedLimit",
+    "FeedWait",
+    "cursor_of",
+    "parse_cursor",
+    "read_head",
+    "read_page",
+]
 
 CURSOR = re.compile(r"^(\d{1,20})\.(\d{1,20})$")
 START = "0.0"
+# A feed's query parameters, the same on every feed (listing's, the public catalogue's, the
+# buyers' matches): a cursor, a batch size and an optional long-poll.
+FeedAfter = Annotated[
+    str,
+    Query(max_length=48, description="cursor; '0.0' from the start", examples=["0.0", "1742.3"]),
+]
+FeedLimit = Annotated[int, Query(ge=1, le=1000, description="events at most", examples=[100])]
+FeedWait = Annotated[
+    float,
+    Query(ge=0, le=30, description="long-poll up to this many seconds", examples=[0, 25]),
+]
 TABLE = re.compile(r"^[a-z_]+\.[a-z_]+$")
 
 

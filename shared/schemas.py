@@ -13,7 +13,6 @@ from uuid import UUID
 from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
-from typing_extensions import TypeForm
 
 from shared.errors import UnprocessableEntity
 
@@ -74,14 +73,16 @@ class Page(BaseModel, Generic[T]):
     items: list[T]
     next_page_token: str = Field(default="", description="empty at the end")
 
-    @classmethod
-    def model_parametrized_name(cls, params: tuple[TypeForm[Any], ...]) -> str:
-        # `ListingPage` in the spec and in generated clients, not `Page_ListingPublic_`.
-        return getattr(params[0], "__name__", "Item").removesuffix("Public") + "Page"
 
-
-PageSize = Annotated[int, Query(ge=1, le=200, description="items per page")]
-PageToken = Annotated[str, Query(max_length=512, description="next_page_token of the last page")]
+PageSize = Annotated[int, Query(ge=1, le=200, description="items per page", examples=[50])]
+PageToken = Annotated[
+    str,
+    Query(
+        max_length=512,
+        description="next_page_token of the last page (empty: the first page)",
+        examples=[""],
+    ),
+]
 
 
 def cut_page(

@@ -20,10 +20,12 @@ from fastapi import Query
 from pydantic_core import to_json
 
 from shared.contracts.catalogue import (
+    CURRENCY,
     EXCHANGE_CODE_PATTERN,
     AssetKind,
     LegalStatus,
     TransactionType,
+    money_text,
 )
 from shared.errors import FieldError, ServiceUnavailable, UnprocessableEntity
 from shared.identifiers import PROVINCE_CODES, looks_like_identifier
@@ -214,26 +216,49 @@ MAX_HITS = 10_000
 
 
 async def search_params(
-    q: Annotated[str, Query(max_length=500, description="text, a patent number, a name")] = "",
-    kind: Annotated[list[AssetKind], Query(max_length=9)] = [],  # noqa: B006
-    transaction_type: Annotated[list[TransactionType], Query(max_length=7)] = [],  # noqa: B006
+    q: Annotated[
+        str,
+        Query(
+            max_length=500,
+            description="text, a patent number, a name",
+            examples=["锂电池隔膜", "ZL 2017 1 0601862.3"],
+        ),
+    ] = "",
+    kind: Annotated[list[AssetKind], Query(max_length=9, examples=[["invention_patent"]])] = [],  # noqa: B006
+    transaction_type: Annotated[
+        list[TransactionType], Query(max_length=7, examples=[["exclusive_license"]])
+    ] = [],  # noqa: B006
     ipc: Annotated[
-        list[str], Query(max_length=10, description="IPC prefixes: H01M, H01M 10/0525")
+        list[str],
+        Query(max_length=10, description="IPC prefixes: H01M, H01M 10/0525", examples=[["H01M"]]),
     ] = [],  # noqa: B006
-    nice: Annotated[list[int], Query(max_length=45)] = [],  # noqa: B006
+    nice: Annotated[list[int], Query(max_length=45, examples=[[9, 42]])] = [],  # noqa: B006
     region: Annotated[
-        list[str], Query(max_length=20, description="province (11) or region code (110108)")
+        list[str],
+        Query(
+            max_length=20,
+            description="province (11) or region code (110108)",
+            examples=[["13", "110108"]],
+        ),
     ] = [],  # noqa: B006
-    legal_status: Annotated[list[LegalStatus], Query(max_length=7)] = [],  # noqa: B006
-    exchange: Annotated[list[str], Query(max_length=20)] = [],  # noqa: B006
-    price_min: Annotated[Decimal | None, Query(ge=0, le=Decimal("1e14"))] = None,
-    price_max: Annotated[Decimal | None, Query(ge=0, le=Decimal("1e14"))] = None,
-    sort: SortOrder = "relevance",
-    facets: bool = True,
-    highlight: bool = True,
-    group: Annotated[bool, Query(description="one result per asset, with its offers")] = True,
-    page: Annotated[int, Query(ge=1, le=500)] = 1,
-    page_size: Annotated[int, Query(ge=1, le=100)] = 20,
+    legal_status: Annotated[list[LegalStatus], Query(max_length=7, examples=[["granted"]])] = [],  # noqa: B006
+    exchange: Annotated[
+        list[str], Query(max_length=20, description="exchange codes", examples=[["jjj", "tipei"]])
+    ] = [],  # noqa: B006
+    price_min: Annotated[
+        Decimal | None, Query(ge=0, le=Decimal("1e14"), description="CNY", examples=["100000"])
+    ] = None,
+    price_max: Annotated[
+        Decimal | None, Query(ge=0, le=Decimal("1e14"), description="CNY", examples=["2000000"])
+    ] = None,
+    sort: Annotated[SortOrder, Query(examples=["price_asc"])] = "relevance",
+    facets: Annotated[bool, Query(description="facet counts", examples=[True])] = True,
+    highlight: Annotated[bool, Query(description="matches in <em>", examples=[True])] = True,
+    group: Annotated[
+        bool, Query(description="one result per asset, with its offers", examples=[True])
+    ] = True,
+    page: Annotated[int, Query(ge=1, le=500, examples=[1])] = 1,
+    page_size: Annotated[int, Query(ge=1, le=100, examples=[20])] = 20,
 ) -> SearchParams:
     """The search's query parameters, checked (a FastAPI dependency: one definition for both
     services' endpoints and their OpenAPI). Async only so that FastAPI runs it inline: a sync
@@ -365,7 +390,8 @@ def offer_summary(doc: dict[str, Any]) -> dict[str, Any]:
         "exchange": doc["exchange"],
         "transaction_type": doc["transaction_type"],
         "price_mode": doc.get("price_mode"),
-        "amount": doc.get("amount_text"),
+        "amount": money_text(doc.get("amount_text")),
+        "currency": CURRENCY,
         "status": doc["status"],
         "source_url": doc.get("source_url"),
     }
@@ -389,7 +415,8 @@ def search_hit(doc: dict[str, Any]) -> dict[str, Any]:
         "legal_status": doc.get("legal_status"),
         "transaction_type": doc["transaction_type"],
         "price_mode": doc.get("price_mode"),
-        "amount": doc.get("amount_text"),
+        "amount": money_text(doc.get("amount_text")),
+        "currency": CURRENCY,
         "status": doc["status"],
         "exchange": doc["exchange"],
         "seller": doc.get("seller"),

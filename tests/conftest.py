@@ -161,19 +161,26 @@ async def matching(matching_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture(scope="module")
-async def gateway(
+async def gateway_app(
     matching_settings: Settings, listing_app: FastAPI, matching_app: FastAPI
-) -> AsyncIterator[httpx.AsyncClient]:
-    """The gateway app in process, calling listing's and matching's real apps."""
+) -> AsyncIterator[FastAPI]:
+    """The gateway app in process (its workers running), calling listing's and matching's
+    real apps."""
     from services.gateway.app import create_app
 
     mounts = {
         "http://listing.test": httpx.ASGITransport(listing_app),
         "http://matching.test": httpx.ASGITransport(matching_app),
     }
-    async with LifespanManager(create_app(matching_settings, mounts)) as manager:
-        transport = httpx.ASGITransport(
-            app=manager.app, raise_app_exceptions=False, client=("203.0.113.7", 40000)
-        )
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as c:
-            yield c
+    app = create_app(matching_settings, mounts)
+    async with LifespanManager(app):
+        yield app
+
+
+@pytest.fixture(scope="module")
+async def gateway(gateway_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(
+        app=gateway_app, raise_app_exceptions=False, client=("203.0.113.7", 40000)
+    )
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
+        yield client

@@ -94,10 +94,14 @@ def patent(
     identifier: str = "201710601862.3",
     *,
     kind: str = "invention_patent",
-    filed_on: str = "2017-07-21",
+    filed_on: str | None = None,
     **extra: object,
 ) -> dict[str, object]:
-    """An asset document for a real CN application number."""
+    """An asset document for a real CN application number, filed (unless told) in the year
+    its number gives: the filing year may not be after it."""
+    if filed_on is None:
+        year = identifier[:4]
+        filed_on = f"{year}-07-21" if year.isdigit() and year[:2] in ("19", "20") else "2017-07-21"
     return {
         "kind": kind,
         "identifier": identifier,

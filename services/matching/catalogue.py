@@ -8,7 +8,7 @@ from datetime import date, datetime
 from typing import Any
 
 from services.matching.synonyms import SYNONYMS
-from shared.contracts.catalogue import OUR_EXCHANGE
+from shared.contracts.catalogue import OUR_EXCHANGE, money_text
 from shared.identifiers import ipc_prefixes
 
 SEARCHABLE = {"published", "under_negotiation"}
@@ -125,7 +125,7 @@ def search_document(
         "transaction_type": terms["type"],
         "price_mode": terms.get("price", {}).get("mode"),
         "amount": float(amount) if amount is not None else None,
-        "amount_text": amount,
+        "amount_text": money_text(amount),
         "royalty_rate": terms.get("royalty_rate"),
         "published_at": _timestamp(doc.get("published_at")),
         "seller": doc.get("seller"),

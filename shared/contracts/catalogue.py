@@ -9,18 +9,31 @@ from __future__ import annotations
 from datetime import date
 from decimal import Decimal
 from typing import Annotated, Literal
+from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 
 from shared.identifiers import AssetKind
 from shared.schemas import nul_free
 
 __all__ = [
+    "CENT",
+    "CURRENCY",
     "EXCHANGE_CODE_PATTERN",
     "OUR_EXCHANGE",
+    "RATE_STEP",
     "SCHEMA_V1",
     "AssetDocument",
     "AssetKind",
+    "AssetOffer",
     "CatalogueDocument",
     "Classifications",
     "Encumbrance",
@@ -28,12 +41,15 @@ __all__ = [
     "LegalStatus",
     "ListingStatus",
     "LocalizedText",
+    "Money",
     "PlantTaxon",
     "Price",
     "PriceMode",
+    "Rate",
     "Source",
     "TransactionTerms",
     "TransactionType",
+    "money_text",
     "offer_id",
 ]
 
@@ -64,7 +80,34 @@ EXCHANGE_CODE_PATTERN = r"^[a-z][a-z0-9_-]{1,31}$"
 SCHEMA_V1: Literal["ipx.catalogue/v1"] = "ipx.catalogue/v1"
 
 ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
-Money = Annotated[Decimal, Field(ge=0, max_digits=16, decimal_places=2)]
+CURRENCY: Literal["CNY"] = "CNY"  # every amount on the exchange is in yuan
+CENT = Decimal("0.01")
+RATE_STEP = Decimal("0.000001")
+
+
+def _cents(value: Decimal) -> Decimal:
+    return value.quantize(CENT)
+
+
+def money_text(value: object) -> str | None:
+    """An amount in its one written form ("175000" -> "175000.00"); for amounts kept as text
+    outside the models (the search index's documents)."""
+    if value is None or value == "":
+        return None
+    return str(Decimal(str(value)).quantize(CENT))
+
+
+def _rate_steps(value: Decimal) -> Decimal:
+    return value.quantize(RATE_STEP)
+
+
+# One written form of an amount everywhere (API, feed, webhooks, index): two decimals, as
+# PostgreSQL's numeric(18, 2) gives it back ("20000" in was "20000" out, "20000.00" on read).
+Money = Annotated[Decimal, Field(ge=0, max_digits=16, decimal_places=2), AfterValidator(_cents)]
+# A royalty rate: six decimals, as numeric(7, 6) gives it back.
+Rate = Annotated[
+    Decimal, Field(ge=0, le=1, max_digits=7, decimal_places=6), AfterValidator(_rate_steps)
+]
 
 
 class Contract(BaseModel):
@@ -134,9 +177,7 @@ class Price(Contract):
 class TransactionTerms(Contract):
     type: TransactionType = Field(examples=["exclusive_license"])
     price: Price
-    royalty_rate: Decimal | None = Field(
-        default=None, ge=0, le=1, max_digits=7, decimal_places=6, examples=["0.035"]
-    )
+    royalty_rate: Rate | None = Field(default=None, examples=["0.035000"])
     term_months: int | None = Field(default=None, ge=1, le=1200, examples=[60])
     territory: str | None = Field(default=None, max_length=100, examples=["CN"])
     field_of_use: str | None = Field(default=None, max_length=500, examples=["medical devices"])
@@ -164,6 +205,16 @@ class CatalogueDocument(Contract):
     published_at: AwareDatetime | None = None
     seller: str | None = Field(
         default=None, max_length=200, description="the seller's name as the exchange shows it"
+    )
+
+
+class AssetOffer(BaseModel):
+    """One offer on an asset, on any exchange."""
+
+    listing_id: UUID
+    status: ListingStatus = Field(examples=["published"])
+    document: CatalogueDocument = Field(
+        description="the offer's catalogue document (ipx.catalogue/v1), its asset inline"
     )
 
 

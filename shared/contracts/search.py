@@ -3,19 +3,30 @@ in both services' OpenAPI)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+
+from shared.contracts.catalogue import (
+    AssetKind,
+    LegalStatus,
+    ListingStatus,
+    PriceMode,
+    TransactionType,
+)
+
+Amount = str | None  # the canonical decimal form, two places ("175000.00")
 
 
 class OfferSummary(BaseModel):
     listing_id: str
     offer_id: str
-    exchange: str
-    transaction_type: str
-    price_mode: str | None
-    amount: str | None
-    status: str
+    exchange: str = Field(examples=["tipei"])
+    transaction_type: TransactionType
+    price_mode: PriceMode | None
+    amount: Amount = Field(examples=["175000.00"])
+    currency: Literal["CNY"] = "CNY"
+    status: ListingStatus
     source_url: str | None
 
 
@@ -23,7 +34,7 @@ class SearchHit(BaseModel):
     asset_id: str
     listing_id: str
     offer_id: str
-    kind: str
+    kind: AssetKind
     identifier: str
     publication_number: str | None
     title: dict[str, str | None]
@@ -31,12 +42,13 @@ class SearchHit(BaseModel):
     holders: list[str]
     region: str | None
     ipc: list[str]
-    legal_status: str | None
-    transaction_type: str
-    price_mode: str | None
-    amount: str | None
-    status: str
-    exchange: str
+    legal_status: LegalStatus | None
+    transaction_type: TransactionType
+    price_mode: PriceMode | None
+    amount: Amount = Field(examples=["160000.00"])
+    currency: Literal["CNY"] = "CNY"
+    status: ListingStatus
+    exchange: str = Field(examples=["jjj"])
     seller: str | None
     score: float | None = Field(description="text relevance, 0-1")
     highlight: dict[str, str] = Field(default_factory=dict)

@@ -100,7 +100,7 @@ def catalogue_document(identifier: str, listing_id: str, version: int) -> dict[s
             "abstract": {"zh": "本发明公开了一种虚拟现实头戴显示装置，包括显示模组和光学透镜。"},
             "classifications": {"ipc": ["G02B 27/01"]},
             "holders": [{"name": "天津大学", "region": "120104"}],
-            "filed_on": "2019-03-01",
+            "filed_on": f"{identifier[:4]}-03-01",
             "legal_status": "granted",
         },
         "transaction": {

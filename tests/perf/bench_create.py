@@ -20,13 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from datasets import synthetic_identifier  # tests/perf is this script's folder
+from datasets import market_records, synthetic_identifier  # tests/perf is this script's folder
 from loadgen import LoadResult, Request, drive
 from stack import Infra, Stack
 
 from infra.processes import stop_process
 from infra.seed.demo import demo_terms
-from infra.seed.records import load_records
 from support import bearer, free_port
 
 HOLDER = "北京航空航天大学"
@@ -34,7 +33,7 @@ PERF = Path(__file__).resolve().parent
 
 
 def bodies(n: int, serial_base: int) -> list[dict[str, Any]]:
-    records = [r for r in load_records() if r.asset.legal_status in ("granted", "pending")]
+    records = market_records()
     out = []
     for i in range(n):
         asset = records[i % len(records)].asset

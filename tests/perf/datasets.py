@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 from infra.seed.demo import demo_terms
 from infra.seed.records import SeedRecord, load_records
+from services.listing.assets.rules import check_filing_year
 from services.listing.imports.parsing import CSV_COLUMNS
 from shared.identifiers import cn_application_check_char
 
@@ -24,9 +25,27 @@ def synthetic_identifier(kind: str, year: int, serial: int) -> str:
     return f"{digits}.{cn_application_check_char(digits)}"
 
 
+def market_records() -> list[SeedRecord]:
+    """The granted and pending records a holder can list: filed in or before their number's
+    year (the seed holds four filed after it, errors of the source), and from 2004 on, the
+    first year of the synthesised copies' numbers."""
+    return [
+        r
+        for r in load_records()
+        if r.asset.legal_status in ("granted", "pending")
+        and (
+            r.asset.filed_on is None
+            or (
+                r.asset.filed_on.year >= 2004
+                and check_filing_year(r.asset.kind, r.asset.identifier, r.asset.filed_on) is None
+            )
+        )
+    ]
+
+
 def scaled_records(n: int, holder: str) -> Iterator[tuple[SeedRecord, str]]:
     """(real record, identifier) pairs: the real identifiers first, then synthesised copies."""
-    records = [r for r in load_records() if r.asset.legal_status in ("granted", "pending")]
+    records = market_records()
     for i in range(n):
         record = records[i % len(records)]
         if i < len(records):

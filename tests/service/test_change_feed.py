@@ -52,7 +52,7 @@ async def read_all(
 
 async def make_listing(listing: httpx.AsyncClient, key: str) -> str:
     body = {
-        "asset": patent(SELLER, next(NUMBERS), kind="utility_model", filed_on="2020-03-01"),
+        "asset": patent(SELLER, next(NUMBERS), kind="utility_model"),
         "transaction": terms("nonexclusive_license"),
     }
     response = await listing.post("/v1/listings", json=body, headers=bearer(key))

@@ -11,6 +11,8 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
 from infra.seed.records import load_records
+from services.gateway.catalogue.schemas import CatalogueAsset, CatalogueChangePage
+from shared.contracts.listings import ListingPublic
 from shared.settings import Settings
 from support import (
     assert_problem,
@@ -63,6 +65,12 @@ async def test_listing_pages_and_private_drafts(
     hit = (await gateway.get("/v1/catalogue/search", params={"page_size": 1})).json()["items"][0]
     page = await gateway.get(f"/v1/catalogue/listings/{hit['listing_id']}")
     assert page.status_code == 200 and page.json()["status"] == "published"
+    ListingPublic.model_validate(page.json())  # what the spec documents
+    asset = await gateway.get(f"/v1/catalogue/assets/{hit['asset_id']}")
+    assert asset.status_code == 200, asset.text
+    documented = CatalogueAsset.model_validate(asset.json())
+    assert [str(o.listing_id) for o in documented.offers] == [hit["listing_id"]]
+    assert documented.offers[0].document.transaction.price.currency == "CNY"
     draft = await listing.post(
         "/v1/listings",
         json={
@@ -70,7 +78,6 @@ async def test_listing_pages_and_private_drafts(
                 SELLER,
                 next(real_application_numbers("design_patent")),
                 kind="design_patent",
-                filed_on="2022-01-10",
             ),
             "transaction": terms("nonexclusive_license"),
         },
@@ -90,6 +97,7 @@ async def test_the_public_change_feed_hides_drafts(
         page = (
             await gateway.get("/v1/catalogue/changes", params={"after": after, "limit": 50})
         ).json()
+        CatalogueChangePage.model_validate(page)  # the answer is what the spec documents
         events += page["events"]
         if page["next_cursor"] == after:
             break

@@ -178,7 +178,6 @@ async def publish(
         holder,
         number,
         kind=kind,
-        filed_on="2019-05-01",
         holders=[{"name": holder, "region": region}],
     )
     created = await listing.post(
@@ -322,7 +321,7 @@ async def test_ssrf_targets_and_bad_subscriptions_are_refused(
     )
     assert network.json()["pattern"] == "10.20.0.0/16"
     listed = await gateway.get("/v1/webhook-targets", headers=bearer(operator_key))
-    assert {"127.0.0.1", "10.20.0.0/16"} <= {t["pattern"] for t in listed.json()}
+    assert {"127.0.0.1", "10.20.0.0/16"} <= {t["pattern"] for t in listed.json()["items"]}
     drop = "/v1/webhook-targets/10.20.0.0/16"
     assert (await gateway.delete(drop, headers=bearer(operator_key))).status_code == 204
     assert_problem(await gateway.delete(drop, headers=bearer(operator_key)), 404)
@@ -410,12 +409,12 @@ async def test_signed_webhooks_carry_the_catalogue_document(
         draft = await listing.post(
             "/v1/listings",
             json={
-                "asset": patent(SELLER, next(INVENTIONS), filed_on="2019-05-01"),
+                "asset": patent(SELLER, next(INVENTIONS)),
                 "transaction": terms(),
             },
             headers=bearer(market.seller),
         )
-        assert draft.status_code == 201
+        assert draft.status_code == 201, draft.text
         listing_id = await publish(listing, market.seller, operator_key)
         await withdraw(listing, market.seller, listing_id)
         await receiver.wait_for(lambda r: len(r.delivered()) >= 2, what="published+withdrawn")
@@ -477,11 +476,13 @@ async def test_signed_webhooks_carry_the_catalogue_document(
         assert second.json()["items"][0]["event_type"] == "listing.published"
         assert second.json()["next_page_token"] == ""
 
-        # Disabled: nothing more is queued.
+        # Deleted: nothing more is queued, and it is gone from reads and lists.
         assert (await gateway.delete(url, headers=bearer(market.seller))).status_code == 204
-        assert (await gateway.get(url, headers=bearer(market.seller))).json()["status"] == (
-            "disabled"
-        )
+        assert_problem(await gateway.get(url, headers=bearer(market.seller)), 404)
+        assert_problem(await gateway.get(f"{url}/deliveries", headers=bearer(market.seller)), 404)
+        assert_problem(await gateway.delete(url, headers=bearer(market.seller)), 404)
+        listed = await gateway.get("/v1/subscriptions", headers=bearer(market.seller))
+        assert subscription["id"] not in [s["id"] for s in listed.json()["items"]]
         await withdraw(listing, market.seller, await publish(listing, market.seller, operator_key))
         await asyncio.sleep(1.0)
         assert len(receiver.received) == 2
@@ -501,7 +502,7 @@ async def test_a_deal_closes_the_listing_then_is_announced(
             subscriptions,
             market.other,
             receiver.url,
-            ["listing.withdrawn", "deal.closed"],
+            ["listing.closed", "deal.closed"],
             {"region": "110000"},
         )
         listing_id = await publish(listing, market.seller, operator_key)
@@ -519,7 +520,7 @@ async def test_a_deal_closes_the_listing_then_is_announced(
         assert closed.status_code == 201, closed.text
         await receiver.wait_for(lambda r: len(r.delivered()) >= 2, what="closed and deal")
         ended, deal = (verified(subscription["secret"], r) for r in receiver.received)
-        assert ended["type"] == "listing.withdrawn" and ended["data"]["status"] == "closed"
+        assert ended["type"] == "listing.closed" and ended["data"]["status"] == "closed"
         assert deal["type"] == "deal.closed"
         assert deal["data"]["listing_id"] == listing_id and deal["data"]["amount"] is None
         items = await deliveries(gateway, market.other, subscription["id"])

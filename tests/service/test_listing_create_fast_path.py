@@ -143,7 +143,9 @@ async def test_a_rename_and_a_revocation_apply_to_the_next_request(
     assert created.status_code == 201, created.text
     assert created.json()["seller_name"] == "河北工业大学（天津）"
 
-    keys = (await listing.get(f"/v1/organizations/{org_id}/api-keys", headers=bearer(key))).json()
+    keys = (await listing.get(f"/v1/organizations/{org_id}/api-keys", headers=bearer(key))).json()[
+        "items"
+    ]
     revoked = await listing.delete(
         f"/v1/organizations/{org_id}/api-keys/{keys[0]['id']}", headers=bearer(key)
     )

@@ -62,16 +62,11 @@ async def new_listing(
     deal: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A draft on a fresh asset held by SELLER, in `region`."""
-    number, filed_on = (
-        (next(UTILITY_MODELS), "2020-05-01")
-        if kind == "utility_model"
-        else (next(NUMBERS), "2019-05-01")
-    )
+    number = next(UTILITY_MODELS) if kind == "utility_model" else next(NUMBERS)
     asset = patent(
         SELLER,
         number,
         kind=kind,
-        filed_on=filed_on,
         holders=[{"name": SELLER, "region": region}],
     )
     response = await listing.post(

@@ -36,7 +36,7 @@ async def new_listing(
     **extra: Any,
 ) -> dict[str, Any]:
     body = {
-        "asset": asset or patent(SELLER, next(NUMBERS), filed_on="2019-05-01"),
+        "asset": asset or patent(SELLER, next(NUMBERS)),
         "transaction": deal or terms(),
         **extra,
     }
@@ -101,11 +101,7 @@ async def test_unverified_organisations_cannot_submit(
     listing: httpx.AsyncClient, operator_key: str
 ) -> None:
     _, key = await new_organization(listing, operator_key, name="新公司", verified=False)
-    lid = (
-        await new_listing(
-            listing, key, asset=patent("新公司", next(NUMBERS), filed_on="2019-05-01")
-        )
-    )["id"]
+    lid = (await new_listing(listing, key, asset=patent("新公司", next(NUMBERS))))["id"]
     body = assert_problem(
         await listing.post(f"/v1/listings/{lid}/submit", headers=bearer(key)), 403
     )
@@ -136,16 +132,16 @@ async def test_updates_need_the_current_version(listing: httpx.AsyncClient, sell
     assert sorted(r.status_code for r in results) == [200, 409]
     winner = next(r for r in results if r.status_code == 200)
     assert winner.headers["etag"] == '"2"'
-    history = (
-        await listing.get(f"/v1/listings/{lid}/history", headers=bearer(seller))
-    ).json()["items"]
+    history = (await listing.get(f"/v1/listings/{lid}/history", headers=bearer(seller))).json()[
+        "items"
+    ]
     assert [h["action"] for h in history] == ["created", "updated"]
     assert history[1]["changes"]["price"][0]["amount"] == "1200000.00"
     assert history[1]["actor_roles"] == ["admin"]
 
 
 async def test_idempotent_create(listing: httpx.AsyncClient, seller: str) -> None:
-    body = {"asset": patent(SELLER, next(NUMBERS), filed_on="2019-05-01"), "transaction": terms()}
+    body = {"asset": patent(SELLER, next(NUMBERS)), "transaction": terms()}
     headers = {**bearer(seller), "Idempotency-Key": "import-2026-11-a"}
     first = await listing.post("/v1/listings", json=body, headers=headers)
     second = await listing.post("/v1/listings", json=body, headers=headers)
@@ -234,7 +230,6 @@ async def test_pledged_assets_are_sold_only_with_the_pledge_disclosed(
     pledged = patent(
         SELLER,
         next(NUMBERS),
-        filed_on="2019-05-01",
         encumbrances=[{"type": "pledge", "holder": "中国银行", "until": None}],
     )
     hidden = await new_listing(listing, seller, asset=pledged, deal=terms("assignment"))

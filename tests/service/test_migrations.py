@@ -67,4 +67,4 @@ async def test_readiness_needs_migrations_and_they_run_twice_harmlessly(
         upgrade_all(empty_database)
         ready = await client.get("/readyz")
         assert ready.status_code == 200
-    assert head_revision("listing") == "0002"
+    assert head_revision("listing") == "0003"

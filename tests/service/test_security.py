@@ -82,9 +82,7 @@ async def publish(
     amount: str = "1200000.00",
 ) -> dict[str, Any]:
     """A listing of the seller on a real application number, submitted and approved."""
-    asset = patent(
-        SELLER, number, filed_on="2019-05-01", holders=[{"name": SELLER, "region": region}]
-    )
+    asset = patent(SELLER, number, holders=[{"name": SELLER, "region": region}])
     created = await listing.post(
         "/v1/listings",
         json={"asset": asset, "transaction": terms(amount=amount)},
@@ -501,7 +499,7 @@ async def test_imports_have_their_own_larger_limit(
             ndjson = {**bearer(world.seller), "Content-Type": "application/x-ndjson"}
             row = json.dumps(
                 {
-                    "asset": patent(SELLER, next(numbers), filed_on="2019-05-01"),
+                    "asset": patent(SELLER, next(numbers)),
                     "transaction": terms(),
                 },
                 ensure_ascii=False,
@@ -1019,7 +1017,7 @@ async def test_injection_strings_in_body_text_fields_are_data(
             signed_up,
             signed_up.json().get("organization", {}).get("name"),
         )
-        asset = patent(payload, next(numbers), filed_on="2019-05-01", title={"zh": payload})
+        asset = patent(payload, next(numbers), title={"zh": payload})
         draft = await listing.post(
             "/v1/listings",
             json={"asset": asset, "transaction": terms()},

@@ -11,12 +11,17 @@ from uuid import UUID
 
 import httpx
 from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic_core import to_json
 
 from services.gateway.catalogue.engine import CatalogueEngine
+from services.gateway.catalogue.schemas import CatalogueAsset, CatalogueChangePage
+from shared.contracts.deals import DealPublic, DealQuery, deal_query
 from shared.contracts.events import ChangeFeedPage
+from shared.contracts.listings import ListingPublic
 from shared.contracts.search import SearchResult
 from shared.errors import NotFound, ProblemResponse, ServiceUnavailable, problem_responses
-from shared.outbox import START, parse_cursor
+from shared.outbox import START, FeedAfter, FeedLimit, FeedWait, parse_cursor
+from shared.schemas import Page, PageSize, PageToken
 from shared.search import SearchParams, search_params
 from shared.search import catalogue_search as search_index
 
@@ -29,7 +34,7 @@ PUBLIC_EVENTS = {
     "listing.negotiation": "listing.updated",
     "listing.reopened": "listing.updated",
     "listing.withdrawn": "listing.withdrawn",
-    "listing.closed": "listing.withdrawn",
+    "listing.closed": "listing.closed",
     "listing.expired": "listing.withdrawn",
     "deal.closed": "deal.closed",
 }
@@ -86,9 +91,17 @@ async def catalogue_search(
     return _cached(request, await search_index(engine, params), max_age=10)
 
 
-@router.get("/assets/{asset_id}", responses=problem_responses(404, 422, 429, 503))
+@router.get(
+    "/assets/{asset_id}",
+    response_model=CatalogueAsset,
+    responses=problem_responses(404, 422, 429, 503),
+)
 async def catalogue_asset(
-    asset_id: UUID, request: Request, include_closed: bool = False
+    asset_id: UUID,
+    request: Request,
+    include_closed: Annotated[
+        bool, Query(description="closed and withdrawn offers too", examples=[False])
+    ] = False,
 ) -> Response:
     """An asset with every offer on it across exchanges."""
     settings = request.app.state.settings
@@ -108,7 +121,11 @@ async def catalogue_asset(
     return _cached(request, json.dumps(body, ensure_ascii=False).encode(), max_age=30)
 
 
-@router.get("/listings/{listing_id}", responses=problem_responses(404, 422, 429, 503))
+@router.get(
+    "/listings/{listing_id}",
+    response_model=ListingPublic,
+    responses=problem_responses(404, 422, 429, 503),
+)
 async def catalogue_listing(listing_id: UUID, request: Request) -> Response:
     """One offer (published, under negotiation, or closed, withdrawn and expired ones by id)."""
     settings = request.app.state.settings
@@ -120,25 +137,33 @@ async def catalogue_listing(listing_id: UUID, request: Request) -> Response:
     return _cached(request, found.content, max_age=30)
 
 
-@router.get("/deals", responses=problem_responses(422, 429, 503))
-async def catalogue_deals(request: Request) -> Response:
-    """Public deal announcements (the parameters of listing's GET /v1/deals)."""
+@router.get("/deals", response_model=Page[DealPublic], responses=problem_responses(422, 429, 503))
+async def catalogue_deals(
+    request: Request,
+    query: Annotated[DealQuery, Depends(deal_query)],
+    page_size: PageSize = 50,
+    page_token: PageToken = "",
+) -> Response:
+    """Public deal announcements, newest first (confidential amounts are null)."""
     settings = request.app.state.settings
-    found = await _upstream(
-        request, f"{settings.listing_url}/v1/deals", params=list(request.query_params.multi_items())
-    )
+    params = {**query.params(), "page_size": str(page_size)}
+    if page_token:
+        params["page_token"] = page_token
+    found = await _upstream(request, f"{settings.listing_url}/v1/deals", params=params)
     if found.status_code != 200:
         return _relay_problem(found)
     return _cached(request, found.content, max_age=60)
 
 
-@router.get("/changes", responses=problem_responses(422, 429, 503))
+@router.get(
+    "/changes", response_model=CatalogueChangePage, responses=problem_responses(422, 429, 503)
+)
 async def catalogue_changes(
     request: Request,
-    after: Annotated[str, Query(max_length=48)] = START,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    wait: Annotated[float, Query(ge=0, le=30)] = 0,
-) -> dict[str, Any]:
+    after: FeedAfter = START,
+    limit: FeedLimit = 100,
+    wait: FeedWait = 0,
+) -> Response:
     """The open change feed of catalogue documents: listings that are or were public, with
     tombstones for withdrawn, closed and expired ones, and deal announcements."""
     parse_cursor(after)
@@ -150,7 +175,7 @@ async def catalogue_changes(
         service=True,
     )
     if found.status_code != 200:
-        return _relay_problem(found)  # type: ignore[return-value]
+        return _relay_problem(found)
     page = ChangeFeedPage.model_validate_json(found.content)
     events = [
         {
@@ -166,4 +191,6 @@ async def catalogue_changes(
             or (e.data.get("status") in PUBLIC_STATUSES and e.data.get("published_at"))
         )
     ]
-    return {"events": events, "next_cursor": page.next_cursor}
+    # Documented by CatalogueChangePage; the documents are relayed as listing wrote them.
+    content = to_json({"events": events, "next_cursor": page.next_cursor})
+    return Response(content, media_type="application/json")

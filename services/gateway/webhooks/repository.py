@@ -274,9 +274,7 @@ async def record_attempt(
 # ----------------------------------------------------------------------------- allow-list
 
 
-async def list_targets(
-    session: AsyncSession, after: str | None, limit: int
-) -> list[AllowedTarget]:
+async def list_targets(session: AsyncSession, after: str | None, limit: int) -> list[AllowedTarget]:
     query = select(AllowedTarget).order_by(col(AllowedTarget.pattern))
     if after is not None:
         query = query.where(col(AllowedTarget.pattern) > after)

@@ -117,7 +117,7 @@ async def list_deliveries(
     subscription_id: UUID,
     session: SessionDep,
     principal: CallerDep,
-    status_: Annotated[DeliveryStatus | None, Query(alias="status")] = None,
+    status_: Annotated[DeliveryStatus | None, Query(alias="status", examples=["failed"])] = None,
     page_size: PageSize = 50,
     page_token: PageToken = "",
 ) -> Page[DeliveryPublic]:

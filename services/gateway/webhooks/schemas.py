@@ -163,7 +163,7 @@ class SubscriptionPublic(BaseModel):
     url: str = Field(examples=["https://erp.example.com/hooks/ipx"])
     event_types: list[str] = Field(examples=[["listing.published", "listing.withdrawn"]])
     filter: dict[str, Any] = Field(examples=[{"kind": ["invention_patent"], "region": ["11"]}])
-    status: Literal["active", "disabled"]
+    status: Literal["active"] = Field(description="deleted subscriptions are not shown")
     created_at: datetime
 
 

@@ -202,8 +202,9 @@ class OutboundEvent:
 
 def listing_webhook_type(event: ChangeEvent) -> str | None:
     """listing.published when a listing goes on the market; listing.updated for a change of a
-    public listing; listing.withdrawn when a listing that was public ends (withdrawn, closed,
-    expired); deal.closed. Drafts, submissions and rejections are never delivered."""
+    public listing; listing.closed when a listing that was public is closed by a deal (here or
+    on its exchange), listing.withdrawn when it is withdrawn or expires; deal.closed. Drafts,
+    submissions and rejections are never delivered."""
     if event.type == "deal.closed":
         return "deal.closed"
     status = event.data.get("status")
@@ -212,7 +213,9 @@ def listing_webhook_type(event: ChangeEvent) -> str | None:
     if event.type in LISTING_UPDATES:
         return "listing.updated" if status in PUBLIC_STATUSES else None
     if event.type in LISTING_ENDINGS:
-        return "listing.withdrawn" if event.data.get("published_at") else None
+        if not event.data.get("published_at"):
+            return None
+        return "listing.closed" if event.type == "listing.closed" else "listing.withdrawn"
     return None
 
 
@@ -332,11 +335,15 @@ async def get_visible(
     """The subscription, for its organisation and operators; 404 to anyone else, and once
     deleted."""
     subscription = await repository.get_subscription(session, subscription_id)
-    if subscription is None or subscription.status == "deleted" or not (
-        principal.is_operator
-        or (
-            principal.organization_id is not None
-            and subscription.organization_id == principal.organization_id
+    if (
+        subscription is None
+        or subscription.status == "deleted"
+        or not (
+            principal.is_operator
+            or (
+                principal.organization_id is not None
+                and subscription.organization_id == principal.organization_id
+            )
         )
     ):
         raise NotFound(f"no subscription {subscription_id}")

@@ -9,10 +9,11 @@ from uuid import UUID
 from fastapi import APIRouter, Header, Query, Request, Response, status
 
 from services.listing.assets import corrections, service
-from services.listing.assets.schemas import AssetCreate, AssetPublic, AssetUpdate
+from services.listing.assets.schemas import AssetCreate, AssetUpdate
 from services.listing.dependencies import CallerOrganizationDep, MemberDep, TodayDep
 from services.listing.listings.service import Context
 from shared.contracts.catalogue import AssetKind
+from shared.contracts.listings import AssetPublic
 from shared.db import SessionDep
 from shared.errors import UnprocessableEntity, problem_responses
 from shared.schemas import Page

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 from typing import Any
-from uuid import UUID
 
 from pydantic import Field, field_validator
 from pydantic.json_schema import SkipJsonSchema
@@ -70,11 +69,3 @@ class AssetUpdate(StrictModel):
     @classmethod
     def _not_editable(cls, value: Any, info: Any) -> Any:
         raise PydanticCustomError("not_editable", NOT_EDITABLE[info.field_name])
-
-
-class AssetPublic(AssetDocument):
-    id: UUID
-    version: int
-    needs_review: bool
-    created_at: datetime
-    updated_at: datetime

@@ -18,11 +18,12 @@ from services.listing.assets.rules import (
     normalize_asset,
     status_before_expiry,
 )
-from services.listing.assets.schemas import AssetCreate, AssetPublic
+from services.listing.assets.schemas import AssetCreate
 from services.listing.listings.documents import asset_json
 from services.listing.models import Asset, Organization
 from shared.auth import Principal
 from shared.contracts.catalogue import AssetDocument
+from shared.contracts.listings import AssetPublic
 from shared.db import utcnow
 from shared.errors import (
     Conflict,

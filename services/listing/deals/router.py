@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import date
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -14,7 +13,6 @@ from services.listing.deals import service
 from services.listing.deals.repository import DealFilters
 from services.listing.deals.schemas import (
     DealCreate,
-    DealPublic,
     DealStats,
     GroupBy,
     InquiryCreate,
@@ -26,7 +24,7 @@ from services.listing.dependencies import CallerOrganizationDep, MemberDep, Toda
 from services.listing.listings.repository import serialize_writers
 from services.listing.listings.router import context
 from shared.auth import OptionalCallerDep
-from shared.contracts.catalogue import AssetKind, TransactionType
+from shared.contracts.deals import DealPublic, DealQuery, deal_query
 from shared.db import SessionDep
 from shared.errors import problem_responses
 from shared.schemas import Page, PageSize, PageToken
@@ -86,7 +84,13 @@ async def inquire(
 async def list_inquiries(
     session: SessionDep,
     principal: MemberDep,
-    listing_id: UUID | None = None,
+    listing_id: Annotated[
+        UUID | None,
+        Query(
+            description="one listing's threads",
+            examples=["7d5e0c1e-3f7b-4d3a-9b84-1f0f5c3f2a10"],
+        ),
+    ] = None,
     page_size: PageSize = 50,
     page_token: PageToken = "",
 ) -> Page[InquirySummary]:
@@ -169,22 +173,13 @@ async def close_deal(
     )
 
 
-def deal_filters(
-    region: Annotated[
-        str | None,
-        Query(
-            pattern=r"^[0-9]{2}([0-9]{4})?$",
-            description="a province's two digits (11, 12, 13) or a six-digit GB/T 2260 code "
-            "(110000: all of Beijing; 130600: all of Baoding; 110108: Haidian)",
-        ),
-    ] = None,
-    kind: AssetKind | None = None,
-    transaction_type: TransactionType | None = None,
-    since: Annotated[date | None, Query(description="closed on or after")] = None,
-    until: Annotated[date | None, Query(description="closed on or before")] = None,
-) -> DealFilters:
+async def deal_filters(query: Annotated[DealQuery, Depends(deal_query)]) -> DealFilters:
     return service.deal_filters(
-        region=region, kind=kind, transaction_type=transaction_type, since=since, until=until
+        region=query.region,
+        kind=query.kind,
+        transaction_type=query.transaction_type,
+        since=query.since,
+        until=query.until,
     )
 
 
@@ -210,7 +205,7 @@ async def list_deals(
 async def deal_stats(
     session: SessionDep,
     filters: DealFiltersDep,
-    group_by: GroupBy = "region",
+    group_by: Annotated[GroupBy, Query(examples=["month"])] = "region",
 ) -> DealStats:
     """Deal statistics per province (`110000`), asset kind or month (`2026-11`): the number of
     deals, how many disclosed their amount, and the total and median of the disclosed amounts

@@ -10,7 +10,7 @@ from uuid import UUID
 from pydantic import BaseModel, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
-from shared.contracts.catalogue import AssetKind, LocalizedText, Money, TransactionType
+from shared.contracts.catalogue import Money
 from shared.schemas import StrictModel
 
 GroupBy = Literal["region", "kind", "month"]
@@ -97,29 +97,6 @@ class DealCreate(StrictModel):
                 "the buyer of an inquiry is its organisation: leave buyer_name out",
             )
         return value
-
-
-class DealAsset(BaseModel):
-    kind: AssetKind
-    identifier: str
-    title: LocalizedText
-
-
-class DealPublic(BaseModel):
-    """A deal announcement. `amount` is null when the seller keeps it confidential, except for
-    the seller, the buyer's organisation and operators."""
-
-    id: UUID
-    listing_id: UUID
-    offer_id: str = Field(examples=["jjj:7d5e0c1e-3f7b-4d3a-9b84-1f0f5c3f2a10"])
-    asset: DealAsset
-    transaction_type: TransactionType
-    amount: Decimal | None = Field(examples=["1150000.00"])
-    confidential: bool
-    seller_name: str
-    buyer_name: str
-    closed_on: date
-    region: str = Field(examples=["110108"])
 
 
 class DealGroup(BaseModel):

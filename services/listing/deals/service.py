@@ -25,7 +25,6 @@ from services.listing.deals.repository import (
 from services.listing.deals.schemas import (
     DealCreate,
     DealGroup,
-    DealPublic,
     DealStats,
     GroupBy,
     InquiryCreate,
@@ -43,6 +42,7 @@ from services.listing.models import Deal, Inquiry, InquiryMessage, Listing, Orga
 from services.listing.offers.rules import ensure_our_offer
 from shared.auth import Principal
 from shared.contracts.catalogue import ListingStatus, offer_id
+from shared.contracts.deals import DealPublic
 from shared.errors import Conflict, FieldError, Forbidden, NotFound, UnprocessableEntity
 from shared.schemas import Page, decode_page_token, encode_page_token
 

@@ -11,7 +11,7 @@ from services.listing.feed.repository import events_json_after, head, held_back
 from shared.auth import Principal, require_roles
 from shared.contracts.events import ChangeFeedPage, FeedHead
 from shared.errors import problem_responses
-from shared.outbox import START, parse_cursor
+from shared.outbox import START, FeedAfter, FeedLimit, FeedWait, parse_cursor
 
 router = APIRouter(prefix="/v1/changes", tags=["change feed"])
 # Events committed but held back by an older transaction in flight become readable when that
@@ -25,9 +25,9 @@ FeedReader = Annotated[Principal, Depends(require_roles("service", "operator"))]
 async def read_changes(
     request: Request,
     _: FeedReader,
-    after: Annotated[str, Query(max_length=48, description="cursor; '0.0' from the start")] = START,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    wait: Annotated[float, Query(ge=0, le=30, description="long-poll up to this many seconds")] = 0,
+    after: FeedAfter = START,
+    limit: FeedLimit = 100,
+    wait: FeedWait = 0,
 ) -> Response:
     """Events in commit-safe order after `after`. With `wait`, an empty answer is held until an
     event commits or the wait ends. Withdrawn and closed listings stay as tombstones."""
@@ -58,7 +58,9 @@ async def read_changes(
 async def read_head(
     request: Request,
     _: FeedReader,
-    after: Annotated[str | None, Query(max_length=48, description="count events after it")] = None,
+    after: Annotated[
+        str | None, Query(max_length=48, description="count events after it", examples=["0.0"])
+    ] = None,
 ) -> FeedHead:
     """The newest event a reader can see now, and how many follow `after` (for lag)."""
     if after is not None:

@@ -6,7 +6,7 @@ import re
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi import APIRouter, Body, Header, Query, Request, Response, status
 
 from services.listing import idempotency
 from services.listing.dependencies import CallerOrganizationDep, MemberDep, TodayDep
@@ -15,12 +15,12 @@ from services.listing.listings.rules import Action
 from services.listing.listings.schemas import (
     HistoryEntry,
     ListingCreate,
-    ListingPublic,
     ListingUpdate,
     TransitionRequest,
 )
 from shared.auth import CallerDep, OptionalCallerDep
 from shared.contracts.catalogue import ListingStatus
+from shared.contracts.listings import ListingPublic
 from shared.db import SessionDep
 from shared.errors import UnprocessableEntity, problem_responses
 from shared.schemas import Page, PageSize, PageToken
@@ -140,10 +140,10 @@ def _transition_route(action: Action, doc: str) -> None:
         principal: MemberDep,
         organization: CallerOrganizationDep,
         today: TodayDep,
-        data: TransitionRequest | None = None,
+        # Optional, but not nullable: generated clients then send no body rather than `null`.
+        body: Annotated[TransitionRequest, Body(default_factory=TransitionRequest)],
         if_match: Annotated[str | None, Header(alias="If-Match")] = None,
     ) -> ListingPublic:
-        body = data or TransitionRequest()
         expected = parse_if_match(if_match)
         ctx = context(request, session, principal, organization, today)
         listing, asset, seller = await service.transition(
@@ -179,8 +179,16 @@ _transition_route("expire", "Operator: the right has ended (the service also che
 async def list_listings(
     session: SessionDep,
     principal: MemberDep,
-    status_: Annotated[ListingStatus | None, Query(alias="status")] = None,
-    seller: UUID | None = None,
+    status_: Annotated[
+        ListingStatus | None, Query(alias="status", examples=["pending_review"])
+    ] = None,
+    seller: Annotated[
+        UUID | None,
+        Query(
+            description="a seller organisation (operators)",
+            examples=["0b7c4a51-8a4f-4d4e-9a43-1f1c2e3d4b5a"],
+        ),
+    ] = None,
     page_size: PageSize = 50,
     page_token: PageToken = "",
 ) -> Page[ListingPublic]:

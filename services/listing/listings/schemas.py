@@ -8,8 +8,8 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field, model_validator
 
-from services.listing.assets.schemas import AssetCreate, AssetPublic
-from shared.contracts.catalogue import ListingStatus, TransactionTerms
+from services.listing.assets.schemas import AssetCreate
+from shared.contracts.catalogue import TransactionTerms
 from shared.schemas import StrictModel
 
 
@@ -42,25 +42,6 @@ class ListingUpdate(StrictModel):
 class TransitionRequest(StrictModel):
     reason: str | None = Field(default=None, max_length=2000)
     version: int | None = Field(default=None, ge=1)
-
-
-class ListingPublic(BaseModel):
-    id: UUID
-    offer_id: str
-    asset_id: UUID
-    seller_id: UUID
-    seller_name: str | None
-    exchange: str
-    source_url: str | None
-    status: ListingStatus
-    version: int
-    transaction: TransactionTerms
-    pledge_disclosed: bool
-    rejection_reason: str | None
-    published_at: datetime | None
-    created_at: datetime
-    updated_at: datetime
-    asset: AssetPublic
 
 
 class HistoryEntry(BaseModel):

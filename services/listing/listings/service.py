@@ -34,7 +34,6 @@ from services.listing.listings.rules import (
 from services.listing.listings.schemas import (
     HistoryEntry,
     ListingCreate,
-    ListingPublic,
     ListingUpdate,
 )
 from services.listing.models import Asset, Listing, ListingHistory, Organization
@@ -47,6 +46,7 @@ from shared.contracts.catalogue import (
     offer_id,
 )
 from shared.contracts.events import EventType
+from shared.contracts.listings import ListingPublic
 from shared.db import utcnow
 from shared.errors import (
     Conflict,
@@ -56,7 +56,15 @@ from shared.errors import (
     PreconditionRequired,
     UnprocessableEntity,
 )
-from shared.schemas import Page, encode_page_token, page_position, token_datetime, token_uuid
+from shared.schemas import (
+    Page,
+    cut_page,
+    encode_page_token,
+    page_position,
+    token_datetime,
+    token_int,
+    token_uuid,
+)
 
 EVENT_OF_ACTION: dict[Action, EventType] = {
     "submit": "listing.submitted",
@@ -429,15 +437,26 @@ async def read(
 
 
 async def history(
-    session: AsyncSession, principal: Principal, listing_id: UUID
-) -> list[HistoryEntry]:
+    session: AsyncSession,
+    principal: Principal,
+    listing_id: UUID,
+    *,
+    page_size: int,
+    page_token: str,
+) -> Page[HistoryEntry]:
+    """Oldest first."""
     listing = await ListingRepository(session).get(listing_id)
     if listing is None or not may_see_everything(principal, listing):
         raise NotFound(f"no listing {listing_id}")
-    return [
-        HistoryEntry.model_validate(entry, from_attributes=True)
-        for entry in await ListingRepository(session).history(listing_id)
-    ]
+    position = page_position(page_token, id=token_int)
+    rows = await ListingRepository(session).history(
+        listing_id, position["id"] if position else None, page_size + 1
+    )
+    entries, token = cut_page(rows, page_size, lambda entry: {"id": entry.id})
+    return Page(
+        items=[HistoryEntry.model_validate(e, from_attributes=True) for e in entries],
+        next_page_token=token,
+    )
 
 
 async def list_page(

@@ -17,7 +17,7 @@ from services.listing.listings import service as listings
 from services.listing.offers import service
 from services.listing.offers.repository import OfferRepository
 from shared.auth import Principal, require_roles
-from shared.contracts.catalogue import CatalogueDocument
+from shared.contracts.catalogue import AssetOffer, CatalogueDocument
 from shared.contracts.events import OfferSnapshot, OfferSnapshotPage
 from shared.contracts.offers import OfferUpsertResult
 from shared.db import SessionDep
@@ -34,7 +34,9 @@ async def offer_snapshot(
     request: Request,
     session: SessionDep,
     _: Annotated[Principal, Depends(require_roles("service", "operator"))],
-    page_size: Annotated[int, Query(ge=1, le=1000)] = 500,
+    page_size: Annotated[
+        int, Query(ge=1, le=1000, description="items per page", examples=[500])
+    ] = 500,
     page_token: PageToken = "",
 ) -> OfferSnapshotPage:
     """Current documents of all listings (every status) in listing-id order. Read the change
@@ -123,7 +125,7 @@ async def upsert_partner_offer(
 
 @asset_offers_router.get(
     "/{asset_id}/offers",
-    response_model=Page[service.AssetOffer],
+    response_model=Page[AssetOffer],
     responses=problem_responses(404, 422),
 )
 async def asset_offers(
@@ -131,11 +133,11 @@ async def asset_offers(
     asset_id: UUID,
     session: SessionDep,
     include_closed: Annotated[
-        bool, Query(description="also the closed, withdrawn and expired offers")
+        bool, Query(description="also the closed, withdrawn and expired offers", examples=[False])
     ] = False,
     page_size: PageSize = 50,
     page_token: PageToken = "",
-) -> Page[service.AssetOffer]:
+) -> Page[AssetOffer]:
     """Anyone: the offers on this asset across exchanges (ours and partners'), each as its
     catalogue document, oldest first. Offers on the market (published, under negotiation) by
     default; drafts and offers in review never."""

@@ -9,7 +9,6 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID, uuid4
 
-from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.listing.assets import service as assets
@@ -29,8 +28,8 @@ from services.listing.offers.repository import OfferRepository, OfferWriter
 from shared.contracts.catalogue import (
     OUR_EXCHANGE,
     AssetDocument,
+    AssetOffer,
     CatalogueDocument,
-    ListingStatus,
     TransactionTerms,
     offer_id,
 )
@@ -38,7 +37,13 @@ from shared.contracts.events import EventType
 from shared.contracts.offers import OfferUpsertResult
 from shared.errors import Conflict, FieldError, UnprocessableEntity
 from shared.identifiers import IdentifierError, validate_region_code
-from shared.schemas import Page, decode_page_token, encode_page_token
+from shared.schemas import (
+    Page,
+    cut_page,
+    page_position,
+    token_datetime,
+    token_uuid,
+)
 
 # What a partner may send: offers it has reviewed, in any later state.
 PARTNER_STATUSES: frozenset[str] = frozenset(
@@ -63,16 +68,6 @@ PARTNER_COLUMNS = (
     "published_at",
     *TERMS_COLUMNS,
 )
-
-
-class AssetOffer(BaseModel):
-    """One offer on an asset, on any exchange."""
-
-    listing_id: UUID
-    status: ListingStatus = Field(examples=["published"])
-    document: dict[str, Any] = Field(
-        description="the offer's catalogue document (ipx.catalogue/v1), its asset inline",
-    )
 
 
 def _check_request(exchange: str, listing_id: str, doc: CatalogueDocument) -> None:
@@ -451,20 +446,15 @@ async def asset_offers(
     the closed, withdrawn and expired ones); never drafts or offers in review."""
     await assets.get(session, asset_id)  # 404 for an unknown asset
     statuses = VISIBLE if include_closed else PUBLIC
-    position = decode_page_token(page_token, "created_at", "id")
-    after = None
-    if position:
-        try:
-            after = (datetime.fromisoformat(position["created_at"]), UUID(position["id"]))
-        except (TypeError, ValueError) as exc:
-            raise UnprocessableEntity.single(
-                "page_token", "page_token_invalid", "page_token is not one this API issued"
-            ) from exc
-    rows = await OfferRepository(session).of_asset(
-        asset_id, statuses, after=after, limit=page_size + 1
+    position = page_position(page_token, created_at=token_datetime, id=token_uuid)
+    after = (position["created_at"], position["id"]) if position else None
+    rows, token = cut_page(
+        await OfferRepository(session).of_asset(
+            asset_id, statuses, after=after, limit=page_size + 1
+        ),
+        page_size,
+        lambda row: {"created_at": row[0].created_at.isoformat(), "id": str(row[0].id)},
     )
-    more = len(rows) > page_size
-    rows = rows[:page_size]
     items = [
         AssetOffer(
             listing_id=listing.id,
@@ -473,11 +463,4 @@ async def asset_offers(
         )
         for listing, asset, seller in rows
     ]
-    token = (
-        encode_page_token(
-            {"created_at": rows[-1][0].created_at.isoformat(), "id": str(rows[-1][0].id)}
-        )
-        if more
-        else ""
-    )
     return Page(items=items, next_page_token=token)

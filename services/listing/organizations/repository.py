@@ -79,13 +79,19 @@ class ApiKeyRepository:
     async def get(self, key_id: UUID) -> ApiKey | None:
         return await self.session.get(ApiKey, key_id)
 
-    async def of_organization(self, organization_id: UUID) -> list[ApiKey]:
-        result = await self.session.execute(
-            select(ApiKey)
-            .where(col(ApiKey.organization_id) == organization_id)
-            .order_by(col(ApiKey.created_at), col(ApiKey.id))
-        )
-        return list(result.scalars())
+    async def of_organization(
+        self, organization_id: UUID, after: tuple[datetime, UUID] | None, limit: int
+    ) -> list[ApiKey]:
+        """Oldest first."""
+        query = select(ApiKey).where(col(ApiKey.organization_id) == organization_id)
+        if after is not None:
+            created, last_id = after
+            query = query.where(
+                (col(ApiKey.created_at) > created)
+                | ((col(ApiKey.created_at) == created) & (col(ApiKey.id) > last_id))
+            )
+        query = query.order_by(col(ApiKey.created_at), col(ApiKey.id)).limit(limit)
+        return list((await self.session.execute(query)).scalars())
 
     async def add(self, key: ApiKey) -> ApiKey:
         self.session.add(key)

@@ -166,16 +166,22 @@ async def rotate_key(
 
 @router.get(
     "/organizations/{organization_id}/api-keys",
-    response_model=list[ApiKeyPublic],
+    response_model=Page[ApiKeyPublic],
     tags=["api keys"],
-    responses=problem_responses(401, 403, 404),
+    responses=problem_responses(401, 403, 404, 422),
 )
 async def list_keys(
-    organization_id: UUID, session: SessionDep, principal: CallerDep
-) -> list[ApiKeyPublic]:
+    organization_id: UUID,
+    session: SessionDep,
+    principal: CallerDep,
+    page_size: PageSize = 50,
+    page_token: PageToken = "",
+) -> Page[ApiKeyPublic]:
+    """The organisation's keys, oldest first (revoked ones too, with `revoked_at`)."""
     service.ensure_member(principal, organization_id, admin=True)
-    keys = await service.list_keys(session, organization_id)
-    return [ApiKeyPublic.model_validate(key, from_attributes=True) for key in keys]
+    return await service.list_keys(
+        session, organization_id, page_size=page_size, page_token=page_token
+    )
 
 
 @router.delete(

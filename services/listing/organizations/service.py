@@ -16,6 +16,7 @@ from services.listing.organizations.repository import (
 )
 from services.listing.organizations.schemas import (
     ApiKeyCreate,
+    ApiKeyPublic,
     OrganizationCreate,
     OrganizationPublic,
     OrganizationUpdate,
@@ -31,7 +32,14 @@ from shared.auth import (
 from shared.contracts.auth import Role
 from shared.errors import Conflict, FieldError, Forbidden, NotFound, UnprocessableEntity
 from shared.identifiers import IdentifierError, validate_region_code, validate_uscc
-from shared.schemas import Page, encode_page_token, page_position, token_datetime, token_uuid
+from shared.schemas import (
+    Page,
+    cut_page,
+    encode_page_token,
+    page_position,
+    token_datetime,
+    token_uuid,
+)
 from shared.settings import Settings
 
 
@@ -216,9 +224,20 @@ async def rotate_key(
     return await _issue(session, organization_id, old.name, list(old.roles))
 
 
-async def list_keys(session: AsyncSession, organization_id: UUID) -> list[ApiKey]:
+async def list_keys(
+    session: AsyncSession, organization_id: UUID, *, page_size: int, page_token: str
+) -> Page[ApiKeyPublic]:
     await get_organization(session, organization_id)
-    return await ApiKeyRepository(session).of_organization(organization_id)
+    position = page_position(page_token, created_at=token_datetime, id=token_uuid)
+    after = (position["created_at"], position["id"]) if position else None
+    rows = await ApiKeyRepository(session).of_organization(organization_id, after, page_size + 1)
+    keys, token = cut_page(
+        rows, page_size, lambda k: {"created_at": k.created_at.isoformat(), "id": str(k.id)}
+    )
+    return Page(
+        items=[ApiKeyPublic.model_validate(k, from_attributes=True) for k in keys],
+        next_page_token=token,
+    )
 
 
 async def revoke_key(session: AsyncSession, organization_id: UUID, key_id: UUID) -> None:

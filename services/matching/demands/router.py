@@ -6,7 +6,7 @@ import re
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Header, Request, Response, status
 
 from services.matching.demands import service
 from services.matching.demands.matcher import Matcher, public_listing
@@ -31,7 +31,7 @@ from shared.auth import CallerDep, Principal, require_roles
 from shared.db import SessionDep
 from shared.errors import ServiceUnavailable, UnprocessableEntity, problem_responses
 from shared.notifier import long_poll
-from shared.outbox import START, cursor_of, parse_cursor, read_page
+from shared.outbox import START, FeedAfter, FeedLimit, FeedWait, cursor_of, parse_cursor, read_page
 from shared.schemas import (
     Page,
     PageSize,
@@ -251,9 +251,9 @@ async def match_changes(
     principal: Annotated[
         Principal, Depends(require_roles("member", "admin", "service", "operator"))
     ],
-    after: Annotated[str, Query(max_length=48)] = START,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    wait: Annotated[float, Query(ge=0, le=30)] = 0,
+    after: FeedAfter = START,
+    limit: FeedLimit = 100,
+    wait: FeedWait = 0,
 ) -> MatchFeedPage:
     """New matches in commit-safe order. A buyer's key reads its organisation's matches only;
     the service (the gateway turns them into webhooks) and operators read every one."""

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
 from typing import Literal
 from uuid import UUID
 
 from pydantic import BaseModel, Field
 
-from shared.contracts.catalogue import AssetKind, TransactionType
+from shared.contracts.catalogue import AssetKind, Money, TransactionType
 from shared.contracts.search import SearchHit
 from shared.schemas import StrictModel
 
@@ -28,9 +27,7 @@ class DemandFields(StrictModel):
         description="preferred: provinces (13) or GB/T 2260 codes",
         examples=[["13"]],
     )
-    budget_max: Decimal | None = Field(
-        default=None, ge=0, max_digits=16, decimal_places=2, examples=["2000000.00"]
-    )
+    budget_max: Money | None = Field(default=None, examples=["2000000.00"])
 
 
 class DemandCreate(DemandFields):
@@ -49,7 +46,7 @@ class DemandUpdate(StrictModel):
     ipc_prefixes: list[str] | None = Field(default=None, max_length=20)
     transaction_types: list[TransactionType] | None = Field(default=None, max_length=7)
     regions: list[str] | None = Field(default=None, max_length=20)
-    budget_max: Decimal | None = Field(default=None, ge=0, max_digits=16, decimal_places=2)
+    budget_max: Money | None = None
     version: int | None = Field(default=None, ge=1)
 
 
@@ -64,7 +61,7 @@ class TermRead(BaseModel):
 
 
 class ConstraintsRead(BaseModel):
-    budget_max: Decimal | None
+    budget_max: Money | None
     regions: list[str]
     transaction_types: list[TransactionType]
     kinds: list[AssetKind]
@@ -83,11 +80,11 @@ class DemandPublic(BaseModel):
     organization_id: UUID
     title: str
     text: str
-    kinds: list[str]
+    kinds: list[AssetKind]
     ipc_prefixes: list[str]
-    transaction_types: list[str]
+    transaction_types: list[TransactionType]
     regions: list[str]
-    budget_max: Decimal | None
+    budget_max: Money | None
     status: Literal["active", "closed"]
     version: int
     created_at: datetime
