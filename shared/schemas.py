@@ -7,7 +7,7 @@ import binascii
 import json
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Protocol, TypeVar
 from uuid import UUID
 
 from fastapi import Query
@@ -21,6 +21,8 @@ __all__ = [
     "PageSize",
     "PageToken",
     "StrictModel",
+    "created_after",
+    "created_position",
     "cut_page",
     "decode_page_token",
     "encode_page_token",
@@ -93,6 +95,22 @@ def cut_page(
     page = list(rows[:page_size])
     more = len(rows) > page_size
     return page, encode_page_token(position(page[-1])) if more and page else ""
+
+
+class Created(Protocol):
+    created_at: datetime
+    id: UUID
+
+
+def created_after(page_token: str) -> tuple[datetime, UUID] | None:
+    """The (created_at, id) a page token of a list ordered by creation stands for."""
+    position = page_position(page_token, created_at=token_datetime, id=token_uuid)
+    return (position["created_at"], position["id"]) if position else None
+
+
+def created_position(row: Created) -> dict[str, Any]:
+    """The page-token position after `row`, in a list ordered by (created_at, id)."""
+    return {"created_at": row.created_at.isoformat(), "id": str(row.id)}
 
 
 def encode_page_token(position: dict[str, Any]) -> str:

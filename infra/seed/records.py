@@ -53,6 +53,7 @@ from typing import Final
 from pydantic import ValidationError
 
 from infra.seed.regions import JJJ_PROVINCES, infer_region
+from services.listing.assets.rules import check_filing_year
 from shared.contracts.catalogue import (
     AssetDocument,
     AssetKind,
@@ -114,7 +115,8 @@ class SeedStats:
     """Records yielded, per file."""
     skipped: Counter[str] = field(default_factory=Counter)
     """Rows skipped, per reason: ``wo_record``, ``application_number:<rule>``, ``duplicate``,
-    ``no_kind``, ``no_title``, ``no_applicant``, ``malformed_row``, ``invalid_document``."""
+    ``no_kind``, ``no_title``, ``no_applicant``, ``malformed_row``, ``invalid_document``,
+    ``filed_after_number``."""
     ipc_dropped: Counter[str] = field(default_factory=Counter)
     """Invalid IPC codes dropped from otherwise usable records, per code."""
 
@@ -412,6 +414,11 @@ def _to_record(row: _Row, source: str, stats: SeedStats, today: date) -> SeedRec
     granted_on = row.granted_on
     if granted_on is None and code in _GRANT_CODES:
         granted_on = row.published_on
+    if row.filed_on is not None and check_filing_year(kind, identifier, row.filed_on) is not None:
+        # Dated after its number's year (a number is given on receipt): an error of the source,
+        # and without a lawful filing date the right cannot be listed.
+        stats.skipped["filed_after_number"] += 1
+        return None
     expires_on = expiry_date(kind, row.filed_on, granted_on)
     try:
         asset = AssetDocument(

@@ -158,6 +158,7 @@ async def test_a_patent_number_and_an_asset_with_two_offers(
             "transaction_type": one["transaction_type"],
             "price_mode": one["price_mode"],
             "amount": one["amount"],
+            "currency": "CNY",
             "status": one["status"],
             "source_url": f"http://127.0.0.1:8000/v1/catalogue/listings/{one['listing_id']}",
         }

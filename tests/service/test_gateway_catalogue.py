@@ -59,6 +59,27 @@ async def test_search_through_the_gateway_with_etags(
     assert assert_problem(bad, 422)["errors"][0]["field"] == "page_size"
 
 
+@pytest.mark.parametrize(
+    ("params", "field", "rule"),
+    [
+        ({"region": "99"}, "region[0]", "region_code"),  # no province 99
+        ({"region": ["11", "1101"]}, "region[1]", "region_code"),
+        ({"exchange": "UPPER"}, "exchange[0]", "exchange_code"),
+        ({"ipc": "not an ipc"}, "ipc[0]", "ipc_prefix"),
+        ({"nice": "46"}, "nice[0]", "nice_class"),
+        ({"price_min": "10", "price_max": "5"}, "price_min", "price_range"),
+        ({"page": "500", "page_size": "100"}, "page", "max_hits"),
+        ({"limit": "100"}, "limit", "unknown_parameter"),
+    ],
+)
+async def test_search_filters_are_checked_like_demand_filters(
+    gateway: httpx.AsyncClient, params: dict[str, Any], field: str, rule: str
+) -> None:
+    problem = assert_problem(await gateway.get("/v1/catalogue/search", params=params), 422)
+    assert problem["type"] == "/problems/validation-error"
+    assert [(e["field"], e["rule"]) for e in problem["errors"]] == [(field, rule)]
+
+
 async def test_listing_pages_and_private_drafts(
     gateway: httpx.AsyncClient, listing: httpx.AsyncClient, published: dict[str, Any]
 ) -> None:

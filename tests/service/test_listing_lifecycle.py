@@ -311,5 +311,5 @@ async def test_listings_of_ended_rights_expire_by_themselves(
     assert await expire_lapsed(maker, today=today_in_china(), catalogue_url="http://x") == 0
     history = (
         await listing.get(f"/v1/listings/{published['id']}/history", headers=bearer(seller))
-    ).json()
+    ).json()["items"]
     assert history[-1]["action"] == "expire" and history[-1]["reason"] == "the right has ended"

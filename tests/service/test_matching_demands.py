@@ -204,6 +204,7 @@ async def test_demands_are_private_and_versioned(
         ({"transaction_types": ["barter"]}, "transaction_types"),
         ({"ipc_prefixes": ["not an ipc"]}, "ipc_prefixes"),
         ({"regions": ["beijing"]}, "regions"),
+        ({"regions": ["99"]}, "regions"),  # two digits, but no province
         ({"title": "x" * 301}, "title"),
         ({"text": ""}, "text"),
         ({"colour": "red"}, "colour"),

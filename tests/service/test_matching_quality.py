@@ -1,5 +1,5 @@
 """Matching quality, measured: demands written the way buyers write them (tests/data/matching/,
-labelled before the reading of demands was built) posted against the demo catalogue (the 1,191
+labelled before the reading of demands was built) posted against the demo catalogue (the 1,190
 real records `make run` seeds), and the 371 real enterprise demands against the same catalogue.
 
 Prints recall@5 (an expected record among the first five matches), expected-first and the

@@ -202,7 +202,7 @@ async def test_keys_are_stored_only_as_sha256_and_compared_in_constant_time(
         path, json={"name": "ci", "roles": ["member"]}, headers=bearer(admin)
     )
     assert issued.status_code == 201, issued.text
-    keys = (await listing.get(path, headers=bearer(admin))).json()
+    keys = (await listing.get(path, headers=bearer(admin))).json()["items"]
     admin_id = next(k["id"] for k in keys if k["roles"] == ["admin"])
     rotated = await listing.post(f"{path}/{admin_id}/rotate", headers=bearer(admin))
     assert rotated.status_code == 201, rotated.text

@@ -31,6 +31,7 @@ from infra.seed.records import (
     parse_source_date,
 )
 from infra.seed.regions import JJJ_PROVINCES, REGION_NAMES, infer_region, province_of
+from services.listing.assets.rules import check_filing_year
 from shared.contracts.catalogue import AssetDocument
 from shared.identifiers import (
     normalize_cn_publication_number,
@@ -79,14 +80,14 @@ def test_data_ships_inside_the_package() -> None:
 
 def test_all_three_files_load(stats: SeedStats) -> None:
     assert stats.read == {VR_FILE: 7805, CAMBRICON_FILE: 357, IFLYTEK_FILE: 3816}
-    assert stats.yielded == {VR_FILE: 7805, CAMBRICON_FILE: 328, IFLYTEK_FILE: 3813}
+    assert stats.yielded == {VR_FILE: 7801, CAMBRICON_FILE: 328, IFLYTEK_FILE: 3813}
 
 
 def test_records_per_file_and_kind(records: list[SeedRecord]) -> None:
-    assert len(records) == 11_946
+    assert len(records) == 11_942
     assert Counter((r.source_file, r.asset.kind) for r in records) == {
-        (VR_FILE, "invention_patent"): 5295,
-        (VR_FILE, "utility_model"): 2510,  # 2,501 U + 9 old Y documents
+        (VR_FILE, "invention_patent"): 5293,
+        (VR_FILE, "utility_model"): 2508,  # 2,499 U + 9 old Y documents
         (CAMBRICON_FILE, "invention_patent"): 321,
         (CAMBRICON_FILE, "utility_model"): 7,
         (IFLYTEK_FILE, "invention_patent"): 2509,
@@ -97,17 +98,18 @@ def test_records_per_file_and_kind(records: list[SeedRecord]) -> None:
 
 def test_skipped_records_and_dropped_codes(stats: SeedStats) -> None:
     # 3 WO records in the iFlytek file; 29 Cambricon applications listed as A and again as B.
-    assert stats.skipped == {"wo_record": 3, "duplicate": 29}
+    # Four rows the source dates after their application number's year.
+    assert stats.skipped == {"wo_record": 3, "duplicate": 29, "filed_after_number": 4}
     # The only invalid classification: a CPC-only Y section code in the VR file.
     assert stats.ipc_dropped == {"Y02P 90/02": 2}
 
 
 def test_legal_status_per_file(records: list[SeedRecord]) -> None:
     assert Counter((r.source_file, r.asset.legal_status) for r in records) == {
-        (VR_FILE, "granted"): 2974,
-        (VR_FILE, "pending"): 2215,
+        (VR_FILE, "granted"): 2972,
+        (VR_FILE, "pending"): 2214,
         (VR_FILE, "rejected"): 960,
-        (VR_FILE, "withdrawn"): 802,
+        (VR_FILE, "withdrawn"): 801,
         (VR_FILE, "lapsed"): 774,
         (VR_FILE, "expired"): 80,
         (CAMBRICON_FILE, "granted"): 175,
@@ -139,6 +141,7 @@ def test_every_record_validates(records: list[SeedRecord]) -> None:
             assert holder.region is None or validate_region_code(holder.region) == holder.region
         assert asset.title.zh is not None
         assert asset.filed_on is not None
+        assert check_filing_year(asset.kind, asset.identifier, asset.filed_on) is None
         if asset.granted_on is not None:
             assert asset.granted_on >= asset.filed_on
         assert asset.expires_on is not None and asset.expires_on > asset.filed_on
@@ -468,13 +471,13 @@ def test_region_names_and_provinces() -> None:
 def test_first_holders_per_province(records: list[SeedRecord]) -> None:
     regions = [r.asset.holders[0].region for r in records]
     jjj = Counter(province_of(c) for c in regions if c is not None and c[:2] in JJJ_PROVINCES)
-    assert jjj == {"110000": 1425, "120000": 163, "130000": 64}
+    assert jjj == {"110000": 1424, "120000": 163, "130000": 64}
     assert sum(c is None for c in regions) == 1814
 
 
 def test_load_records_region_only() -> None:
     regional = load_records(region_only=True, today=TODAY)
-    assert len(regional) == 1652
+    assert len(regional) == 1651
     assert len(regional) >= 1000
     for record in regional:
         region = record.asset.holders[0].region

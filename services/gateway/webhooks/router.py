@@ -25,12 +25,12 @@ from shared.schemas import (
     Page,
     PageSize,
     PageToken,
+    created_after,
+    created_position,
     cut_page,
     page_position,
-    token_datetime,
     token_int,
     token_str,
-    token_uuid,
 )
 
 __all__ = ["router"]
@@ -73,11 +73,10 @@ async def list_subscriptions(
     page_token: PageToken = "",
 ) -> Page[SubscriptionPublic]:
     """The caller's organisation's subscriptions, newest first (operators: everyone's)."""
-    position = page_position(page_token, created_at=token_datetime, id=token_uuid)
-    after = (position["created_at"], position["id"]) if position else None
-    rows = await service.list_page(session, principal, after, page_size + 1)
     subscriptions, token = cut_page(
-        rows, page_size, lambda s: {"created_at": s.created_at.isoformat(), "id": str(s.id)}
+        await service.list_page(session, principal, created_after(page_token), page_size + 1),
+        page_size,
+        created_position,
     )
     return Page(items=[service.public(s) for s in subscriptions], next_page_token=token)
 

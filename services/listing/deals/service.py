@@ -44,7 +44,13 @@ from shared.auth import Principal
 from shared.contracts.catalogue import ListingStatus, offer_id
 from shared.contracts.deals import DealPublic
 from shared.errors import Conflict, FieldError, Forbidden, NotFound, UnprocessableEntity
-from shared.schemas import Page, decode_page_token, encode_page_token
+from shared.schemas import (
+    Page,
+    created_position,
+    cut_page,
+    decode_page_token,
+    encode_page_token,
+)
 
 __all__ = [
     "OPEN",
@@ -267,14 +273,7 @@ async def list_inquiries(
         after=after,
         limit=page_size + 1,
     )
-    more = len(rows) > page_size
-    rows = rows[:page_size]
-    last = rows[-1].inquiry if rows else None
-    token = (
-        encode_page_token({"created_at": last.created_at.isoformat(), "id": str(last.id)})
-        if more and last is not None
-        else ""
-    )
+    rows, token = cut_page(rows, page_size, lambda row: created_position(row.inquiry))
     return Page(items=[_summary(row) for row in rows], next_page_token=token)
 
 

@@ -12,6 +12,8 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 from rich.table import Table
 
+from shared.settings import get_settings
+
 CHUNK = 256 * 1024
 console = Console()
 
@@ -42,13 +44,15 @@ def import_file(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
     key: Annotated[str, typer.Option(envvar="IPX_API_KEY", help="your organisation's API key")],
     api: Annotated[
-        str, typer.Option(envvar="IPX_LISTING_URL", help="listing service URL")
-    ] = "http://127.0.0.1:8001",
+        str | None,
+        typer.Option(help="listing service URL (default: IPX_LISTING_URL, or IPX_LISTING_PORT's)"),
+    ] = None,
     mode: Annotated[str, typer.Option(help="draft, submit or publish (operators)")] = "draft",
     seller_id: Annotated[str | None, typer.Option(help="operators: the seller")] = None,
 ) -> None:
     """Import assets and listings from FILE (.csv or .jsonl, UTF-8 or GBK as Chinese Excel
     saves it); re-running a file updates, and the report names the fields each row changed."""
+    api = api or get_settings().listing_url
     fmt = "jsonl" if file.suffix.lower() in (".jsonl", ".ndjson") else "csv"
     params = {"format": fmt, "mode": mode} | ({"seller_id": seller_id} if seller_id else {})
     with Progress(

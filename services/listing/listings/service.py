@@ -58,12 +58,11 @@ from shared.errors import (
 )
 from shared.schemas import (
     Page,
+    created_after,
+    created_position,
     cut_page,
-    encode_page_token,
     page_position,
-    token_datetime,
     token_int,
-    token_uuid,
 )
 
 EVENT_OF_ACTION: dict[Action, EventType] = {
@@ -474,18 +473,11 @@ async def list_page(
         if seller is not None and seller != principal.organization_id:
             raise Forbidden("members list their own organisation's listings")
         seller = principal.organization_id
-    position = page_position(page_token, created_at=token_datetime, id=token_uuid)
-    after = (position["created_at"], position["id"]) if position else None
-    rows = await ListingRepository(session).page(
-        seller_id=seller, status=status, after=after, limit=page_size + 1
-    )
-    more = len(rows) > page_size
-    rows = rows[:page_size]
-    token = (
-        encode_page_token(
-            {"created_at": rows[-1][0].created_at.isoformat(), "id": str(rows[-1][0].id)}
-        )
-        if more
-        else ""
+    rows, token = cut_page(
+        await ListingRepository(session).page(
+            seller_id=seller, status=status, after=created_after(page_token), limit=page_size + 1
+        ),
+        page_size,
+        lambda row: created_position(row[0]),
     )
     return Page(items=[to_public(*row) for row in rows], next_page_token=token)

@@ -39,10 +39,9 @@ from shared.errors import Conflict, FieldError, UnprocessableEntity
 from shared.identifiers import IdentifierError, validate_region_code
 from shared.schemas import (
     Page,
+    created_after,
+    created_position,
     cut_page,
-    page_position,
-    token_datetime,
-    token_uuid,
 )
 
 # What a partner may send: offers it has reviewed, in any later state.
@@ -446,14 +445,12 @@ async def asset_offers(
     the closed, withdrawn and expired ones); never drafts or offers in review."""
     await assets.get(session, asset_id)  # 404 for an unknown asset
     statuses = VISIBLE if include_closed else PUBLIC
-    position = page_position(page_token, created_at=token_datetime, id=token_uuid)
-    after = (position["created_at"], position["id"]) if position else None
     rows, token = cut_page(
         await OfferRepository(session).of_asset(
-            asset_id, statuses, after=after, limit=page_size + 1
+            asset_id, statuses, after=created_after(page_token), limit=page_size + 1
         ),
         page_size,
-        lambda row: {"created_at": row[0].created_at.isoformat(), "id": str(row[0].id)},
+        lambda row: created_position(row[0]),
     )
     items = [
         AssetOffer(

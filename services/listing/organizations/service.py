@@ -34,11 +34,9 @@ from shared.errors import Conflict, FieldError, Forbidden, NotFound, Unprocessab
 from shared.identifiers import IdentifierError, validate_region_code, validate_uscc
 from shared.schemas import (
     Page,
+    created_after,
+    created_position,
     cut_page,
-    encode_page_token,
-    page_position,
-    token_datetime,
-    token_uuid,
 )
 from shared.settings import Settings
 
@@ -152,15 +150,12 @@ async def list_organizations(
     verification queue is `verified=false`). The token holds the last row's (created_at, id):
     no row is repeated, and organisations that sign up while an operator pages come at the end
     instead of shifting the pages still to come."""
-    position = page_position(page_token, created_at=token_datetime, id=token_uuid)
-    after = (position["created_at"], position["id"]) if position else None
-    rows = await OrganizationRepository(session).page(filters, after=after, limit=page_size + 1)
-    more = len(rows) > page_size
-    rows = rows[:page_size]
-    token = (
-        encode_page_token({"created_at": rows[-1].created_at.isoformat(), "id": str(rows[-1].id)})
-        if more
-        else ""
+    rows, token = cut_page(
+        await OrganizationRepository(session).page(
+            filters, after=created_after(page_token), limit=page_size + 1
+        ),
+        page_size,
+        created_position,
     )
     return Page[OrganizationPublic](
         items=[OrganizationPublic.model_validate(row, from_attributes=True) for row in rows],
@@ -228,11 +223,12 @@ async def list_keys(
     session: AsyncSession, organization_id: UUID, *, page_size: int, page_token: str
 ) -> Page[ApiKeyPublic]:
     await get_organization(session, organization_id)
-    position = page_position(page_token, created_at=token_datetime, id=token_uuid)
-    after = (position["created_at"], position["id"]) if position else None
-    rows = await ApiKeyRepository(session).of_organization(organization_id, after, page_size + 1)
     keys, token = cut_page(
-        rows, page_size, lambda k: {"created_at": k.created_at.isoformat(), "id": str(k.id)}
+        await ApiKeyRepository(session).of_organization(
+            organization_id, created_after(page_token), page_size + 1
+        ),
+        page_size,
+        created_position,
     )
     return Page(
         items=[ApiKeyPublic.model_validate(k, from_attributes=True) for k in keys],

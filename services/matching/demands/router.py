@@ -36,11 +36,11 @@ from shared.schemas import (
     Page,
     PageSize,
     PageToken,
+    created_after,
+    created_position,
     cut_page,
     page_position,
-    token_datetime,
     token_int,
-    token_uuid,
 )
 
 router = APIRouter(tags=["demands"])
@@ -117,11 +117,10 @@ async def list_demands(
     page_token: PageToken = "",
 ) -> Page[DemandPublic]:
     """The organisation's demands, newest first."""
-    position = page_position(page_token, created_at=token_datetime, id=token_uuid)
-    after = (position["created_at"], position["id"]) if position else None
-    rows = await service.list_mine(session, principal, after, page_size + 1)
     demands, token = cut_page(
-        rows, page_size, lambda d: {"created_at": d.created_at.isoformat(), "id": str(d.id)}
+        await service.list_mine(session, principal, created_after(page_token), page_size + 1),
+        page_size,
+        created_position,
     )
     vocabulary = await _vocabulary(request)
     return Page(items=[_public(d, vocabulary) for d in demands], next_page_token=token)
