@@ -50,11 +50,11 @@ async def create_subscription(
     data: SubscriptionCreate, session: SessionDep, principal: Subscriber
 ) -> SubscriptionCreated:
     """Subscribe a URL to webhook events (listing.published, listing.updated,
-    listing.withdrawn, deal.closed, match.created), optionally filtered like the catalogue
-    search. Webhooks are signed per Standard Webhooks with the `secret`, shown only in this
-    answer. The URL must resolve to public addresses (rule `ssrf_forbidden_target`) unless an
-    operator allow-listed it. match.created is delivered only for the organisation's own
-    demands."""
+    listing.withdrawn: withdrawn or expired, listing.closed: a deal closed it, deal.closed,
+    match.created), optionally filtered like the catalogue search. Webhooks are signed per
+    Standard Webhooks with the `secret`, shown only in this answer. The URL must resolve to
+    public addresses (rule `ssrf_forbidden_target`) unless an operator allow-listed it.
+    match.created is delivered only for the organisation's own demands."""
     subscription = await service.create(session, principal, data)
     return SubscriptionCreated(
         **service.public(subscription).model_dump(), secret=subscription.secret
