@@ -9,6 +9,7 @@ import typer
 import uvicorn
 
 from infra.http_protocol import ProblemHttpProtocol
+from services.gateway.cli import secrets_app
 from services.listing.imports.cli import import_file
 from services.matching.cli import index_app
 from shared.logging import configure_logging
@@ -25,6 +26,7 @@ YOUNG_COLLECTION_EVERY = 10_000
 app = typer.Typer(no_args_is_help=True, help="Jing-Jin-Ji IP exchange backend.")
 app.command("import")(import_file)
 app.add_typer(index_app, name="index")
+app.add_typer(secrets_app, name="secrets")
 
 
 @app.command()

@@ -24,6 +24,7 @@ from infra.migrations import upgrade_all
 from infra.postgres import Backend, start_postgres
 from infra.processes import ServiceProcess, start_service, wait_ready
 from infra.seed.demo import seed_demo
+from shared.encryption import new_key
 from shared.settings import SERVICE_NAMES, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,17 +47,21 @@ class LauncherSettings(BaseSettings):
 
 
 def load_secrets(path: Path) -> dict[str, str]:
-    if path.exists():
-        loaded: dict[str, str] = json.loads(path.read_text())
-        return loaded
-    values = {
-        "operator_key": "ipx_op_" + secrets.token_urlsafe(24),
-        "service_key": "ipx_svc_" + secrets.token_urlsafe(24),
-        "meili_master_key": secrets.token_urlsafe(24),
+    """The stack's secrets, generated on first start (and any added since, e.g. the key that
+    seals stored signing secrets, for a data folder older than it)."""
+    values: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    generated = {
+        "operator_key": lambda: "ipx_op_" + secrets.token_urlsafe(24),
+        "service_key": lambda: "ipx_svc_" + secrets.token_urlsafe(24),
+        "meili_master_key": lambda: secrets.token_urlsafe(24),
+        "secret_key": new_key,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(values, indent=2))
-    path.chmod(0o600)
+    missing = {name: make() for name, make in generated.items() if name not in values}
+    if missing:
+        values |= missing
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(values, indent=2))
+        path.chmod(0o600)
     return values
 
 
@@ -75,6 +80,7 @@ def run_stack() -> None:
         "IPX_MEILI_MASTER_KEY": os.environ.get(
             "IPX_MEILI_MASTER_KEY", stack_secrets["meili_master_key"]
         ),
+        "IPX_SECRET_KEYS": os.environ.get("IPX_SECRET_KEYS", stack_secrets["secret_key"]),
     }
     stops: list[Callable[[], None]] = []
     # Installed explicitly: a process started in the background may inherit SIGINT as ignored,

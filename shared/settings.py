@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from functools import lru_cache
 from typing import Annotated, Literal, Self
 
@@ -32,6 +34,9 @@ class Settings(BaseSettings):
     service_key: SecretStr = SecretStr("")
     # Bootstrap operator key: lets the first operator in before any key exists in the database.
     operator_key: SecretStr = SecretStr("")
+    # Gateway: Fernet keys sealing the signing secrets it stores (shared/encryption.py),
+    # comma-separated; the first seals, all open. Required by the gateway.
+    secret_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
 
     host: str = "127.0.0.1"
     listing_port: int = 8001
@@ -77,6 +82,28 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
+
+    @field_validator("secret_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    @field_validator("secret_keys")
+    @classmethod
+    def _fernet_keys(cls, keys: list[SecretStr]) -> list[SecretStr]:
+        for i, key in enumerate(keys):
+            try:
+                raw = base64.urlsafe_b64decode(key.get_secret_value().encode())
+            except (binascii.Error, ValueError):
+                raw = b""
+            if len(raw) != 32:
+                raise ValueError(
+                    f"key {i + 1} is not a Fernet key (32 bytes, url-safe base64): "
+                    "`ipx secrets new-key` makes one"
+                )
+        return keys
 
     @field_validator("webhook_retry_schedule", mode="before")
     @classmethod

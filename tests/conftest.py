@@ -27,6 +27,7 @@ from pytest_postgresql.janitor import DatabaseJanitor
 from infra.meili import MeiliHandle, start_meilisearch
 from infra.migrations import upgrade_all
 from infra.postgres import Backend, PostgresHandle, start_postgres
+from shared.encryption import new_key
 from shared.settings import Settings
 from support import free_port
 
@@ -105,9 +106,20 @@ def operator_key() -> str:
     return "op-" + secrets.token_urlsafe(24)
 
 
+@pytest.fixture(scope="session")
+def secret_key() -> str:
+    """The key sealing the gateway's stored signing secrets (IPX_SECRET_KEYS)."""
+    return new_key()
+
+
 @pytest.fixture(scope="module")
 def settings(
-    database_url: str, meili: MeiliHandle, meili_key: str, service_key: str, operator_key: str
+    database_url: str,
+    meili: MeiliHandle,
+    meili_key: str,
+    service_key: str,
+    operator_key: str,
+    secret_key: str,
 ) -> Settings:
     return Settings(
         database_url=database_url,
@@ -115,6 +127,7 @@ def settings(
         meili_master_key=meili_key,
         service_key=service_key,
         operator_key=operator_key,
+        secret_keys=[secret_key],
         listing_url="http://listing.test",
         matching_url="http://matching.test",
         log_format="text",

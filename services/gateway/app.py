@@ -17,9 +17,11 @@ from services.gateway.catalogue.router import router as catalogue_router
 from services.gateway.models import SCHEMA
 from services.gateway.partners.router import router as partners_router
 from services.gateway.partners.workers import run_inbox, run_pull
+from services.gateway.stored_secrets import seal_stored_in_clear
 from services.gateway.webhooks.router import router as webhooks_router
 from services.gateway.webhooks.workers import run_deliveries, run_fanout
 from shared.app import build_app, open_database, open_upstreams
+from shared.encryption import secret_box
 from shared.settings import Settings, get_settings
 
 # The gateway's background workers, each `async def worker(app) -> None` looping forever.
@@ -41,6 +43,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         CatalogueEngine(settings, client) as catalogue,
     ):
         app.state.catalogue = catalogue
+        # Refuses to start without IPX_SECRET_KEYS: the stored signing secrets are sealed.
+        await seal_stored_in_clear(app.state.sessionmaker, secret_box(settings.secret_keys))
         tasks = (
             [asyncio.create_task(worker(app), name=worker.__name__) for worker in WORKERS]
             if settings.run_workers

@@ -34,7 +34,8 @@ class Partner(SQLModel, table=True):
     region: str = Field(max_length=6)
     status: str = Field(default="active", max_length=16)  # active | suspended
     # Standard Webhooks secret (whsec_...): the partner signs with it, we verify with it.
-    inbound_secret: str = Field(max_length=200)
+    # Stored sealed (shared/encryption.py).
+    inbound_secret: str = Field(max_length=400)
     adapter: str = Field(default="canonical", max_length=32)
     organization_id: UUID | None = None
     pull_url: str | None = Field(default=None, max_length=2000)
@@ -117,7 +118,7 @@ class Subscription(SQLModel, table=True):
     url: str = Field(max_length=2000)
     event_types: list[str] = Field(sa_column=Column(ARRAY(String(40)), nullable=False))
     filter: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONB, nullable=False))
-    secret: str = Field(max_length=200)
+    secret: str = Field(max_length=400)  # sealed (shared/encryption.py)
     status: str = Field(default="active", max_length=16)  # active | deleted
     created_at: datetime = created_now()
 

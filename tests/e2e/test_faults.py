@@ -36,6 +36,7 @@ from infra.migrations import upgrade_all
 from infra.postgres import PostgresHandle, start_postgres
 from infra.processes import ServiceProcess, start_service, wait_ready
 from shared.db import asyncpg_connect_kwargs
+from shared.encryption import new_key
 from shared.identifiers import cn_application_check_char
 from shared.settings import SERVICE_NAMES
 from shared.webhooks import signed_headers
@@ -117,6 +118,7 @@ def stack(test_root: Path, service_key: str, operator_key: str) -> Iterator[Stac
             "IPX_MEILI_MASTER_KEY": meili_key,
             "IPX_MEILI_INDEX": INDEX,
             "IPX_SERVICE_KEY": service_key,
+            "IPX_SECRET_KEYS": new_key(),
             "IPX_OPERATOR_KEY": operator_key,
             "IPX_LOG_LEVEL": "WARNING",
             "IPX_ACCESS_LOG": "false",  # 2,000 pushes would be 2,000 lines to format

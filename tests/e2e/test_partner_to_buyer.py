@@ -22,6 +22,7 @@ from conftest import janitor
 from infra.meili import MeiliHandle
 from infra.postgres import PostgresHandle
 from infra.processes import ServiceProcess, start_service, wait_ready
+from shared.encryption import new_key
 from shared.settings import SERVICE_NAMES
 from shared.webhooks import signed_headers
 from support import bearer, free_port, real_application_numbers
@@ -59,6 +60,7 @@ def stack(
         "IPX_MEILI_MASTER_KEY": meili_key,
         "IPX_MEILI_INDEX": f"catalogue_{uuid.uuid4().hex[:8]}",
         "IPX_SERVICE_KEY": service_key,
+        "IPX_SECRET_KEYS": new_key(),
         "IPX_OPERATOR_KEY": operator_key,
         "IPX_LOG_LEVEL": "INFO",  # every line a service writes, so the secrets check means it
         **{f"IPX_{s.upper()}_URL": f"http://127.0.0.1:{p}" for s, p in ports.items()},

@@ -41,6 +41,7 @@ from infra.meili import MeiliHandle, start_meilisearch  # noqa: E402
 from infra.migrations import upgrade_all  # noqa: E402
 from infra.postgres import PostgresHandle, start_postgres  # noqa: E402
 from infra.processes import ServiceProcess, start_service, wait_ready  # noqa: E402
+from shared.encryption import new_key  # noqa: E402
 from shared.settings import SERVICE_NAMES, ServiceName  # noqa: E402
 from support import bearer, free_port  # noqa: E402
 
@@ -120,6 +121,7 @@ class Infra:
     master_key: str
     operator_key: str = field(default_factory=lambda: "bench-op-" + secrets.token_urlsafe(18))
     service_key: str = field(default_factory=lambda: "bench-svc-" + secrets.token_urlsafe(18))
+    secret_key: str = field(default_factory=new_key)
 
     @classmethod
     @contextmanager
@@ -158,6 +160,7 @@ class Infra:
             "IPX_MEILI_INDEX": f"catalogue_{database}",
             "IPX_OPERATOR_KEY": self.operator_key,
             "IPX_SERVICE_KEY": self.service_key,
+            "IPX_SECRET_KEYS": self.secret_key,
             "IPX_LOG_LEVEL": "WARNING",
             "IPX_ACCESS_LOG": "false",
             # Benchmarks raise the public rate limits (NOTES: limits are configurable).

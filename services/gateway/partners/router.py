@@ -20,6 +20,7 @@ from services.gateway.partners.schemas import (
 )
 from shared.auth import CallerDep, Principal, require_roles
 from shared.db import SessionDep
+from shared.encryption import SecretBox, secret_box
 from shared.errors import Forbidden, ProblemResponse, problem_responses
 from shared.schemas import (
     Page,
@@ -35,6 +36,10 @@ __all__ = ["router"]
 
 router = APIRouter(prefix="/v1")
 Operator = Annotated[Principal, Depends(require_roles("operator"))]
+
+
+def _box(request: Request) -> SecretBox:
+    return secret_box(request.app.state.settings.secret_keys)
 
 
 def _gateway_url(request: Request) -> str:
@@ -53,7 +58,7 @@ async def register_partner(
 ) -> PartnerCreated:
     """Register a partner exchange (operators). The answer carries its inbound signing secret,
     shown this once: give it to the partner, who signs its pushes with it."""
-    partner, secret = await service.register_partner(session, data)
+    partner, secret = await service.register_partner(session, data, _box(request))
     return PartnerCreated(
         **service.to_public(partner, _gateway_url(request)), inbound_secret=secret
     )
@@ -111,7 +116,7 @@ async def update_partner(
     """Suspend or reactivate a partner, change its name, adapter or feed, reset its pull
     cursor, or rotate its signing secret (`{"rotate_secret": true}`: the new one is in the
     answer, shown this once)."""
-    partner, secret = await service.update_partner(session, code, data)
+    partner, secret = await service.update_partner(session, code, data, _box(request))
     return PartnerUpdated(
         **service.to_public(partner, _gateway_url(request)), inbound_secret=secret
     )
@@ -165,7 +170,7 @@ async def receive_partner_push(partner: str, request: Request, session: SessionD
     GET /v1/partners/{code}/rejected)."""
     body = await request.body()
     found = await service.get_partner(session, partner)
-    event_id = service.verify_push(found, body, request.headers)
+    event_id = service.verify_push(found, body, request.headers, _box(request))
     if found.status != "active":
         raise Forbidden(f"the partner {found.code!r} is suspended: its events are refused")
     try:

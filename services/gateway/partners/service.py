@@ -30,6 +30,7 @@ from services.gateway.partners.schemas import (
 )
 from shared.auth import Principal
 from shared.contracts.catalogue import offer_id
+from shared.encryption import SecretBox
 from shared.errors import (
     BadRequest,
     Conflict,
@@ -92,8 +93,10 @@ async def get_partner(session: AsyncSession, code: str) -> Partner:
     return partner
 
 
-async def register_partner(session: AsyncSession, data: PartnerCreate) -> tuple[Partner, str]:
-    """A new partner and its inbound secret (returned once, in plaintext)."""
+async def register_partner(
+    session: AsyncSession, data: PartnerCreate, box: SecretBox
+) -> tuple[Partner, str]:
+    """A new partner and its inbound secret (returned once, in plaintext; stored sealed)."""
     partners = PartnerRepository(session)
     if await partners.get(data.code) is not None:
         raise Conflict(f"the partner code {data.code!r} is taken")
@@ -104,7 +107,7 @@ async def register_partner(session: AsyncSession, data: PartnerCreate) -> tuple[
         name=data.name,
         region=data.region,
         status="active",
-        inbound_secret=secret,
+        inbound_secret=box.seal(secret),
         adapter=data.adapter,
         organization_id=data.organization_id,
         pull_url=data.pull_url,
@@ -123,7 +126,7 @@ _NULLABLE: Final = frozenset({"pull_url", "organization_id"})
 
 
 async def update_partner(
-    session: AsyncSession, code: str, data: PartnerUpdate
+    session: AsyncSession, code: str, data: PartnerUpdate, box: SecretBox
 ) -> tuple[Partner, str | None]:
     """Apply the fields sent; the new secret when one was asked for."""
     partner = await get_partner(session, code)
@@ -148,7 +151,7 @@ async def update_partner(
     secret = None
     if data.rotate_secret:
         secret = new_secret()
-        partner.inbound_secret = secret
+        partner.inbound_secret = box.seal(secret)
     partner.updated_at = now
     await session.flush()
     return partner, secret
@@ -198,7 +201,7 @@ def _refused(header: str, rule: str, message: str) -> Unauthorized:
     )
 
 
-def verify_push(partner: Partner, body: bytes, headers: Mapping[str, str]) -> str:
+def verify_push(partner: Partner, body: bytes, headers: Mapping[str, str], box: SecretBox) -> str:
     """The webhook-id of a push whose Standard Webhooks signature verifies with the partner's
     secret; otherwise 401 naming the header at fault (missing, malformed, a timestamp more than
     five minutes off, or a signature that does not verify)."""
@@ -221,7 +224,7 @@ def verify_push(partner: Partner, body: bytes, headers: Mapping[str, str]) -> st
             "webhook-timestamp", "timestamp_format", "webhook-timestamp must be Unix seconds"
         )
     try:
-        verify(partner.inbound_secret, body, values)
+        verify(box.open(partner.inbound_secret), body, values)
     except InvalidWebhook as exc:
         if "webhook-timestamp" in exc.reason:
             raise _refused("webhook-timestamp", "timestamp_tolerance", exc.reason) from exc

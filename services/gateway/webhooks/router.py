@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from services.gateway.webhooks import repository, service
 from services.gateway.webhooks.schemas import (
@@ -20,6 +20,7 @@ from services.gateway.webhooks.schemas import (
 )
 from shared.auth import CallerDep, Principal, require_roles
 from shared.db import SessionDep
+from shared.encryption import secret_box
 from shared.errors import problem_responses
 from shared.schemas import (
     Page,
@@ -47,7 +48,7 @@ Operator = Annotated[Principal, Depends(require_roles("operator"))]
     responses=problem_responses(401, 403, 422),
 )
 async def create_subscription(
-    data: SubscriptionCreate, session: SessionDep, principal: Subscriber
+    data: SubscriptionCreate, request: Request, session: SessionDep, principal: Subscriber
 ) -> SubscriptionCreated:
     """Subscribe a URL to webhook events (listing.published, listing.updated,
     listing.withdrawn: withdrawn or expired, listing.closed: a deal closed it, deal.closed,
@@ -55,10 +56,9 @@ async def create_subscription(
     Standard Webhooks with the `secret`, shown only in this answer. The URL must resolve to
     public addresses (rule `ssrf_forbidden_target`) unless an operator allow-listed it.
     match.created is delivered only for the organisation's own demands."""
-    subscription = await service.create(session, principal, data)
-    return SubscriptionCreated(
-        **service.public(subscription).model_dump(), secret=subscription.secret
-    )
+    box = secret_box(request.app.state.settings.secret_keys)
+    subscription, secret = await service.create(session, principal, data, box)
+    return SubscriptionCreated(**service.public(subscription).model_dump(), secret=secret)
 
 
 @router.get(

@@ -24,6 +24,7 @@ from services.gateway.webhooks.schemas import (
 from services.gateway.webhooks.ssrf import TargetRefused, normalize_pattern, resolve_public
 from shared.auth import Principal
 from shared.contracts.events import ChangeEvent
+from shared.encryption import SecretBox
 from shared.errors import Conflict, Forbidden, NotFound, UnprocessableEntity
 from shared.identifiers import IdentifierError, normalize_ipc
 from shared.webhooks import new_secret
@@ -303,8 +304,9 @@ async def allowed(session: AsyncSession) -> list[str]:
 
 
 async def create(
-    session: AsyncSession, principal: Principal, data: SubscriptionCreate
-) -> Subscription:
+    session: AsyncSession, principal: Principal, data: SubscriptionCreate, box: SecretBox
+) -> tuple[Subscription, str]:
+    """The new subscription and its signing secret (shown once; stored sealed)."""
     if principal.organization_id is None or not principal.has("member", "admin", "partner"):
         raise Forbidden("subscriptions belong to an organisation: use its member or partner key")
     try:
@@ -322,11 +324,11 @@ async def create(
         url=target.url,
         event_types=list(data.event_types),
         filter=data.filter.model_dump(mode="json", exclude_none=True),
-        secret=new_secret(),
+        secret=box.seal(secret := new_secret()),
     )
     session.add(subscription)
     await session.flush()
-    return subscription
+    return subscription, secret
 
 
 async def get_visible(

@@ -46,6 +46,7 @@ from services.gateway.webhooks.ssrf import (
 )
 from shared.contracts.events import ChangeFeedPage
 from shared.db import asyncpg_connect_kwargs, record_when_reachable
+from shared.encryption import SecretBox, secret_box
 from shared.errors import is_database_unavailable
 from shared.jitter import jitter
 from shared.notifier import FeedNotifier
@@ -243,8 +244,10 @@ class DeliveryWorker:
         lease_seconds: float = LEASE_SECONDS,
         total_timeout: float = TOTAL_TIMEOUT_SECONDS,
         resolver: Resolver | None = None,
+        box: SecretBox,
     ) -> None:
         self.sessionmaker = sessionmaker
+        self.box = box
         self.client = client
         self.schedule = tuple(schedule)
         self.concurrency = concurrency
@@ -323,7 +326,7 @@ class DeliveryWorker:
     async def deliver(self, claimed: Claimed, allow: AllowList) -> None:
         """One attempt: resolve and check the URL, POST to the checked address, record."""
         body = json.dumps(claimed.payload, ensure_ascii=False, separators=(",", ":")).encode()
-        headers = signed_headers(claimed.secret, claimed.event_id, body)
+        headers = signed_headers(self.box.open(claimed.secret), claimed.event_id, body)
         loop = asyncio.get_running_loop()
         started = loop.time()
         status_code: int | None = None
@@ -392,7 +395,11 @@ async def run_deliveries(app: FastAPI) -> None:
     try:
         async with subscriber_client(settings.webhook_user_agent, timeout) as client:
             worker = DeliveryWorker(
-                app.state.sessionmaker, client, schedule=schedule, total_timeout=timeout
+                app.state.sessionmaker,
+                client,
+                schedule=schedule,
+                total_timeout=timeout,
+                box=secret_box(settings.secret_keys),
             )
             await worker.run(notifier)
     finally:
