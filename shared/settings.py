@@ -75,6 +75,19 @@ class Settings(BaseSettings):
     webhook_retry_schedule: Annotated[list[float], NoDecode] = Field(default_factory=list)
     # Gateway: how long one delivery attempt may take (resolving, connecting, the answer).
     webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Retention (shared/retention.py): how long finished rows are kept. Gateway: applied and
+    # stale partner-inbox rows (the inbox dedupes on the webhook-id only within this window;
+    # senders retry for at most a few days), and delivered or failed webhook deliveries with
+    # their attempts, except the newest `retention_deliveries_keep` of every subscription.
+    # Listing: Idempotency-Key records (a repeat after the window creates again).
+    retention_inbox_days: float = Field(default=7.0, gt=0)
+    retention_deliveries_days: float = Field(default=30.0, gt=0)
+    retention_deliveries_keep: int = Field(default=100, ge=0)
+    retention_idempotency_hours: float = Field(default=24.0, gt=0)
+    # Seconds between retention rounds (one replica runs each); 0 turns retention off.
+    retention_interval_seconds: float = Field(default=600.0, ge=0)
+    # Rows deleted per table per transaction.
+    retention_batch: int = Field(default=1000, gt=0)
 
     @field_validator("cors_origins", mode="before")
     @classmethod

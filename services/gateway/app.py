@@ -17,6 +17,7 @@ from services.gateway.catalogue.router import router as catalogue_router
 from services.gateway.models import SCHEMA
 from services.gateway.partners.router import router as partners_router
 from services.gateway.partners.workers import run_inbox, run_pull
+from services.gateway.retention.workers import run_gateway_retention
 from services.gateway.stored_secrets import seal_stored_in_clear
 from services.gateway.webhooks.router import router as webhooks_router
 from services.gateway.webhooks.workers import run_deliveries, run_fanout
@@ -30,6 +31,7 @@ WORKERS: list[Callable[[FastAPI], Coroutine[Any, Any, None]]] = [
     run_pull,
     run_fanout,
     run_deliveries,
+    run_gateway_retention,
 ]
 
 

@@ -21,6 +21,7 @@ from services.listing.models import SCHEMA
 from services.listing.offers.router import asset_offers_router
 from services.listing.offers.router import router as offers_router
 from services.listing.organizations.router import router as organizations_router
+from services.listing.retention.workers import run_listing_retention
 from services.listing.workers import run_expiry
 from shared.app import build_app, open_database
 from shared.notifier import FeedNotifier
@@ -43,12 +44,21 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             ),
             name="listing-expiry",
         )
+        retention = (
+            asyncio.create_task(run_listing_retention(app), name="listing-retention")
+            if settings.run_workers
+            else None
+        )
         try:
             yield
         finally:
             expiry.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await expiry
+            if retention is not None:
+                retention.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await retention
             await app.state.feed_notifier.stop()
 
 
