@@ -120,8 +120,10 @@ def build_app(
         expose_headers=["ETag", "X-Request-ID", "RateLimit", "RateLimit-Policy", "Retry-After"],
     )
     # Our own registry per app: the global one raises on a second create_app() in one process.
+    # Other metrics of the app (workers') register on it too: /metrics serves it.
+    app.state.metrics_registry = CollectorRegistry()
     Instrumentator(
-        registry=CollectorRegistry(),
+        registry=app.state.metrics_registry,
         excluded_handlers=["/metrics", "/healthz", "/readyz"],
     ).instrument(app).expose(app, endpoint="/metrics", include_in_schema=False)
     _remember_route_templates(app)

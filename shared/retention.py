@@ -61,13 +61,10 @@ class RetentionJob(Protocol):
 
 
 def app_registry(app: FastAPI) -> CollectorRegistry:
-    """The registry the app's `/metrics` serves: `shared.app.build_app` gives each app its own
-    and hands it to the instrumentator's middleware, where it is found."""
-    for middleware in app.user_middleware:
-        registry = middleware.kwargs.get("registry")
-        if isinstance(registry, CollectorRegistry):
-            return registry
-    raise LookupError("the app has no metrics registry (was it built by shared.app.build_app?)")
+    """The registry the app's `/metrics` serves (`shared.app.build_app` gives each app its
+    own)."""
+    registry: CollectorRegistry = app.state.metrics_registry
+    return registry
 
 
 @dataclass(frozen=True)

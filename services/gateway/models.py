@@ -131,6 +131,8 @@ class Delivery(SQLModel, table=True):
         UniqueConstraint("subscription_id", "event_id"),
         Index("ix_gateway_deliveries_due", "status", "next_attempt_at"),
         Index("ix_gateway_deliveries_order", "subscription_id", "ordering_key", "seq"),
+        # A subscription's newest deliveries: its list, and what retention keeps.
+        Index("ix_gateway_deliveries_subscription_seq", "subscription_id", "seq"),
         {"schema": SCHEMA},
     )
 

@@ -23,7 +23,8 @@ IdempotencyKeyHeader = Annotated[
         alias="Idempotency-Key",
         min_length=1,
         max_length=200,
-        description="repeat a create safely: the same key returns the first response",
+        description="repeat a create safely: the same key returns the first response "
+        "(for IPX_RETENTION_IDEMPOTENCY_HOURS, 24 by default)",
     ),
 ]
 IN_FLIGHT = 0
@@ -61,10 +62,14 @@ async def claim(
     """
     conn = await driver_connection(session)
     args = (organization_id, scope, key)
-    if await conn.fetchval(CLAIM, *args, digest, IN_FLIGHT, utcnow()) is not None:
-        return None
-    stored = await conn.fetchrow(STORED, *args)
-    assert stored is not None  # the conflicting row is committed: ON CONFLICT waited for it
+    while True:
+        if await conn.fetchval(CLAIM, *args, digest, IN_FLIGHT, utcnow()) is not None:
+            return None
+        stored = await conn.fetchrow(STORED, *args)
+        # The conflicting row is committed (ON CONFLICT waited for it); gone again only when
+        # retention removed it, past its window, in between: then the key is free again.
+        if stored is not None:
+            break
     if stored["request_hash"] != digest:
         raise UnprocessableEntity.single(
             "Idempotency-Key",
