@@ -23,7 +23,7 @@ import pytest
 import uvicorn
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
-from sqlalchemy import update
+from sqlalchemy import text, update
 from sqlmodel import col
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -803,6 +803,40 @@ async def partner_state(gateway: Gateway, partner: str, key: str) -> dict[str, A
     return state
 
 
+async def allow_local_feeds(gateway: Gateway) -> None:
+    """The operator allow-lists the test's partner site (127.0.0.1): a pull goes through the
+    SSRF guard the webhooks use."""
+    async with gateway.app.state.sessionmaker() as session, session.begin():
+        await session.execute(
+            text(
+                "INSERT INTO gateway.allowed_targets (pattern, created_at) "
+                "VALUES ('127.0.0.1', now()) ON CONFLICT DO NOTHING"
+            )
+        )
+
+
+async def test_a_pull_url_to_a_private_address_is_refused_before_connecting(
+    gateway: Gateway, settings: Settings, listing_app: FastAPI, operator_key: str
+) -> None:
+    # Cloud metadata, and a loopback address nobody allow-listed.
+    partners = {code(): "http://169.254.169.254/latest/meta-data/", code(): "http://127.0.0.2:9/f"}
+    for partner, pull_url in partners.items():
+        await register(gateway, operator_key, partner, pull_url=pull_url)
+
+    def failed(partner: str) -> Callable[[], Awaitable[dict[str, Any] | None]]:
+        async def check() -> dict[str, Any] | None:
+            state = await partner_state(gateway, partner, operator_key)
+            return state if state["pull_failures"] >= 1 else None
+
+        return check
+
+    async with running_gateway(settings, listing_app, pull=True):
+        for partner in partners:
+            state = await eventually(failed(partner), "the refused pull")
+            assert state["pull_last_error"].startswith("ssrf_forbidden_target"), state
+            assert state["pull_cursor"] is None
+
+
 async def test_pull_pages_through_a_feed_resumes_after_a_restart_and_honours_304(
     gateway: Gateway,
     settings: Settings,
@@ -813,6 +847,7 @@ async def test_pull_pages_through_a_feed_resumes_after_a_restart_and_honours_304
     listing: httpx.AsyncClient,
     numbers: Iterator[str],
 ) -> None:
+    await allow_local_feeds(gateway)
     partner = code()
     owned = list(itertools.islice(numbers, 25))
     feed = partner_site.feeds[partner] = Feed(
@@ -890,6 +925,7 @@ async def test_slow_and_broken_partners_do_not_hold_up_a_healthy_one(
     operator_key: str,
     numbers: Iterator[str],
 ) -> None:
+    await allow_local_feeds(gateway)
     sleepy, broken, healthy = code(), code(), code()
     partner_site.feeds[sleepy] = Feed(mode="sleepy")
     partner_site.feeds[broken] = Feed(mode="garbage")

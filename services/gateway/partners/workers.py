@@ -49,6 +49,8 @@ from services.gateway.partners.repository import (
     claim_alone,
     finish_alone,
 )
+from services.gateway.webhooks.repository import allowed_patterns
+from services.gateway.webhooks.ssrf import AllowList, TargetRefused, open_pinned, resolve_public
 from shared.app import http_client
 from shared.contracts.offers import OfferUpsertResult
 from shared.db import record_when_reachable
@@ -457,11 +459,20 @@ async def _pull_pages(
 ) -> None:
     maker: async_sessionmaker[AsyncSession] = app.state.sessionmaker
     assert partner.pull_url is not None
+    async with maker() as session:
+        allow = AllowList.of(await allowed_patterns(session))
     cursor, etag = partner.pull_cursor, partner.pull_etag
     for _ in range(config.pull_max_pages):
         params = {"cursor": cursor} if cursor else {}
         headers = {"If-None-Match": etag} if etag else {}
-        async with client.stream("GET", partner.pull_url, params=params, headers=headers) as answer:
+        # The feed's address is checked like a webhook subscriber's, and the connection goes
+        # to the address checked: an operator-set URL cannot reach the gateway's own network.
+        url = str(httpx.URL(partner.pull_url).copy_merge_params(params))
+        try:
+            target = await resolve_public(url, allow)
+        except TargetRefused as exc:
+            raise PullFailed(f"{exc.rule}: {exc.message}") from exc
+        async with open_pinned(client, target, method="GET", headers=headers) as answer:
             if answer.status_code == 304:
                 return
             if answer.status_code != 200:

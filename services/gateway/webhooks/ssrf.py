@@ -1,4 +1,5 @@
-"""The SSRF guard for outbound webhook URLs, DNS rebinding included.
+"""The SSRF guard for every URL the gateway calls out to (webhook subscribers, partners' pull
+feeds), DNS rebinding included.
 
 A subscription URL is parsed (http or https, no credentials), its host resolved with the system
 resolver (`getaddrinfo`, which also normalises tricks such as ``2130706433`` or ``0177.0.0.1``
@@ -19,7 +20,8 @@ import asyncio
 import ipaddress
 import re
 import socket
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -37,6 +39,7 @@ __all__ = [
     "TargetRefused",
     "forbidden_reason",
     "normalize_pattern",
+    "open_pinned",
     "parse_target",
     "resolve_public",
     "send_pinned",
@@ -379,17 +382,17 @@ def pinned_request(
     )
 
 
-async def send_pinned(
+@asynccontextmanager
+async def open_pinned(
     client: httpx.AsyncClient,
     target: ResolvedTarget,
     *,
-    content: bytes,
-    headers: Mapping[str, str],
     method: str = "POST",
-) -> int:
-    """Send to the checked addresses in turn (the next only when connecting fails); returns
-    the response's status code. Redirects are never followed; at most MAX_RESPONSE_BYTES of
-    the body is read."""
+    content: bytes = b"",
+    headers: Mapping[str, str] | None = None,
+) -> AsyncIterator[httpx.Response]:
+    """The response (streamed, closed on exit) from the first checked address that accepts a
+    connection. Redirects are never followed: a caller that follows one checks its URL again."""
     if not target.addresses:
         raise TargetRefused("url_unresolvable", "the target was not resolved")
     last: httpx.TransportError | None = None
@@ -403,13 +406,31 @@ async def send_pinned(
             last = exc
             continue
         try:
-            received = 0
-            async for chunk in response.aiter_raw():
-                received += len(chunk)
-                if received >= MAX_RESPONSE_BYTES:
-                    break
+            yield response
         finally:
             await response.aclose()
-        return response.status_code
+        return
     assert last is not None
     raise last
+
+
+async def send_pinned(
+    client: httpx.AsyncClient,
+    target: ResolvedTarget,
+    *,
+    content: bytes,
+    headers: Mapping[str, str],
+    method: str = "POST",
+) -> int:
+    """Send to the checked addresses in turn (the next only when connecting fails); returns
+    the response's status code. Redirects are never followed; at most MAX_RESPONSE_BYTES of
+    the body is read."""
+    async with open_pinned(
+        client, target, method=method, content=content, headers=headers
+    ) as response:
+        received = 0
+        async for chunk in response.aiter_raw():
+            received += len(chunk)
+            if received >= MAX_RESPONSE_BYTES:
+                break
+        return response.status_code
