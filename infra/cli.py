@@ -34,7 +34,7 @@ def up() -> None:
     """Start PostgreSQL, Meilisearch, the migrations and the three services; Ctrl-C stops all."""
     from infra.launcher import run_stack
 
-    run_stack()
+    raise typer.Exit(run_stack())
 
 
 @app.command()
@@ -47,7 +47,12 @@ def migrate() -> None:
 
 
 @app.command()
-def serve(name: str = typer.Argument(help="listing, matching or gateway")) -> None:
+def serve(
+    name: str = typer.Argument(help="listing, matching or gateway"),
+    shutdown_grace: int = typer.Option(
+        5, help="On SIGTERM, seconds requests in flight get to finish (the launcher: 1)."
+    ),
+) -> None:
     """Run one service with uvicorn on IPX_HOST and its port."""
     if name not in SERVICE_NAMES:
         raise typer.BadParameter(f"must be one of {', '.join(SERVICE_NAMES)}")
@@ -70,8 +75,9 @@ def serve(name: str = typer.Argument(help="listing, matching or gateway")) -> No
         access_log=settings.access_log,
         proxy_headers=True,
         http=ProblemHttpProtocol,
-        # Long-polls (up to 30 s) would otherwise hold a shutdown that long.
-        timeout_graceful_shutdown=5,
+        # Long-polls (up to 30 s) would otherwise hold a shutdown that long; the local launcher
+        # gives 1 s (a Ctrl-C stops its whole stack within 3 s; see infra/launcher.py).
+        timeout_graceful_shutdown=shutdown_grace,
     )
 
 

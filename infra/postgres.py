@@ -13,18 +13,28 @@ import hashlib
 import os
 import re
 import shutil
+import signal
 import subprocess
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import asyncpg
+import psutil
 
 from infra.blocking import run_blocking
+from infra.supervisor import StartError, Supervisor, log_tail, stop_pids
 
-__all__ = ["PostgresHandle", "find_system_bindir", "start_postgres"]
+__all__ = [
+    "PostgresHandle",
+    "find_system_bindir",
+    "leftover_postmasters",
+    "start_postgres",
+    "stop_leftover",
+]
 
 Backend = Literal["auto", "system", "pgserver"]
 SYSTEM_USER = "postgres"
@@ -40,6 +50,8 @@ class PostgresHandle:
     port: int
     user: str
     _stop: Callable[[], None]
+    # The postmaster, when it is our child (the system backend); pgserver daemonises its own.
+    process: subprocess.Popen[bytes] | None = None
 
     def url(self, database: str) -> str:
         if self.host.startswith("/"):
@@ -113,7 +125,9 @@ def _server_conf(port: int, durable: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _start_system(bindir: Path, data_dir: Path, port: int, durable: bool) -> PostgresHandle:
+def _start_system(
+    bindir: Path, data_dir: Path, port: int, durable: bool, supervisor: Supervisor | None
+) -> PostgresHandle:
     cluster = _system_data_dir(data_dir)
     cluster.mkdir(mode=0o700, parents=True, exist_ok=True)
     if os.geteuid() == 0:
@@ -143,54 +157,131 @@ def _start_system(bindir: Path, data_dir: Path, port: int, durable: bool) -> Pos
     if os.geteuid() == 0:
         shutil.chown(conf_path, SYSTEM_USER, SYSTEM_USER)
 
-    pg_ctl = str(bindir / "pg_ctl")
-    running = (
-        subprocess.run(
-            _as_postgres([pg_ctl, "status", "-D", str(cluster)]), capture_output=True, check=False
-        ).returncode
-        == 0
-    )
-    if running:  # left over from a launcher that was killed: restart on our settings
-        subprocess.run(
-            _as_postgres([pg_ctl, "stop", "-D", str(cluster), "-m", "fast", "-w"]),
-            capture_output=True,
-            check=False,
+    stop_leftover(data_dir)
+    # The postmaster itself, as our child (pg_ctl would daemonise it: reparented to init, out of
+    # reach of a parent-death signal). Own session: a Ctrl-C in the terminal reaches only the
+    # launcher, which stops the stack in order.
+    log_path = cluster / "server.log"
+    offset = log_path.stat().st_size if log_path.exists() else 0
+    with log_path.open("ab") as log:
+        if os.geteuid() == 0:
+            shutil.chown(log_path, SYSTEM_USER, SYSTEM_USER)
+        args = [str(bindir / "postgres"), "-D", str(cluster)]
+        as_user: dict[str, Any] = (
+            {"user": SYSTEM_USER, "group": SYSTEM_USER, "extra_groups": []}
+            if os.geteuid() == 0
+            else {}
         )
-    # Own session: a Ctrl-C in the terminal reaches the launcher, which stops us in order.
-    result = subprocess.run(
-        _as_postgres(
-            [
-                pg_ctl,
-                "start",
-                "-D",
-                str(cluster),
-                "-w",
-                "-t",
-                "60",
-                "-l",
-                str(cluster / "server.log"),
-            ]
-        ),
-        capture_output=True,
-        text=True,
-        check=False,
-        start_new_session=True,
-    )
-    if result.returncode != 0:
-        log = (cluster / "server.log").read_text(errors="replace")[-2000:]
-        raise RuntimeError(f"PostgreSQL did not start: {result.stderr.strip()}\n{log}")
+        if supervisor is None:
+            process = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                **as_user,
+            )
+        else:
+            process = supervisor.popen(
+                "PostgreSQL",
+                args,
+                graceful=signal.SIGINT,  # fast shutdown: clean, data safe
+                immediate=signal.SIGQUIT,  # immediate shutdown: crash-safe, recovery at start
+                grace=30.0,  # a fast shutdown writes a checkpoint: usually well under a second
+                on_parent_death=signal.SIGINT,
+                log_path=log_path,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                **as_user,
+            )
+    try:
+        _wait_postmaster_ready(cluster, process, log_path, offset, timeout=60.0)
+    except BaseException:
+        stop_postmaster(process)
+        raise
 
     def stop() -> None:
-        subprocess.run(
-            _as_postgres([pg_ctl, "stop", "-D", str(cluster), "-m", "fast", "-w"]),
-            capture_output=True,
-            check=False,
-        )
+        stop_postmaster(process)
 
-    return PostgresHandle("system", cluster, "127.0.0.1", port, "postgres", stop)
+    return PostgresHandle("system", cluster, "127.0.0.1", port, "postgres", stop, process)
 
 
-def _start_pgserver(data_dir: Path) -> PostgresHandle:
+def _postmaster_status(cluster: Path) -> tuple[int, str] | None:
+    """The pid and status ("starting", "ready", "stopping") in the cluster's postmaster.pid."""
+    try:
+        lines = (cluster / "postmaster.pid").read_text().splitlines()
+    except (FileNotFoundError, PermissionError):
+        return None
+    if not lines or not lines[0].strip().isdigit():
+        return None
+    status = lines[7].strip() if len(lines) > 7 else ""
+    return int(lines[0]), status
+
+
+def _wait_postmaster_ready(
+    cluster: Path, process: subprocess.Popen[bytes], log_path: Path, offset: int, timeout: float
+) -> None:
+    """Until *this* postmaster says "ready" in postmaster.pid (a stale file names another pid)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise StartError(
+                f"PostgreSQL exited with code {process.returncode}: {log_tail(log_path, offset)}"
+            )
+        if _postmaster_status(cluster) == (process.pid, "ready"):
+            return
+        time.sleep(0.05)
+    raise StartError(f"PostgreSQL not ready after {timeout:.0f}s: {log_tail(log_path, offset)}")
+
+
+def stop_postmaster(process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    """Fast shutdown (SIGINT), then immediate (SIGQUIT) if it has not ended within `timeout`."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGQUIT)
+            process.wait()
+
+
+def cluster_dirs(data_dir: Path) -> list[Path]:
+    """Where a cluster of `data_dir` may live: its own folder, the /var/tmp fallback, pgserver's."""
+    dirs = [data_dir / "postgres", data_dir / "pgserver"]
+    location = data_dir / "postgres-location"
+    if location.exists():
+        dirs.append(Path(location.read_text().strip()))
+    return dirs
+
+
+def leftover_postmasters(data_dir: Path) -> list[psutil.Process]:
+    """Postmasters of `data_dir`'s clusters still running (a killed launcher's, a test's)."""
+    found = []
+    for cluster in cluster_dirs(data_dir):
+        status = _postmaster_status(cluster)
+        if status is None:
+            continue
+        try:
+            process = psutil.Process(status[0])
+            # A stale postmaster.pid may name a pid reused since: the postmaster runs in its
+            # data folder.
+            if process.name() == "postgres" and Path(process.cwd()) == cluster.resolve():
+                found.append(process)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, OSError):
+            continue
+    return found
+
+
+def stop_leftover(data_dir: Path) -> list[int]:
+    """Stop (fast shutdown) any postmaster of `data_dir` still running; their pids."""
+    leftovers = leftover_postmasters(data_dir)
+    stop_pids(leftovers, signal.SIGINT, signal.SIGQUIT, grace=60.0)
+    return [process.pid for process in leftovers]
+
+
+def _start_pgserver(data_dir: Path, supervisor: Supervisor | None) -> PostgresHandle:
     with warnings.catch_warnings():
         # pgserver asks platformdirs for a runtime folder at import; without XDG_RUNTIME_DIR it
         # warns and uses /tmp/runtime-<uid>, which is fine for a lock file.
@@ -201,6 +292,17 @@ def _start_pgserver(data_dir: Path) -> PostgresHandle:
     cluster.mkdir(parents=True, exist_ok=True)
     server = get_server(cluster, cleanup_mode="stop")
     info = server.get_postmaster_info()
+    if supervisor is not None:
+        # Started by pg_ctl, daemonised: not our child, so no parent-death signal reaches it; a
+        # watchdog stops it when the launcher ends.
+        supervisor.adopt(
+            "PostgreSQL",
+            psutil.Process(info.pid),
+            graceful=signal.SIGINT,
+            immediate=signal.SIGQUIT,
+            grace=30.0,
+            on_parent_death=signal.SIGINT,
+        )
 
     def stop() -> None:
         server.cleanup()
@@ -234,15 +336,20 @@ def start_postgres(
     backend: Backend = "auto",
     database: str = "ipx",
     durable: bool = True,
+    supervisor: Supervisor | None = None,
 ) -> PostgresHandle:
-    """Start (or restart) the cluster under `data_dir` and make sure `database` exists."""
+    """Start (or restart) the cluster under `data_dir` and make sure `database` exists.
+
+    A server of `data_dir` still running (left by a killed launcher) is stopped first. With a
+    `supervisor` (the launcher), the postmaster dies with this process and stops with the rest.
+    """
     bindir = find_system_bindir() if backend in ("auto", "system") else None
     if backend == "system" and bindir is None:
         raise RuntimeError("no PostgreSQL server binaries found (pg_config, /usr/lib/postgresql)")
     handle = (
-        _start_system(bindir, data_dir, port, durable)
+        _start_system(bindir, data_dir, port, durable, supervisor)
         if bindir is not None
-        else _start_pgserver(data_dir)
+        else _start_pgserver(data_dir, supervisor)
     )
     try:
         run_blocking(lambda: _ensure_database(handle, database))
