@@ -14,7 +14,7 @@ import httpx
 import psutil
 
 from infra.processes import stop_process
-from infra.supervisor import StartError, Supervisor, listens_on, log_tail, stop_pids
+from infra.supervisor import StartError, Supervisor, listens_on, log_tail, spawn, stop_pids
 
 __all__ = [
     "MAX_INDEXING_MEMORY",
@@ -144,26 +144,16 @@ def start_meilisearch(
         "WARN",
     ]
     with log:
-        if supervisor is None:
-            process = subprocess.Popen(
-                args,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-            )
-        else:
-            process = supervisor.popen(
-                "Meilisearch",
-                args,
-                log_path=log_path,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-            )
+        process = spawn(
+            supervisor,
+            "Meilisearch",
+            args,
+            log_path=log_path,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
     handle = MeiliHandle(f"http://127.0.0.1:{port}", process)
     try:
         wait_healthy(handle.url, process=process, log_path=log_path, log_offset=offset)

@@ -26,7 +26,7 @@ import asyncpg
 import psutil
 
 from infra.blocking import run_blocking
-from infra.supervisor import StartError, Supervisor, log_tail, stop_pids
+from infra.supervisor import StartError, Supervisor, log_tail, spawn, stop_pids
 
 __all__ = [
     "PostgresHandle",
@@ -172,30 +172,22 @@ def _start_system(
             if os.geteuid() == 0
             else {}
         )
-        if supervisor is None:
-            process = subprocess.Popen(
-                args,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                **as_user,
-            )
-        else:
-            process = supervisor.popen(
-                "PostgreSQL",
-                args,
-                graceful=signal.SIGINT,  # fast shutdown: clean, data safe
-                immediate=signal.SIGQUIT,  # immediate shutdown: crash-safe, recovery at start
-                grace=30.0,  # a fast shutdown writes a checkpoint: usually well under a second
-                on_parent_death=signal.SIGINT,
-                log_path=log_path,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                **as_user,
-            )
+        process = spawn(
+            supervisor,
+            "PostgreSQL",
+            args,
+            log_path=log_path,
+            stopping={
+                "graceful": signal.SIGINT,  # fast shutdown: clean, data safe
+                "immediate": signal.SIGQUIT,  # immediate shutdown: crash-safe, recovery at start
+                "grace": 30.0,  # a fast shutdown writes a checkpoint: well under a second
+                "on_parent_death": signal.SIGINT,
+            },
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            **as_user,
+        )
     try:
         _wait_postmaster_ready(cluster, process, log_path, offset, timeout=60.0)
     except BaseException:

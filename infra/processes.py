@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from infra.supervisor import StartError, Supervisor, listens_on, log_tail
+from infra.supervisor import StartError, Supervisor, listens_on, log_tail, spawn
 from shared.settings import ServiceName
 
 __all__ = ["ServiceProcess", "start_service", "stop_process", "wait_ready"]
@@ -77,26 +77,16 @@ def start_service(
         args += ["--shutdown-grace", str(shutdown_grace)]
     child_env = {**os.environ, **env, f"IPX_{name.upper()}_PORT": str(port)}
     with log_path.open("ab") as log:
-        if supervisor is None:
-            process = subprocess.Popen(
-                args,
-                env=child_env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        else:
-            process = supervisor.popen(
-                name,
-                args,
-                log_path=log_path,
-                env=child_env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        process = spawn(
+            supervisor,
+            name,
+            args,
+            log_path=log_path,
+            env=child_env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     return ServiceProcess(name, f"http://127.0.0.1:{port}", process, log_path, offset)
 
 

@@ -29,7 +29,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -252,6 +252,25 @@ class Supervisor:
                 break  # not even the immediate signal ended it: nothing more to do here
             time.sleep(0.02)
         return late
+
+
+def spawn(
+    supervisor: Supervisor | None,
+    name: str,
+    args: Sequence[str],
+    *,
+    log_path: Path | None = None,
+    stopping: Mapping[str, Any] | None = None,
+    **popen: Any,
+) -> subprocess.Popen[bytes]:
+    """A server process in its own session: under `supervisor` (the launcher's: it dies with
+    it, stopped as `stopping` says, see Supervisor.popen), or on its own, as the test suite
+    starts its servers."""
+    if supervisor is None:
+        return subprocess.Popen(args, start_new_session=True, **popen)
+    return supervisor.popen(
+        name, args, log_path=log_path, start_new_session=True, **(stopping or {}), **popen
+    )
 
 
 def _ended(process: psutil.Process) -> bool:
