@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 from uuid import UUID
 
@@ -15,26 +14,11 @@ from services.listing.listings.service import Context
 from shared.contracts.catalogue import AssetKind
 from shared.contracts.listings import AssetPublic
 from shared.db import SessionDep
-from shared.errors import UnprocessableEntity, problem_responses
+from shared.errors import problem_responses
+from shared.etags import etag, parse_if_match
 from shared.schemas import Page
 
 router = APIRouter(prefix="/v1/assets", tags=["assets"])
-ETAG = re.compile(r'^(?:W/)?"?(\d{1,9})"?$')
-
-
-def etag(version: int) -> str:
-    return f'"{version}"'
-
-
-def parse_if_match(value: str | None) -> int | None:
-    if value is None:
-        return None
-    match = ETAG.match(value.strip())
-    if not match:
-        raise UnprocessableEntity.single(
-            "If-Match", "etag_format", 'If-Match takes the ETag of the asset, e.g. "3"'
-        )
-    return int(match.group(1))
 
 
 @router.post(
@@ -98,7 +82,7 @@ async def correct_asset(
         today=today,
         catalogue_url=request.app.state.settings.gateway_url,
     )
-    asset = await corrections.correct(ctx, asset_id, data, parse_if_match(if_match))
+    asset = await corrections.correct(ctx, asset_id, data, parse_if_match(if_match, "asset"))
     response.headers["ETag"] = etag(asset.version)
     return service.to_public(asset)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -22,27 +21,12 @@ from shared.auth import CallerDep, OptionalCallerDep
 from shared.contracts.catalogue import ListingStatus
 from shared.contracts.listings import ListingPublic
 from shared.db import SessionDep
-from shared.errors import UnprocessableEntity, problem_responses
+from shared.errors import problem_responses
+from shared.etags import etag, parse_if_match
 from shared.schemas import Page, PageSize, PageToken
 
 router = APIRouter(prefix="/v1/listings", tags=["listings"])
 CREATE_SCOPE = "POST /v1/listings"
-ETAG = re.compile(r'^(?:W/)?"?(\d{1,9})"?$')
-
-
-def etag(version: int) -> str:
-    return f'"{version}"'
-
-
-def parse_if_match(value: str | None) -> int | None:
-    if value is None:
-        return None
-    match = ETAG.match(value.strip())
-    if not match:
-        raise UnprocessableEntity.single(
-            "If-Match", "etag_format", 'If-Match takes the ETag of the listing, e.g. "3"'
-        )
-    return int(match.group(1))
 
 
 def context(
@@ -126,7 +110,9 @@ async def update_listing(
     """Edit the terms. Needs the version it is based on (`If-Match` or `version`): a lost
     update is a 409 naming the current version."""
     ctx = context(request, session, principal, organization, today)
-    listing, asset, seller = await service.update(ctx, listing_id, data, parse_if_match(if_match))
+    listing, asset, seller = await service.update(
+        ctx, listing_id, data, parse_if_match(if_match, "listing")
+    )
     response.headers["ETag"] = etag(listing.version)
     return service.to_public(listing, asset, seller)
 
@@ -144,7 +130,7 @@ def _transition_route(action: Action, doc: str) -> None:
         body: Annotated[TransitionRequest, Body(default_factory=TransitionRequest)],
         if_match: Annotated[str | None, Header(alias="If-Match")] = None,
     ) -> ListingPublic:
-        expected = parse_if_match(if_match)
+        expected = parse_if_match(if_match, "listing")
         ctx = context(request, session, principal, organization, today)
         listing, asset, seller = await service.transition(
             ctx,

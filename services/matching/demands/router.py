@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -29,7 +28,8 @@ from services.matching.models import Demand
 from services.matching.vocabulary import Vocabulary
 from shared.auth import CallerDep, Principal, require_roles
 from shared.db import SessionDep
-from shared.errors import ServiceUnavailable, UnprocessableEntity, problem_responses
+from shared.errors import ServiceUnavailable, problem_responses
+from shared.etags import etag, parse_if_match
 from shared.notifier import long_poll
 from shared.outbox import START, FeedAfter, FeedLimit, FeedWait, cursor_of, parse_cursor, read_page
 from shared.schemas import (
@@ -45,7 +45,6 @@ from shared.schemas import (
 
 router = APIRouter(tags=["demands"])
 Member = Annotated[Principal, Depends(require_roles("member", "admin"))]
-ETAG = re.compile(r'^(?:W/)?"?(\d{1,9})"?$')
 MATCH_COLUMNS = ("demand_id", "organization_id", "listing_id", "type", "payload", "occurred_at")
 
 
@@ -101,7 +100,7 @@ async def create_demand(
         demand, found = await service.create(session, _matcher(request), principal, data)
     except MeiliUnavailable as exc:
         raise _unavailable(exc) from exc
-    response.headers["ETag"] = f'"{demand.version}"'
+    response.headers["ETag"] = etag(demand.version)
     response.headers["X-Matches"] = str(found)
     return _public(demand, await _vocabulary(request))
 
@@ -139,7 +138,7 @@ async def read_demand(
     principal: CallerDep,
 ) -> DemandPublic:
     demand = await service.get_owned(session, principal, demand_id)
-    response.headers["ETag"] = f'"{demand.version}"'
+    response.headers["ETag"] = etag(demand.version)
     return _public(demand, await _vocabulary(request))
 
 
@@ -157,19 +156,14 @@ async def update_demand(
     principal: Member,
     if_match: Annotated[str | None, Header(alias="If-Match")] = None,
 ) -> DemandPublic:
-    expected = None
-    if if_match is not None:
-        match = ETAG.match(if_match.strip())
-        if not match:
-            raise UnprocessableEntity.single("If-Match", "etag_format", 'If-Match takes "<n>"')
-        expected = int(match.group(1))
+    expected = parse_if_match(if_match, "demand")
     try:
         demand = await service.update(
             session, _matcher(request), principal, demand_id, data, expected
         )
     except MeiliUnavailable as exc:
         raise _unavailable(exc) from exc
-    response.headers["ETag"] = f'"{demand.version}"'
+    response.headers["ETag"] = etag(demand.version)
     return _public(demand, await _vocabulary(request))
 
 
