@@ -47,6 +47,20 @@ def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
     return cast(dict[str, Any], body)
 
 
+def allowed_target(
+    url: str, *, organization_id: object = None, partner_code: str | None = None
+) -> dict[str, Any]:
+    """The operator's allow-list entry (POST /v1/webhook-targets) that lets one tenant (an
+    organisation's webhooks, or a partner's pull feed) reach `url`'s private host and port."""
+    parts = httpx.URL(url)
+    body: dict[str, Any] = {"pattern": parts.host, "port": parts.port or 80}
+    if organization_id is not None:
+        body["organization_id"] = str(organization_id)
+    if partner_code is not None:
+        body["partner_code"] = partner_code
+    return body
+
+
 async def new_organization(
     listing: httpx.AsyncClient,
     operator_key: str,
