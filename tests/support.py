@@ -53,7 +53,10 @@ def allowed_target(
     """The operator's allow-list entry (POST /v1/webhook-targets) that lets one tenant (an
     organisation's webhooks, or a partner's pull feed) reach `url`'s private host and port."""
     parts = httpx.URL(url)
-    body: dict[str, Any] = {"pattern": parts.host, "port": parts.port or 80}
+    body: dict[str, Any] = {
+        "pattern": parts.host,
+        "port": parts.port or (443 if parts.scheme == "https" else 80),
+    }
     if organization_id is not None:
         body["organization_id"] = str(organization_id)
     if partner_code is not None:

@@ -9,11 +9,13 @@ from uuid import UUID, uuid4
 from sqlalchemy import (
     ARRAY,
     BigInteger,
+    CheckConstraint,
     Identity,
     Index,
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Column, Field, SQLModel
@@ -165,10 +167,36 @@ class DeliveryAttempt(SQLModel, table=True):
 
 
 class AllowedTarget(SQLModel, table=True):
-    """Hosts or networks an operator allows as webhook targets despite being private."""
+    """A private host (or network) and port that one tenant's outbound calls may reach despite
+    the SSRF guard: one organisation's webhook subscriptions, or one partner's pull feed."""
 
     __tablename__ = "allowed_targets"
-    __table_args__ = {"schema": SCHEMA}
+    __table_args__ = (
+        CheckConstraint(
+            "(organization_id IS NULL) <> (partner_code IS NULL)", name="allowed_targets_one_tenant"
+        ),
+        Index(
+            "ux_gateway_allowed_targets_organization",
+            "organization_id",
+            "pattern",
+            "port",
+            unique=True,
+            postgresql_where=text("organization_id IS NOT NULL"),
+        ),
+        Index(
+            "ux_gateway_allowed_targets_partner",
+            "partner_code",
+            "pattern",
+            "port",
+            unique=True,
+            postgresql_where=text("partner_code IS NOT NULL"),
+        ),
+        {"schema": SCHEMA},
+    )
 
-    pattern: str = Field(primary_key=True, max_length=200)  # host name, IP or CIDR
+    id: UUID = Field(default_factory=uuid4, primary_key=True)
+    organization_id: UUID | None = None
+    partner_code: str | None = Field(default=None, max_length=32)
+    pattern: str = Field(max_length=200)  # host name, *.domain, IP or CIDR
+    port: int
     created_at: datetime = created_now()

@@ -25,7 +25,7 @@ from infra.processes import ServiceProcess, start_service, wait_ready
 from shared.encryption import new_key
 from shared.settings import SERVICE_NAMES
 from shared.webhooks import signed_headers
-from support import bearer, free_port, real_application_numbers
+from support import allowed_target, bearer, free_port, real_application_numbers
 
 pytestmark = pytest.mark.e2e
 
@@ -132,10 +132,6 @@ async def test_a_partner_push_reaches_a_buyer_as_a_signed_match_webhook(
     operator = bearer(operator_key)
     async with httpx.AsyncClient(timeout=20) as http, receiving(Receiver()) as subscriber:
         gateway, listing, matching = (stack.url(s) for s in ("gateway", "listing", "matching"))
-        allowed = await http.post(
-            f"{gateway}/v1/webhook-targets", json={"pattern": "127.0.0.1"}, headers=operator
-        )
-        assert allowed.status_code == 201, allowed.text
         partner = await http.post(
             f"{gateway}/v1/partners",
             headers=operator,
@@ -156,6 +152,12 @@ async def test_a_partner_push_reaches_a_buyer_as_a_signed_match_webhook(
             )
         ).json()
         buyer_key = buyer["api_key"]["key"]
+        allowed = await http.post(
+            f"{gateway}/v1/webhook-targets",
+            json=allowed_target(subscriber.url, organization_id=buyer["organization"]["id"]),
+            headers=operator,
+        )
+        assert allowed.status_code == 201, allowed.text
         demand = await http.post(
             f"{matching}/v1/demands",
             headers=bearer(buyer_key),

@@ -38,7 +38,7 @@ from services.gateway.app import create_app
 from services.listing.app import create_app as create_listing
 from services.matching.app import create_app as create_matching
 from shared.settings import Settings
-from support import nonexclusive_offer
+from support import allowed_target, nonexclusive_offer
 
 
 class Signer(requests.auth.AuthBase):
@@ -114,8 +114,10 @@ def delivered(fuzz: Fuzz, key: str, subscription_id: str, seconds: float = 60.0)
 def seed_gateway(fuzz: Fuzz, seed: ListingSeed) -> None:
     op = fuzz.operator_key
     member = seed.buyer.member_key
-    fuzz.call("POST", "/v1/webhook-targets", op, json={"pattern": "127.0.0.1"}, expect=201)
-    fuzz.call("POST", "/v1/webhook-targets", op, json={"pattern": "10.9.0.0/16"}, expect=201)
+    receiver = allowed_target(RECEIVER.url, organization_id=seed.buyer.id)
+    fuzz.call("POST", "/v1/webhook-targets", op, json=receiver, expect=201)
+    network = {"pattern": "10.9.0.0/16", "port": 443, "organization_id": seed.buyer.id}
+    target = fuzz.call("POST", "/v1/webhook-targets", op, json=network, expect=201)
     subscription = fuzz.call(
         "POST",
         "/v1/subscriptions",
@@ -185,7 +187,7 @@ def seed_gateway(fuzz: Fuzz, seed: ListingSeed) -> None:
         "POST /v1/subscriptions/{subscription_id}/deliveries/{delivery_id}/replay",
         {"subscription_id": subscription["id"], "delivery_id": delivery_id},
     )
-    fuzz.known_path("DELETE /v1/webhook-targets/{pattern}", {"pattern": "10.9.0.0/16"})
+    fuzz.known_path("DELETE /v1/webhook-targets/{target_id}", {"target_id": target["id"]})
 
     fuzz.known_query(
         "GET /v1/catalogue/search", {"q": "锂离子电池隔膜"}, {"q": f"ZL{seed.numbers[1]}"}

@@ -234,13 +234,14 @@ class World:
         return str(body["code"])
 
     async def target(self) -> str:
+        """A new allow-list entry of the own organisation: its id."""
         pattern = f"10.{next(self.counter) % 250}.{next(self.counter) % 250}.0/24"
         gateway = self.clients["gateway"]
-        body = {"pattern": pattern}
-        await self.ok(
+        body = {"pattern": pattern, "port": 443, "organization_id": self.ids["own_org"]}
+        added = await self.ok(
             gateway.post("/v1/webhook-targets", json=body, headers=bearer(self.bootstrap)), 201
         )
-        return pattern
+        return str(added["id"])
 
     def document(self, listing_id: str) -> dict[str, object]:
         """A partner's catalogue document for a right of its own seller."""
@@ -419,8 +420,7 @@ async def replay(w: World, caller: Caller, wins: bool) -> Req:
 
 
 async def delete_target(w: World, caller: Caller, wins: bool) -> Req:
-    pattern = await resource(w, "target", wins)
-    return Req("/v1/webhook-targets/" + pattern.replace("/", "%2F"))
+    return Req("/v1/webhook-targets/" + await resource(w, "target", wins))
 
 
 def fixed_body(value: Any) -> Callable[[World], Any]:
@@ -975,7 +975,11 @@ GATEWAY_RULES: dict[tuple[Service, str, str], Rule] = {
             "allow a private target",
             at(
                 "/v1/webhook-targets",
-                body=lambda w: {"pattern": f"hooks{next(w.counter)}.example.internal"},
+                body=lambda w: {
+                    "pattern": f"hooks{next(w.counter)}.example.internal",
+                    "port": 443,
+                    "organization_id": w.ids["own_org"],
+                },
             ),
             keyed(other=403, member=403, admin=403, partner=403, operator=201, service=403),
         )
@@ -983,7 +987,7 @@ GATEWAY_RULES: dict[tuple[Service, str, str], Rule] = {
     ("gateway", "GET", "/v1/webhook-targets"): rule(
         Case("the allow-list", at("/v1/webhook-targets"), OPERATORS_ONLY)
     ),
-    ("gateway", "DELETE", "/v1/webhook-targets/{pattern:path}"): rule(
+    ("gateway", "DELETE", "/v1/webhook-targets/{target_id}"): rule(
         Case(
             "remove a private target",
             delete_target,

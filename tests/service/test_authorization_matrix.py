@@ -40,7 +40,7 @@ from infra.meili import MeiliHandle
 from services.matching.demands.matcher import Matcher
 from services.matching.meili import MeiliClient
 from shared.settings import Settings
-from support import assert_problem, bearer, new_organization, terms
+from support import allowed_target, assert_problem, bearer, new_organization, terms
 
 REQUEST_DEADLINE = 30.0
 
@@ -125,7 +125,7 @@ async def build_world(
     )
     assert gone.status_code == 204, gone.text
     assert_problem(await listing.get(f"/v1/organizations/{own}", headers=bearer(revoked)), 401)
-    _, other = await new_organization(
+    other_org, other = await new_organization(
         listing, operator_key, name=OTHER, kind="enterprise", region="120000"
     )
     _, buyer = await new_organization(
@@ -158,13 +158,14 @@ async def build_world(
             "exchange_org": exchange,
             "member_key": member_id,
             "partner_code": PARTNER_CODE,
-            "target": "10.99.0.0/24",
         },
     )
     op = bearer(operator_key)
-    for pattern in ("127.0.0.1", w.ids["target"]):
-        added = gateway.post("/v1/webhook-targets", json={"pattern": pattern}, headers=op)
-        await w.ok(added, 201)
+    # The receiver is allow-listed for the organisations that subscribe to it.
+    for organization_id in (own, other_org, exchange):
+        body = allowed_target(receiver.url, organization_id=organization_id)
+        await w.ok(gateway.post("/v1/webhook-targets", json=body, headers=op), 201)
+    w.ids["target"] = await w.target()
     registered = await w.ok(
         gateway.post(
             "/v1/partners",

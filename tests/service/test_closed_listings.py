@@ -16,6 +16,7 @@ from services.listing.dependencies import today_in_china
 from services.matching.catalogue import search_document
 from services.matching.demands import queue
 from support import (
+    allowed_target,
     assert_problem,
     bearer,
     new_organization,
@@ -199,14 +200,16 @@ async def test_a_listing_closed_by_a_deal_leaves_the_index_and_is_never_matched(
 async def test_subscribers_may_choose_listing_closed(
     gateway: httpx.AsyncClient, listing: httpx.AsyncClient, operator_key: str
 ) -> None:
-    allowed = await gateway.post(
-        "/v1/webhook-targets", json={"pattern": "127.0.0.1"}, headers=bearer(operator_key)
-    )
-    assert allowed.status_code == 201, allowed.text
-    _, member = await new_organization(
+    member_org, member = await new_organization(
         listing, operator_key, name="北京某数据服务有限公司", kind="enterprise"
     )
     url = "http://127.0.0.1:9/hooks/ipx"
+    allowed = await gateway.post(
+        "/v1/webhook-targets",
+        json=allowed_target(url, organization_id=member_org),
+        headers=bearer(operator_key),
+    )
+    assert allowed.status_code == 201, allowed.text
     only = await gateway.post(
         "/v1/subscriptions",
         json={"url": url, "event_types": ["listing.closed"]},

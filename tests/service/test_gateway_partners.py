@@ -23,7 +23,7 @@ import pytest
 import uvicorn
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
-from sqlalchemy import text, update
+from sqlalchemy import update
 from sqlmodel import col
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -40,10 +40,12 @@ from services.gateway.partners.workers import (
     run_inbox,
     run_pull,
 )
+from services.gateway.webhooks.router import router as webhooks_router
 from shared.app import build_app, open_database, open_upstreams
 from shared.settings import Settings
 from shared.webhooks import signed_headers
 from support import (
+    allowed_target,
     assert_problem,
     bearer,
     free_port,
@@ -112,7 +114,7 @@ def gateway_app(settings: Settings, listing: FlakyListing, *, pull: bool) -> Fas
         name="gateway",
         settings=settings,
         lifespan=lifespan,
-        routers=[partners_router],
+        routers=[partners_router, webhooks_router],
         description="gateway under test",
         http_mounts={"http://listing.test": listing},
     )
@@ -803,25 +805,37 @@ async def partner_state(gateway: Gateway, partner: str, key: str) -> dict[str, A
     return state
 
 
-async def allow_local_feeds(gateway: Gateway) -> None:
-    """The operator allow-lists the test's partner site (127.0.0.1): a pull goes through the
-    SSRF guard the webhooks use."""
-    async with gateway.app.state.sessionmaker() as session, session.begin():
-        await session.execute(
-            text(
-                "INSERT INTO gateway.allowed_targets (pattern, created_at) "
-                "VALUES ('127.0.0.1', now()) ON CONFLICT DO NOTHING"
-            )
-        )
+async def allow_local_feed(gateway: Gateway, operator_key: str, partner: str, url: str) -> None:
+    """The operator allow-lists the test's partner site (127.0.0.1 and its port) for one
+    partner: a pull goes through the SSRF guard the webhooks use."""
+    added = await gateway.client.post(
+        "/v1/webhook-targets",
+        json=allowed_target(url, partner_code=partner),
+        headers=bearer(operator_key),
+    )
+    assert added.status_code == 201, added.text
 
 
 async def test_a_pull_url_to_a_private_address_is_refused_before_connecting(
-    gateway: Gateway, settings: Settings, listing_app: FastAPI, operator_key: str
+    gateway: Gateway,
+    settings: Settings,
+    listing_app: FastAPI,
+    partner_site: PartnerSite,
+    operator_key: str,
 ) -> None:
-    # Cloud metadata, and a loopback address nobody allow-listed.
-    partners = {code(): "http://169.254.169.254/latest/meta-data/", code(): "http://127.0.0.2:9/f"}
+    # Cloud metadata, a loopback address nobody allow-listed, and a feed allow-listed for
+    # another partner only (an entry opens a target to its own tenant).
+    allowed, borrower = code(), code()
+    partners = {
+        code(): "http://169.254.169.254/latest/meta-data/",
+        code(): "http://127.0.0.2:9/f",
+        borrower: partner_site.url(borrower),
+    }
     for partner, pull_url in partners.items():
         await register(gateway, operator_key, partner, pull_url=pull_url)
+    await register(gateway, operator_key, allowed)
+    await allow_local_feed(gateway, operator_key, allowed, partner_site.url(borrower))
+    partner_site.feeds[borrower] = Feed(items=[])
 
     def failed(partner: str) -> Callable[[], Awaitable[dict[str, Any] | None]]:
         async def check() -> dict[str, Any] | None:
@@ -835,6 +849,7 @@ async def test_a_pull_url_to_a_private_address_is_refused_before_connecting(
             state = await eventually(failed(partner), "the refused pull")
             assert state["pull_last_error"].startswith("ssrf_forbidden_target"), state
             assert state["pull_cursor"] is None
+    assert partner_site.feeds[borrower].log == []  # refused before connecting
 
 
 async def test_pull_pages_through_a_feed_resumes_after_a_restart_and_honours_304(
@@ -847,7 +862,6 @@ async def test_pull_pages_through_a_feed_resumes_after_a_restart_and_honours_304
     listing: httpx.AsyncClient,
     numbers: Iterator[str],
 ) -> None:
-    await allow_local_feeds(gateway)
     partner = code()
     owned = list(itertools.islice(numbers, 25))
     feed = partner_site.feeds[partner] = Feed(
@@ -861,6 +875,7 @@ async def test_pull_pages_through_a_feed_resumes_after_a_restart_and_honours_304
         pull_url=partner_site.url(partner),
         pull_interval_seconds=10,
     )
+    await allow_local_feed(gateway, operator_key, partner, partner_site.url(partner))
 
     async def cursor_is(value: str) -> bool:
         state = await partner_state(gateway, partner, operator_key)
@@ -925,7 +940,6 @@ async def test_slow_and_broken_partners_do_not_hold_up_a_healthy_one(
     operator_key: str,
     numbers: Iterator[str],
 ) -> None:
-    await allow_local_feeds(gateway)
     sleepy, broken, healthy = code(), code(), code()
     partner_site.feeds[sleepy] = Feed(mode="sleepy")
     partner_site.feeds[broken] = Feed(mode="garbage")
@@ -938,6 +952,7 @@ async def test_slow_and_broken_partners_do_not_hold_up_a_healthy_one(
     # The slow and the broken are registered (and due) first.
     for partner in (sleepy, broken, healthy):
         await register(gateway, operator_key, partner, pull_url=partner_site.url(partner))
+        await allow_local_feed(gateway, operator_key, partner, partner_site.url(partner))
 
     async with running_gateway(settings, listing_app, pull=True) as running:
         await eventually(lambda: asked(partner_site.feeds[sleepy]), "the slow partner asked")

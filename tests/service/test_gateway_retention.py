@@ -32,7 +32,7 @@ from services.gateway.retention.workers import GatewayRetentionJob
 from shared.db import asyncpg_connect_kwargs, utcnow
 from shared.retention import RetentionMetrics, lease_key, retention_round
 from shared.settings import Settings
-from support import bearer, new_organization
+from support import allowed_target, bearer, new_organization
 
 KEEP = 3
 BATCH = 4
@@ -53,18 +53,26 @@ def settings(settings: Settings) -> Settings:
 
 
 @pytest.fixture(scope="module")
-async def member(listing: httpx.AsyncClient, operator_key: str) -> str:
-    _, key = await new_organization(listing, operator_key, name="北京理工大学")
-    return key
+async def member_organization(listing: httpx.AsyncClient, operator_key: str) -> tuple[str, str]:
+    return await new_organization(listing, operator_key, name="北京理工大学")
 
 
 @pytest.fixture(scope="module")
-async def receiver(gateway: httpx.AsyncClient, operator_key: str) -> AsyncIterator[Receiver]:
-    added = await gateway.post(
-        "/v1/webhook-targets", json={"pattern": "127.0.0.1"}, headers=bearer(operator_key)
-    )
-    assert added.status_code == 201, added.text
+async def member(member_organization: tuple[str, str]) -> str:
+    return member_organization[1]
+
+
+@pytest.fixture(scope="module")
+async def receiver(
+    gateway: httpx.AsyncClient, operator_key: str, member_organization: tuple[str, str]
+) -> AsyncIterator[Receiver]:
     async with receiving(Receiver()) as running:
+        added = await gateway.post(
+            "/v1/webhook-targets",
+            json=allowed_target(running.url, organization_id=member_organization[0]),
+            headers=bearer(operator_key),
+        )
+        assert added.status_code == 201, added.text
         yield running
 
 

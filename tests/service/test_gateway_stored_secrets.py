@@ -24,7 +24,13 @@ from services.gateway.stored_secrets import seal_stored_in_clear
 from shared.encryption import SEALED, SecretBox, new_key, secret_box
 from shared.settings import Settings, get_settings
 from shared.webhooks import new_secret, signed_headers
-from support import bearer, new_organization, partner_document, real_application_numbers
+from support import (
+    allowed_target,
+    bearer,
+    new_organization,
+    partner_document,
+    real_application_numbers,
+)
 
 NUMBERS = real_application_numbers("invention_patent")
 
@@ -100,16 +106,19 @@ async def test_a_database_dump_holds_no_usable_secret(
     )
     assert rotated.status_code == 200, rotated.text
     current = rotated.json()["inbound_secret"]
-    targets = await gateway.post(
-        "/v1/webhook-targets", json={"pattern": "127.0.0.1"}, headers=bearer(operator_key)
-    )
-    assert targets.status_code in (201, 409), targets.text
-    _, member = await new_organization(
+    member_org, member = await new_organization(
         listing, operator_key, name="天津某材料有限公司", kind="enterprise", region="120000"
     )
+    hook = "http://127.0.0.1:9/hooks"
+    allowed = await gateway.post(
+        "/v1/webhook-targets",
+        json=allowed_target(hook, organization_id=member_org),
+        headers=bearer(operator_key),
+    )
+    assert allowed.status_code == 201, allowed.text
     subscribed = await gateway.post(
         "/v1/subscriptions",
-        json={"url": "http://127.0.0.1:9/hooks", "event_types": ["match.created"]},
+        json={"url": hook, "event_types": ["match.created"]},
         headers=bearer(member),
     )
     assert subscribed.status_code == 201, subscribed.text

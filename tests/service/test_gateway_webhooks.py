@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,6 +33,7 @@ from shared.app import build_app, open_database, open_upstreams
 from shared.settings import Settings
 from shared.webhooks import new_secret
 from support import (
+    allowed_target,
     assert_problem,
     bearer,
     new_organization,
@@ -104,15 +105,6 @@ async def gateway(
         yield client
 
 
-@pytest.fixture
-async def local_allowed(gateway: httpx.AsyncClient, operator_key: str) -> None:
-    """The operator allow-lists the tests' own receivers."""
-    added = await gateway.post(
-        "/v1/webhook-targets", json={"pattern": "127.0.0.1"}, headers=bearer(operator_key)
-    )
-    assert added.status_code == 201, added.text
-
-
 @dataclass
 class Market:
     seller: str  # Beijing seller's key
@@ -120,19 +112,41 @@ class Market:
     buyer: str
     buyer_org: str
     other: str  # an unrelated organisation's key
+    organization_of: dict[str, str]  # key -> its organisation's id
+
+
+AllowLocal = Callable[[str, str], Awaitable[None]]
+
+
+@pytest.fixture
+async def local_allowed(
+    gateway: httpx.AsyncClient, operator_key: str, market: Market
+) -> AllowLocal:
+    """The operator allow-lists a test's own receiver (127.0.0.1 and its port) for the
+    organisation of the key that subscribes it."""
+
+    async def allow(key: str, url: str) -> None:
+        body = allowed_target(url, organization_id=market.organization_of[key])
+        added = await gateway.post("/v1/webhook-targets", json=body, headers=bearer(operator_key))
+        assert added.status_code == 201, added.text
+
+    return allow
 
 
 @pytest.fixture(scope="module")
 async def market(listing: httpx.AsyncClient, operator_key: str) -> Market:
-    _, seller = await new_organization(listing, operator_key, name=SELLER, region="110108")
-    _, hebei = await new_organization(listing, operator_key, name=HEBEI_SELLER, region="130600")
+    seller_org, seller = await new_organization(listing, operator_key, name=SELLER, region="110108")
+    hebei_org, hebei = await new_organization(
+        listing, operator_key, name=HEBEI_SELLER, region="130600"
+    )
     buyer_org, buyer = await new_organization(
         listing, operator_key, name="河北某新能源科技有限公司", kind="enterprise", region="130100"
     )
-    _, other = await new_organization(
+    other_org, other = await new_organization(
         listing, operator_key, name="天津某贸易有限公司", kind="enterprise", region="120000"
     )
-    return Market(seller, hebei, buyer, buyer_org, other)
+    organizations = {seller: seller_org, hebei: hebei_org, buyer: buyer_org, other: other_org}
+    return Market(seller, hebei, buyer, buyer_org, other, organizations)
 
 
 @pytest.fixture
@@ -267,8 +281,12 @@ async def test_ssrf_targets_and_bad_subscriptions_are_refused(
     subscriptions: list[tuple[str, str]],
 ) -> None:
     # Without the operator's allow-list, nothing local is a target.
-    removed = await gateway.delete("/v1/webhook-targets/127.0.0.1", headers=bearer(operator_key))
-    assert removed.status_code in (204, 404)
+    seller_org = market.organization_of[market.seller]
+    entries = await gateway.get(
+        "/v1/webhook-targets", params={"organization_id": seller_org}, headers=bearer(operator_key)
+    )
+    for entry in entries.json()["items"]:
+        await gateway.delete(f"/v1/webhook-targets/{entry['id']}", headers=bearer(operator_key))
     for url in (
         "http://127.0.0.1:9/hook",
         "http://10.0.0.1/hook",
@@ -302,32 +320,100 @@ async def test_ssrf_targets_and_bad_subscriptions_are_refused(
         )
         assert body["errors"][0]["rule"] == rule
     # Only operators keep the allow-list.
+    hook = "http://127.0.0.1:9/hook"
     assert_problem(
         await gateway.post(
-            "/v1/webhook-targets", json={"pattern": "127.0.0.1"}, headers=bearer(market.seller)
+            "/v1/webhook-targets",
+            json=allowed_target(hook, organization_id=seller_org),
+            headers=bearer(market.seller),
         ),
         403,
     )
-    bad = await gateway.post(
-        "/v1/webhook-targets", json={"pattern": "not a host!"}, headers=bearer(operator_key)
-    )
-    assert assert_problem(bad, 422)["errors"][0]["field"] == "pattern"
+    op = bearer(operator_key)
+    invalid: list[tuple[dict[str, Any], str, str | None]] = [
+        (
+            {"pattern": "not a host!", "port": 9, "organization_id": seller_org},
+            "pattern",
+            "target_pattern",
+        ),
+        ({"pattern": "127.0.0.1", "organization_id": seller_org}, "port", None),
+        ({"pattern": "127.0.0.1", "port": 70000, "organization_id": seller_org}, "port", None),
+        ({"pattern": "127.0.0.1", "port": 9}, "organization_id", "target_tenant"),
+        (
+            {
+                "pattern": "127.0.0.1",
+                "port": 9,
+                "organization_id": seller_org,
+                "partner_code": "tjipe",
+            },
+            "organization_id",
+            "target_tenant",
+        ),
+        (
+            {"pattern": "127.0.0.1", "port": 9, "partner_code": "nobody"},
+            "partner_code",
+            "partner_unknown",
+        ),
+    ]
+    for body, field_name, expected_rule in invalid:
+        problem = assert_problem(
+            await gateway.post("/v1/webhook-targets", json=body, headers=op), 422
+        )
+        assert problem["errors"][0]["field"] == field_name, body
+        assert expected_rule in (None, problem["errors"][0]["rule"]), body
     added = await gateway.post(
-        "/v1/webhook-targets", json={"pattern": "127.0.0.1"}, headers=bearer(operator_key)
+        "/v1/webhook-targets", json=allowed_target(hook, organization_id=seller_org), headers=op
     )
-    assert added.status_code == 201 and added.json()["pattern"] == "127.0.0.1"
+    assert added.status_code == 201
+    assert added.json() | {"id": None, "created_at": None} == {
+        "id": None,
+        "pattern": "127.0.0.1",
+        "port": 9,
+        "organization_id": seller_org,
+        "partner_code": None,
+        "created_at": None,
+    }
+    again = await gateway.post(
+        "/v1/webhook-targets", json=allowed_target(hook, organization_id=seller_org), headers=op
+    )
+    assert again.json()["id"] == added.json()["id"]  # adding twice changes nothing
     network = await gateway.post(
-        "/v1/webhook-targets", json={"pattern": "10.20.3.4/16"}, headers=bearer(operator_key)
+        "/v1/webhook-targets",
+        json={"pattern": "10.20.3.4/16", "port": 443, "organization_id": seller_org},
+        headers=op,
     )
     assert network.json()["pattern"] == "10.20.0.0/16"
-    listed = await gateway.get("/v1/webhook-targets", headers=bearer(operator_key))
-    assert {"127.0.0.1", "10.20.0.0/16"} <= {t["pattern"] for t in listed.json()["items"]}
-    drop = "/v1/webhook-targets/10.20.0.0/16"
-    assert (await gateway.delete(drop, headers=bearer(operator_key))).status_code == 204
-    assert_problem(await gateway.delete(drop, headers=bearer(operator_key)), 404)
-    await subscribe(
-        gateway, subscriptions, market.seller, "http://127.0.0.1:9/hook", ["listing.published"]
+    listed = await gateway.get(
+        "/v1/webhook-targets", params={"organization_id": seller_org}, headers=op
     )
+    assert {("127.0.0.1", 9), ("10.20.0.0/16", 443)} == {
+        (t["pattern"], t["port"]) for t in listed.json()["items"]
+    }
+    others = await gateway.get(
+        "/v1/webhook-targets",
+        params={"organization_id": market.organization_of[market.other]},
+        headers=op,
+    )
+    assert ("127.0.0.1", 9) not in {(t["pattern"], t["port"]) for t in others.json()["items"]}
+    drop = f"/v1/webhook-targets/{network.json()['id']}"
+    assert (await gateway.delete(drop, headers=op)).status_code == 204
+    assert_problem(await gateway.delete(drop, headers=op), 404)
+    await subscribe(gateway, subscriptions, market.seller, hook, ["listing.published"])
+    # The entry opens that port to that organisation only: not another port, not another tenant.
+    for key, url in (
+        (market.seller, "http://127.0.0.1:10/hook"),
+        (market.seller, "http://127.0.0.1:5432/"),
+        (market.other, hook),
+    ):
+        refused = assert_problem(
+            await gateway.post(
+                "/v1/subscriptions",
+                json={"url": url, "event_types": ["listing.published"]},
+                headers=bearer(key),
+            ),
+            422,
+        )
+        assert refused["errors"][0]["rule"] == "ssrf_forbidden_target", (key, url)
     # The loopback name and other loopback addresses stay refused: only 127.0.0.1 is listed.
     body = assert_problem(
         await gateway.post(
@@ -392,10 +478,11 @@ async def test_signed_webhooks_carry_the_catalogue_document(
     listing: httpx.AsyncClient,
     market: Market,
     operator_key: str,
-    local_allowed: None,
+    local_allowed: AllowLocal,
     subscriptions: list[tuple[str, str]],
 ) -> None:
     async with receiving(Receiver()) as receiver:
+        await local_allowed(market.seller, receiver.url)
         subscription = await subscribe(
             gateway,
             subscriptions,
@@ -493,10 +580,11 @@ async def test_a_deal_closes_the_listing_then_is_announced(
     listing: httpx.AsyncClient,
     market: Market,
     operator_key: str,
-    local_allowed: None,
+    local_allowed: AllowLocal,
     subscriptions: list[tuple[str, str]],
 ) -> None:
     async with receiving(Receiver()) as receiver:
+        await local_allowed(market.other, receiver.url)
         subscription = await subscribe(
             gateway,
             subscriptions,
@@ -532,11 +620,12 @@ async def test_filters_select_by_kind_region_price_and_type(
     listing: httpx.AsyncClient,
     market: Market,
     operator_key: str,
-    local_allowed: None,
+    local_allowed: AllowLocal,
     subscriptions: list[tuple[str, str]],
 ) -> None:
     async with receiving(Receiver()) as receiver:
         key, url, published = market.seller, receiver.url, ["listing.published"]
+        await local_allowed(key, url)
         everything = await subscribe(gateway, subscriptions, key, url, published)
         utility = await subscribe(
             gateway, subscriptions, key, url, published, {"kind": "utility_model"}
@@ -615,10 +704,11 @@ async def test_a_subscriber_that_was_down_gets_every_event_in_order(
     listing: httpx.AsyncClient,
     market: Market,
     operator_key: str,
-    local_allowed: None,
+    local_allowed: AllowLocal,
     subscriptions: list[tuple[str, str]],
 ) -> None:
     receiver = Receiver()  # not listening yet: connections are refused
+    await local_allowed(market.seller, receiver.url)
     subscription = await subscribe(
         gateway,
         subscriptions,
@@ -686,7 +776,7 @@ async def test_a_slow_subscriber_does_not_delay_the_others(
     listing: httpx.AsyncClient,
     market: Market,
     operator_key: str,
-    local_allowed: None,
+    local_allowed: AllowLocal,
     subscriptions: list[tuple[str, str]],
 ) -> None:
     async with (
@@ -694,6 +784,7 @@ async def test_a_slow_subscriber_does_not_delay_the_others(
         receiving(Receiver()) as fast,
     ):
         for receiver in (slow, fast):
+            await local_allowed(market.seller, receiver.url)
             await subscribe(
                 gateway, subscriptions, market.seller, receiver.url, ["listing.published"]
             )
@@ -717,7 +808,7 @@ async def test_two_gateway_replicas_deliver_each_delivery_once(
     listing: httpx.AsyncClient,
     market: Market,
     operator_key: str,
-    local_allowed: None,
+    local_allowed: AllowLocal,
     subscriptions: list[tuple[str, str]],
 ) -> None:
     second = gateway_app(settings, listing_app, matching_app)
@@ -725,6 +816,7 @@ async def test_two_gateway_replicas_deliver_each_delivery_once(
         serve_in_process(second, "http://gateway-2.test"),
         receiving(Receiver()) as receiver,
     ):
+        await local_allowed(market.seller, receiver.url)
         subscription = await subscribe(
             gateway,
             subscriptions,
@@ -751,10 +843,11 @@ async def test_replay_resends_with_the_same_webhook_id(
     listing: httpx.AsyncClient,
     market: Market,
     operator_key: str,
-    local_allowed: None,
+    local_allowed: AllowLocal,
     subscriptions: list[tuple[str, str]],
 ) -> None:
     async with receiving(Receiver()) as receiver:
+        await local_allowed(market.seller, receiver.url)
         subscription = await subscribe(
             gateway, subscriptions, market.seller, receiver.url, ["listing.published"]
         )
@@ -785,11 +878,12 @@ async def test_failing_deliveries_are_retried_recorded_and_given_up(
     listing: httpx.AsyncClient,
     market: Market,
     operator_key: str,
-    local_allowed: None,
+    local_allowed: AllowLocal,
     subscriptions: list[tuple[str, str]],
 ) -> None:
     # The first attempt hangs past the 10 s limit, every other one is answered with a 500.
     async with receiving(Receiver(mode="fail", script=["hang"])) as receiver:
+        await local_allowed(market.seller, receiver.url)
         subscription = await subscribe(
             gateway, subscriptions, market.seller, receiver.url, ["listing.published"]
         )
@@ -832,11 +926,13 @@ async def test_a_match_reaches_only_the_demand_owner(
     matching: httpx.AsyncClient,
     market: Market,
     operator_key: str,
-    local_allowed: None,
+    local_allowed: AllowLocal,
     subscriptions: list[tuple[str, str]],
 ) -> None:
     async with receiving(Receiver()) as owner, receiving(Receiver()) as bystander:
+        await local_allowed(market.buyer, owner.url)
         mine = await subscribe(gateway, subscriptions, market.buyer, owner.url, ["match.created"])
+        await local_allowed(market.other, bystander.url)
         theirs = await subscribe(
             gateway, subscriptions, market.other, bystander.url, ["match.created"]
         )
@@ -871,7 +967,7 @@ async def test_deliveries_carry_the_deployments_user_agent(
     listing: httpx.AsyncClient,
     market: Market,
     operator_key: str,
-    local_allowed: None,
+    local_allowed: AllowLocal,
     subscriptions: list[tuple[str, str]],
 ) -> None:
     """The User-Agent names the sender and links to the deployment's own API docs
@@ -880,6 +976,7 @@ async def test_deliveries_carry_the_deployments_user_agent(
     expected = f"ipx-webhooks/1.0 (+{settings.public_url.rstrip('/')}/docs)"
     assert settings.webhook_user_agent == expected
     async with receiving(Receiver()) as receiver:
+        await local_allowed(market.seller, receiver.url)
         await subscribe(gateway, subscriptions, market.seller, receiver.url, ["listing.published"])
         # A right still in force, filed in its application number's year.
         number = next(n for n in INVENTIONS if n[:4] >= "2012")

@@ -12,6 +12,7 @@ from receiver import Receiver, receiving
 
 from shared.webhooks import verify
 from support import (
+    allowed_target,
     bearer,
     new_organization,
     patent,
@@ -37,13 +38,9 @@ async def test_an_amount_is_written_one_way_everywhere(
     service_key: str,
 ) -> None:
     _, seller = await new_organization(listing, operator_key, name="北京化工大学")
-    _, watcher = await new_organization(
+    watcher_org, watcher = await new_organization(
         listing, operator_key, name="天津某化工有限公司", kind="enterprise", region="120000"
     )
-    allowed = await gateway.post(
-        "/v1/webhook-targets", json={"pattern": "127.0.0.1"}, headers=bearer(operator_key)
-    )
-    assert allowed.status_code in (201, 409), allowed.text
     number = next(NUMBERS)
     body = {
         "asset": patent("北京化工大学", number, filed_on=f"{number[:4]}-04-01"),
@@ -71,6 +68,12 @@ async def test_an_amount_is_written_one_way_everywhere(
     assert {d["transaction"]["price"]["amount"] for d in documents} == {"20000.00"}
 
     async with receiving(Receiver()) as receiver:
+        allowed = await gateway.post(
+            "/v1/webhook-targets",
+            json=allowed_target(receiver.url, organization_id=watcher_org),
+            headers=bearer(operator_key),
+        )
+        assert allowed.status_code == 201, allowed.text
         subscribed = await gateway.post(
             "/v1/subscriptions",
             json={"url": receiver.url, "event_types": ["deal.closed"]},

@@ -26,7 +26,7 @@ from openapi_spec_validator import validate
 from receiver import Receiver, receiving
 
 from shared.webhooks import signed_headers, verify
-from support import partner_document, patent, real_application_numbers, terms
+from support import allowed_target, partner_document, patent, real_application_numbers, terms
 
 SERVICES = ("listing", "matching", "gateway")
 # Feeds keep their cursor (`after`/`limit`/`next_cursor`); search pages by `page` within its
@@ -231,7 +231,7 @@ async def test_generated_clients_run_a_real_flow(
     operator = apps.client(listing_client, "listing", operator_key)
 
     # Sign up: a seller and a buyer, verified by the operator.
-    keys = {}
+    keys, organizations = {}, {}
     for role, name, kind, region in (
         ("seller", "北京理工大学", "university", "110108"),
         ("buyer", "河北某电池材料有限公司", "enterprise", "130100"),
@@ -244,6 +244,7 @@ async def test_generated_clients_run_a_real_flow(
         )
         assert signed.status_code == 201, signed.content
         organization_id = signed.parsed.organization.id
+        organizations[role] = str(organization_id)
         keys[role] = signed.parsed.api_key.key
         verified = await api(listing_client, "organizations.update_organization").asyncio_detailed(
             organization_id,
@@ -256,10 +257,14 @@ async def test_generated_clients_run_a_real_flow(
     async with receiving(Receiver()) as receiver:
         # The buyer subscribes to its matches (the operator allow-lists the test's receiver).
         gateway_operator = apps.client(gateway_client, "gateway", operator_key)
-        await api(gateway_client, "webhooks.add_target").asyncio_detailed(
+        allowed = await api(gateway_client, "webhooks.add_target").asyncio_detailed(
             client=gateway_operator,
-            body=model(gateway_client, "TargetCreate").from_dict({"pattern": "127.0.0.1"}),
+            body=model(gateway_client, "TargetCreate").from_dict(
+                allowed_target(receiver.url, organization_id=organizations["buyer"])
+            ),
         )
+        assert allowed.status_code == 201, allowed.content
+        assert allowed.parsed.port == receiver.port
         subscribed = await api(gateway_client, "webhooks.create_subscription").asyncio_detailed(
             client=apps.client(gateway_client, "gateway", keys["buyer"]),
             body=model(gateway_client, "SubscriptionCreate").from_dict(

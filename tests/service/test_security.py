@@ -37,6 +37,7 @@ from shared.schemas import encode_page_token
 from shared.settings import Settings
 from shared.webhooks import signed_headers
 from support import (
+    allowed_target,
     assert_problem,
     bearer,
     new_exchange,
@@ -65,6 +66,7 @@ class World:
     seller: str  # the seller organisation's admin key
     buyer_id: str
     buyer: str
+    third_id: str
     third: str  # an unrelated organisation's key
     exchange_id: str  # a partner exchange's organisation (kind exchange)
     partner_key: str  # its key with the partner role
@@ -106,7 +108,7 @@ async def world(listing: httpx.AsyncClient, operator_key: str, numbers: Iterator
     buyer_id, buyer = await new_organization(
         listing, operator_key, name="河北某新能源科技有限公司", kind="enterprise", region="130100"
     )
-    _, third = await new_organization(
+    third_id, third = await new_organization(
         listing, operator_key, name="天津某贸易有限公司", kind="enterprise", region="120000"
     )
     exchange_id, _, partner_key = await new_exchange(
@@ -118,6 +120,7 @@ async def world(listing: httpx.AsyncClient, operator_key: str, numbers: Iterator
         seller=seller,
         buyer_id=buyer_id,
         buyer=buyer,
+        third_id=third_id,
         third=third,
         exchange_id=exchange_id,
         partner_key=partner_key,
@@ -171,17 +174,33 @@ def secret_part(key: str) -> str:
     return key.removeprefix("whsec_")
 
 
-async def allow_loopback(gateway: httpx.AsyncClient, operator_key: str) -> None:
-    """The operator allow-lists 127.0.0.1 (the tests' receivers); already listed is fine."""
+async def allow_local(
+    gateway: httpx.AsyncClient, operator_key: str, organization_id: str, url: str
+) -> None:
+    """The operator allow-lists a test's receiver (its host and port) for one organisation."""
     added = await gateway.post(
-        "/v1/webhook-targets", json={"pattern": "127.0.0.1"}, headers=bearer(operator_key)
+        "/v1/webhook-targets",
+        json=allowed_target(url, organization_id=organization_id),
+        headers=bearer(operator_key),
     )
-    assert added.status_code in (201, 409), added.text
+    assert added.status_code == 201, added.text
 
 
-async def disallow_loopback(gateway: httpx.AsyncClient, operator_key: str) -> None:
-    removed = await gateway.delete("/v1/webhook-targets/127.0.0.1", headers=bearer(operator_key))
-    assert removed.status_code in (204, 404), removed.text
+async def disallow_local(
+    gateway: httpx.AsyncClient, operator_key: str, organization_id: str
+) -> None:
+    """Every allow-list entry of the organisation removed."""
+    listed = await gateway.get(
+        "/v1/webhook-targets",
+        params={"organization_id": organization_id, "page_size": 200},
+        headers=bearer(operator_key),
+    )
+    assert listed.status_code == 200, listed.text
+    for entry in listed.json()["items"]:
+        removed = await gateway.delete(
+            f"/v1/webhook-targets/{entry['id']}", headers=bearer(operator_key)
+        )
+        assert removed.status_code == 204, removed.text
 
 
 # ----------------------------------------------------------------------------- keys at rest
@@ -410,8 +429,8 @@ async def test_no_secret_reaches_the_logs_at_debug(
     assert secrets[-1] not in str(failed.value)
 
     # A subscription: its secret, and the signature of what it receives.
-    await allow_loopback(gateway, operator_key)
     async with receiving(Receiver()) as receiver:
+        await allow_local(gateway, operator_key, org_id, receiver.url)
         subscription = await gateway.post(
             "/v1/subscriptions",
             json={
@@ -429,7 +448,7 @@ async def test_no_secret_reaches_the_logs_at_debug(
         await gateway.delete(
             f"/v1/subscriptions/{subscription.json()['id']}", headers=bearer(admin)
         )
-    await disallow_loopback(gateway, operator_key)
+    await disallow_local(gateway, operator_key, org_id)
     await eventually(
         lambda: offer_of(listing, service_key, f"{code}:L-1"), "the push reached listing"
     )
@@ -550,7 +569,7 @@ def own_host_name() -> tuple[str, bool]:
 async def test_names_and_forms_of_private_addresses_are_refused_at_subscription(
     gateway: httpx.AsyncClient, world: World, operator_key: str
 ) -> None:
-    await disallow_loopback(gateway, operator_key)
+    await disallow_local(gateway, operator_key, world.buyer_id)
     refused = [
         "http://0x7f000001/hook",  # hex 127.0.0.1
         "http://017700000001/hook",  # octal 127.0.0.1
@@ -588,7 +607,7 @@ async def test_names_and_forms_of_private_addresses_are_refused_at_subscription(
             ("url", "ssrf_forbidden_target")
         ], url
     # Allowing the loopback address does not let metadata or other private forms in.
-    await allow_loopback(gateway, operator_key)
+    await allow_local(gateway, operator_key, world.buyer_id, "http://127.0.0.1/")
     try:
         for url in ("http://2852039166/", "http://[::ffff:10.0.0.1]/", "http://127.0.0.2/"):
             body = assert_problem(
@@ -601,7 +620,7 @@ async def test_names_and_forms_of_private_addresses_are_refused_at_subscription(
             )
             assert body["errors"][0]["rule"] == "ssrf_forbidden_target", url
     finally:
-        await disallow_loopback(gateway, operator_key)
+        await disallow_local(gateway, operator_key, world.buyer_id)
 
 
 async def test_a_target_no_longer_allowed_is_refused_at_delivery(
@@ -615,18 +634,21 @@ async def test_a_target_no_longer_allowed_is_refused_at_delivery(
     target was allow-listed (the address; and this machine's name, when it resolves to a
     private address) get nothing once the operator removes it."""
     name, private = own_host_name()
-    patterns = ["127.0.0.1"] + ([name] if private else [])
     async with receiving(Receiver()) as receiver:
         urls = [receiver.url]
         if private:
             urls.append(f"http://{name}:{receiver.port}/hooks/ipx")
         subscriptions: list[str] = []
+        entries: list[str] = []
         try:
-            for pattern in patterns:
+            for url in urls:
                 added = await gateway.post(
-                    "/v1/webhook-targets", json={"pattern": pattern}, headers=bearer(operator_key)
+                    "/v1/webhook-targets",
+                    json=allowed_target(url, organization_id=world.buyer_id),
+                    headers=bearer(operator_key),
                 )
-                assert added.status_code in (201, 409), added.text
+                assert added.status_code == 201, added.text
+                entries.append(f"/v1/webhook-targets/{added.json()['id']}")
             for url in urls:
                 created = await gateway.post(
                     "/v1/subscriptions",
@@ -639,10 +661,8 @@ async def test_a_target_no_longer_allowed_is_refused_at_delivery(
                 )
                 assert created.status_code == 201, created.text
                 subscriptions.append(f"/v1/subscriptions/{created.json()['id']}")
-            for pattern in patterns:
-                removed = await gateway.delete(
-                    f"/v1/webhook-targets/{pattern}", headers=bearer(operator_key)
-                )
+            for entry in entries:
+                removed = await gateway.delete(entry, headers=bearer(operator_key))
                 assert removed.status_code == 204  # it was listed: the subscription was made
             await publish(listing, world.seller, operator_key, next(numbers), region="130600")
             for subscription in subscriptions:
@@ -815,7 +835,7 @@ async def test_injection_strings_in_every_text_parameter(
     assert inquiry.status_code == 201, inquiry.text
     code = "p" + uuid.uuid4().hex[:8]
     await register_partner(gateway, operator_key, code, world.exchange_id)
-    await allow_loopback(gateway, operator_key)
+    await allow_local(gateway, operator_key, world.buyer_id, "http://127.0.0.1:9/ipx")
     subscription = await gateway.post(
         "/v1/subscriptions",
         json={"url": "http://127.0.0.1:9/ipx", "event_types": ["match.created"]},
@@ -823,7 +843,7 @@ async def test_injection_strings_in_every_text_parameter(
     )
     assert subscription.status_code == 201, subscription.text
     subscription_id = subscription.json()["id"]
-    await disallow_loopback(gateway, operator_key)
+    await disallow_local(gateway, operator_key, world.buyer_id)
     await wait_indexed(matching, operator_key)
     values = {
         "organization_id": world.buyer_id,
@@ -1036,12 +1056,14 @@ async def test_injection_strings_in_body_text_fields_are_data(
                     f"/v1/subscriptions/{subscribed.json()['id']}", headers=bearer(world.buyer)
                 )
         allowed = await gateway.post(
-            "/v1/webhook-targets", json={"pattern": payload}, headers=bearer(operator_key)
+            "/v1/webhook-targets",
+            json={"pattern": payload, "port": 443, "organization_id": world.buyer_id},
+            headers=bearer(operator_key),
         )
         check("allow-list pattern", payload, allowed)
         if allowed.is_success:
-            pattern = quote(allowed.json()["pattern"], safe="")
-            await gateway.delete(f"/v1/webhook-targets/{pattern}", headers=bearer(operator_key))
+            entry = f"/v1/webhook-targets/{allowed.json()['id']}"
+            await gateway.delete(entry, headers=bearer(operator_key))
         partner = await gateway.post(
             "/v1/partners",
             json={"code": "p" + uuid.uuid4().hex[:8], "name": payload, "region": "120000"},
@@ -1205,8 +1227,8 @@ async def test_a_confidential_amount_is_shown_only_to_the_parties(
         headers=bearer(world.buyer),
     )
     assert inquiry.status_code == 201, inquiry.text
-    await allow_loopback(gateway, operator_key)
     async with receiving(Receiver()) as receiver:
+        await allow_local(gateway, operator_key, world.third_id, receiver.url)
         subscribed = await gateway.post(
             "/v1/subscriptions",
             json={
@@ -1256,7 +1278,7 @@ async def test_a_confidential_amount_is_shown_only_to_the_parties(
             await gateway.delete(
                 f"/v1/subscriptions/{subscribed.json()['id']}", headers=bearer(world.third)
             )
-            await disallow_loopback(gateway, operator_key)
+            await disallow_local(gateway, operator_key, world.third_id)
 
     # listing's deal list: the amount for the seller, the buyer and operators only.
     async def shown(client: httpx.AsyncClient, path: str, key: str | None) -> dict[str, Any]:

@@ -173,22 +173,49 @@ async def test_operators_allow_list_hosts_addresses_and_networks() -> None:
             "meta.corp.example": ["169.254.169.254"],
         }
     )
-    assert (await resolve_public("http://127.0.0.1:9000/", ["127.0.0.1"])).addresses
+    assert (await resolve_public("http://127.0.0.1:9000/", [("127.0.0.1", 9000)])).addresses
     # The decimal form resolves to the allow-listed address.
-    assert (await resolve_public("http://2130706433:9000/", ["127.0.0.1"])).addresses
-    for patterns in (["intranet.example.com"], ["10.0.0.0/8"], ["10.1.2.3"]):
-        await resolve_public("https://intranet.example.com/", patterns, resolver=resolver)
-    await resolve_public("https://api.corp.example/", ["*.corp.example"], resolver=resolver)
+    assert (await resolve_public("http://2130706433:9000/", [("127.0.0.1", 9000)])).addresses
+    for pattern in ("intranet.example.com", "10.0.0.0/8", "10.1.2.3"):
+        await resolve_public("https://intranet.example.com/", [(pattern, 443)], resolver=resolver)
+    await resolve_public("https://api.corp.example/", [("*.corp.example", 443)], resolver=resolver)
     with pytest.raises(TargetRefused):
-        await resolve_public("https://api.corp.example/", ["*.other.example"], resolver=resolver)
+        await resolve_public(
+            "https://api.corp.example/", [("*.other.example", 443)], resolver=resolver
+        )
     # A metadata address needs an exact entry: neither a network nor a host name lets it in.
-    for patterns in (["169.254.0.0/16"], ["meta.corp.example"], ["*.corp.example"]):
+    for pattern in ("169.254.0.0/16", "meta.corp.example", "*.corp.example"):
         with pytest.raises(TargetRefused):
-            await resolve_public("http://meta.corp.example/", patterns, resolver=resolver)
-    await resolve_public("http://meta.corp.example/", ["169.254.169.254"], resolver=resolver)
+            await resolve_public("http://meta.corp.example/", [(pattern, 80)], resolver=resolver)
+    await resolve_public("http://meta.corp.example/", [("169.254.169.254", 80)], resolver=resolver)
     # Allowing 127.0.0.1 does not allow other loopback addresses.
     with pytest.raises(TargetRefused):
-        await resolve_public("http://[::1]/", ["127.0.0.1"])
+        await resolve_public("http://[::1]/", [("127.0.0.1", 80)])
+
+
+async def test_an_allow_list_entry_opens_one_port_only() -> None:
+    allowed = [("127.0.0.1", 8080), ("10.0.0.0/8", 8443), ("hooks.corp.example", 9000)]
+    resolver = fake_resolver(
+        {"hooks.corp.example": ["10.1.2.3"], "127.0.0.1": ["127.0.0.1"], "10.2.3.4": ["10.2.3.4"]}
+    )
+    assert await resolve_public("http://127.0.0.1:8080/hook", allowed)
+    assert await resolve_public("https://10.2.3.4:8443/", allowed)
+    assert await resolve_public("http://hooks.corp.example:9000/", allowed, resolver=resolver)
+    for url in (
+        "http://127.0.0.1:5432/",  # the database next door
+        "http://127.0.0.1/",
+        "https://10.2.3.4/",
+        "http://hooks.corp.example:9001/",
+    ):
+        with pytest.raises(TargetRefused) as refused:
+            await resolve_public(url, allowed, resolver=resolver)
+        assert refused.value.rule == "ssrf_forbidden_target", url
+    # A public address needs no entry, on any port.
+    assert await resolve_public(
+        "http://hooks.example.com:5432/",
+        [],
+        resolver=fake_resolver({"hooks.example.com": ["93.184.216.34"]}),
+    )
 
 
 def test_allow_list_patterns_are_normalised_and_checked() -> None:
@@ -200,9 +227,10 @@ def test_allow_list_patterns_are_normalised_and_checked() -> None:
     for bad in ("", "not a host", "10.0.0.0/33", "-bad-.example", "*.", "a..b"):
         with pytest.raises(ValueError):
             normalize_pattern(bad)
-    allow = AllowList.of(["127.0.0.1", "garbage pattern!", "10.0.0.0/8"])
-    assert allow.allows_address(ipaddress.ip_address("::ffff:10.2.3.4"))
-    assert not allow.allows_address(ipaddress.ip_address("11.0.0.1"))
+    allow = AllowList.of([("127.0.0.1", 80), ("garbage pattern!", 80), ("10.0.0.0/8", 80)])
+    assert allow.allows_address(ipaddress.ip_address("::ffff:10.2.3.4"), 80)
+    assert not allow.allows_address(ipaddress.ip_address("::ffff:10.2.3.4"), 81)
+    assert not allow.allows_address(ipaddress.ip_address("11.0.0.1"), 80)
 
 
 async def test_requests_go_to_the_checked_address_with_the_original_host() -> None:
@@ -246,7 +274,7 @@ async def test_dns_rebinding_cannot_move_the_connection() -> None:
     try:
         target = await resolve_public(
             f"http://rebind.example.test:{port}/hook",
-            ["rebind.example.test"],
+            [("rebind.example.test", port)],
             resolver=resolver,
         )
         async with httpx.AsyncClient(trust_env=False) as client:
@@ -275,7 +303,7 @@ async def test_a_refused_connection_tries_the_next_checked_address() -> None:
     try:
         resolver = fake_resolver({"two.example.test": ["127.0.0.2", "127.0.0.1"]})
         target = await resolve_public(
-            f"http://two.example.test:{port}/", ["127.0.0.0/8"], resolver=resolver
+            f"http://two.example.test:{port}/", [("127.0.0.0/8", port)], resolver=resolver
         )
         async with httpx.AsyncClient(trust_env=False) as client:
             assert await send_pinned(client, target, content=b"{}", headers={}) == 200

@@ -49,7 +49,7 @@ from services.gateway.partners.repository import (
     claim_alone,
     finish_alone,
 )
-from services.gateway.webhooks.repository import allowed_patterns
+from services.gateway.webhooks.repository import Tenant, allowed_for
 from services.gateway.webhooks.ssrf import AllowList, TargetRefused, open_pinned, resolve_public
 from shared.app import http_client
 from shared.contracts.offers import OfferUpsertResult
@@ -460,7 +460,7 @@ async def _pull_pages(
     maker: async_sessionmaker[AsyncSession] = app.state.sessionmaker
     assert partner.pull_url is not None
     async with maker() as session:
-        allow = AllowList.of(await allowed_patterns(session))
+        allow = AllowList.of(await allowed_for(session, Tenant(partner_code=partner.code)))
     cursor, etag = partner.pull_cursor, partner.pull_etag
     for _ in range(config.pull_max_pages):
         params = {"cursor": cursor} if cursor else {}

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from sqlalchemy import select, text, update
 from sqlalchemy.dialects.postgresql import insert
@@ -154,6 +154,7 @@ class Claimed:
     lease_until: datetime
     url: str
     secret: str
+    organization_id: UUID | None  # the subscriber: whose allow-list entries apply
 
 
 # Due, leased by nobody, of an active subscription, with no earlier undelivered delivery on the
@@ -198,7 +199,7 @@ CLAIM = text(
     FROM locked, gateway.subscriptions AS s
     WHERE d.id = locked.id AND s.id = d.subscription_id
     RETURNING d.id, d.subscription_id, d.event_id, d.payload, d.attempts, d.lease_until,
-              s.url, s.secret
+              s.url, s.secret, s.organization_id
     """
 )
 
@@ -220,6 +221,7 @@ async def claim(
             lease_until=r.lease_until,
             url=r.url,
             secret=r.secret,
+            organization_id=r.organization_id,
         )
         for r in result
     ]
@@ -274,34 +276,101 @@ async def record_attempt(
 # ----------------------------------------------------------------------------- allow-list
 
 
-async def list_targets(session: AsyncSession, after: str | None, limit: int) -> list[AllowedTarget]:
-    query = select(AllowedTarget).order_by(col(AllowedTarget.pattern))
+@dataclass(frozen=True)
+class Tenant:
+    """Whose outbound calls an allow-list entry opens: an organisation's or a partner's."""
+
+    organization_id: UUID | None = None
+    partner_code: str | None = None
+
+    def where(self) -> Any:
+        if self.organization_id is not None:
+            return col(AllowedTarget.organization_id) == self.organization_id
+        return col(AllowedTarget.partner_code) == self.partner_code
+
+
+async def list_targets(
+    session: AsyncSession,
+    tenant: Tenant | None,
+    after: tuple[datetime, UUID] | None,
+    limit: int,
+) -> list[AllowedTarget]:
+    """Newest first; `tenant` None lists every tenant's entries."""
+    query = select(AllowedTarget)
+    if tenant is not None:
+        query = query.where(tenant.where())
     if after is not None:
-        query = query.where(col(AllowedTarget.pattern) > after)
+        created, last_id = after
+        query = query.where(
+            (col(AllowedTarget.created_at) < created)
+            | ((col(AllowedTarget.created_at) == created) & (col(AllowedTarget.id) < last_id))
+        )
+    query = query.order_by(col(AllowedTarget.created_at).desc(), col(AllowedTarget.id).desc())
     return list((await session.execute(query.limit(limit))).scalars())
 
 
-async def allowed_patterns(session: AsyncSession) -> list[str]:
-    return list((await session.execute(select(col(AllowedTarget.pattern)))).scalars())
+async def allowed_for(session: AsyncSession, tenant: Tenant) -> list[tuple[str, int]]:
+    """The (pattern, port) entries of one tenant."""
+    found = await session.execute(
+        select(col(AllowedTarget.pattern), col(AllowedTarget.port)).where(tenant.where())
+    )
+    return [(pattern, port) for pattern, port in found]
 
 
-async def add_target(session: AsyncSession, pattern: str) -> AllowedTarget:
+async def allowed_for_organizations(
+    session: AsyncSession, organization_ids: Sequence[UUID]
+) -> dict[UUID, list[tuple[str, int]]]:
+    """The (pattern, port) entries of each organisation (one query for a batch of deliveries)."""
+    found = await session.execute(
+        select(
+            col(AllowedTarget.organization_id), col(AllowedTarget.pattern), col(AllowedTarget.port)
+        ).where(col(AllowedTarget.organization_id).in_(set(organization_ids)))
+    )
+    entries: dict[UUID, list[tuple[str, int]]] = {}
+    for organization_id, pattern, port in found:
+        assert organization_id is not None
+        entries.setdefault(organization_id, []).append((pattern, port))
+    return entries
+
+
+async def partner_exists(session: AsyncSession, code: str) -> bool:
+    return await session.get(Partner, code) is not None
+
+
+async def add_target(
+    session: AsyncSession, tenant: Tenant, pattern: str, port: int
+) -> AllowedTarget:
+    """The entry, added unless the tenant has it already (adding twice changes nothing)."""
+    scope = "organization_id" if tenant.organization_id is not None else "partner_code"
     await session.execute(
         insert(AllowedTarget)
-        .values(pattern=pattern, created_at=utcnow())
-        .on_conflict_do_nothing(index_elements=["pattern"])
+        .values(
+            id=uuid4(),
+            organization_id=tenant.organization_id,
+            partner_code=tenant.partner_code,
+            pattern=pattern,
+            port=port,
+            created_at=utcnow(),
+        )
+        .on_conflict_do_nothing(
+            index_elements=[scope, "pattern", "port"], index_where=text(f"{scope} IS NOT NULL")
+        )
     )
-    target = await session.get(AllowedTarget, pattern, populate_existing=True)
-    assert target is not None
-    return target
+    found = await session.execute(
+        select(AllowedTarget)
+        .where(tenant.where(), col(AllowedTarget.pattern) == pattern)
+        .where(col(AllowedTarget.port) == port)
+        .execution_options(populate_existing=True)
+    )
+    return found.scalar_one()
 
 
-async def delete_target(session: AsyncSession, pattern: str) -> bool:
-    target = await session.get(AllowedTarget, pattern)
-    if target is None:
-        return False
+async def get_target(session: AsyncSession, target_id: UUID) -> AllowedTarget | None:
+    return await session.get(AllowedTarget, target_id)
+
+
+async def delete_target(session: AsyncSession, target: AllowedTarget) -> None:
     await session.delete(target)
-    return True
 
 
 # ----------------------------------------------------------------------------- feed cursors

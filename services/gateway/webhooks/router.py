@@ -9,6 +9,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from services.gateway.webhooks import repository, service
+from services.gateway.webhooks.repository import Tenant
 from services.gateway.webhooks.schemas import (
     DeliveryPublic,
     DeliveryStatus,
@@ -19,6 +20,7 @@ from services.gateway.webhooks.schemas import (
     TargetPublic,
 )
 from shared.auth import CallerDep, Principal, require_roles
+from shared.contracts.catalogue import EXCHANGE_CODE_PATTERN
 from shared.db import SessionDep
 from shared.encryption import secret_box
 from shared.errors import problem_responses
@@ -31,7 +33,6 @@ from shared.schemas import (
     cut_page,
     page_position,
     token_int,
-    token_str,
 )
 
 __all__ = ["router"]
@@ -153,9 +154,11 @@ async def replay_delivery(
     responses=problem_responses(401, 403, 422),
 )
 async def add_target(data: TargetCreate, session: SessionDep, _: Operator) -> TargetPublic:
-    """Allow a private target: a host name (`hooks.example.internal`, `*.example.internal`),
-    an IP or a CIDR network. Cloud metadata addresses are allowed only when listed exactly."""
-    target = await service.add_target(session, data.pattern)
+    """Allow one tenant (an organisation's webhook subscriptions, or a partner's pull feed) to
+    reach a private target on one port: a host name (`hooks.example.internal`,
+    `*.example.internal`), an IP or a CIDR network. Cloud metadata addresses are allowed only
+    when listed exactly. Adding an entry the tenant has already returns it."""
+    target = await service.add_target(session, data)
     return TargetPublic.model_validate(target, from_attributes=True)
 
 
@@ -166,14 +169,25 @@ async def add_target(data: TargetCreate, session: SessionDep, _: Operator) -> Ta
     responses=problem_responses(401, 403, 422),
 )
 async def list_targets(
-    session: SessionDep, _: Operator, page_size: PageSize = 50, page_token: PageToken = ""
+    session: SessionDep,
+    _: Operator,
+    organization_id: Annotated[
+        UUID | None, Query(examples=["3fa85f64-5717-4562-b3fc-2c963f66afa6"])
+    ] = None,
+    partner_code: Annotated[
+        str | None, Query(pattern=EXCHANGE_CODE_PATTERN, examples=["tjipe"])
+    ] = None,
+    page_size: PageSize = 50,
+    page_token: PageToken = "",
 ) -> Page[TargetPublic]:
-    """The allow-listed private webhook targets, in order of pattern."""
-    position = page_position(page_token, pattern=token_str)
-    rows = await repository.list_targets(
-        session, position["pattern"] if position else None, page_size + 1
+    """The allow-list, newest first: every tenant's, or one organisation's or partner's."""
+    tenant = (
+        Tenant(organization_id, partner_code)
+        if organization_id is not None or partner_code is not None
+        else None
     )
-    targets, token = cut_page(rows, page_size, lambda t: {"pattern": t.pattern})
+    rows = await repository.list_targets(session, tenant, created_after(page_token), page_size + 1)
+    targets, token = cut_page(rows, page_size, created_position)
     return Page(
         items=[TargetPublic.model_validate(t, from_attributes=True) for t in targets],
         next_page_token=token,
@@ -181,12 +195,12 @@ async def list_targets(
 
 
 @router.delete(
-    "/v1/webhook-targets/{pattern:path}",
+    "/v1/webhook-targets/{target_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     tags=["webhooks (operators)"],
-    responses=problem_responses(401, 403, 404),
+    responses=problem_responses(401, 403, 404, 422),
 )
-async def delete_target(pattern: str, session: SessionDep, _: Operator) -> Response:
-    """Remove a pattern (a CIDR's slash may be sent as is or as %2F)."""
-    await service.delete_target(session, pattern)
+async def delete_target(target_id: UUID, session: SessionDep, _: Operator) -> Response:
+    """Remove an allow-list entry."""
+    await service.delete_target(session, target_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -11,7 +11,7 @@ from uuid import UUID
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from shared.contracts.catalogue import TransactionType
+from shared.contracts.catalogue import EXCHANGE_CODE_PATTERN, TransactionType
 from shared.identifiers import AssetKind, normalize_full_width
 from shared.schemas import StrictModel
 
@@ -201,16 +201,32 @@ class DeliveryPublic(BaseModel):
 
 
 class TargetCreate(StrictModel):
+    """A private target one tenant may reach: exactly one of `organization_id` (that
+    organisation's webhook subscriptions) and `partner_code` (that partner's pull feed)."""
+
     pattern: str = Field(
         min_length=1,
         max_length=200,
         description="a host name (or *.domain), an IP address or a CIDR network",
         examples=["10.20.0.0/16"],
     )
+    port: int = Field(ge=1, le=65535, description="the one port allowed", examples=[8443])
+    organization_id: UUID | None = Field(
+        default=None, description="the organisation whose webhook subscriptions may reach it"
+    )
+    partner_code: str | None = Field(
+        default=None,
+        pattern=EXCHANGE_CODE_PATTERN,
+        description="the partner exchange whose pull feed may be there",
+    )
 
 
 class TargetPublic(BaseModel):
+    id: UUID
     pattern: str = Field(examples=["10.20.0.0/16"])
+    port: int = Field(examples=[8443])
+    organization_id: UUID | None
+    partner_code: str | None
     created_at: datetime
 
 

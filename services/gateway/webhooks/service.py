@@ -14,12 +14,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.gateway.models import AllowedTarget, Delivery, Subscription
 from services.gateway.webhooks import repository
+from services.gateway.webhooks.repository import Tenant
 from services.gateway.webhooks.schemas import (
     AttemptPublic,
     DeliveryPublic,
     MatchChange,
     SubscriptionCreate,
     SubscriptionPublic,
+    TargetCreate,
 )
 from services.gateway.webhooks.ssrf import TargetRefused, normalize_pattern, resolve_public
 from shared.auth import Principal
@@ -299,10 +301,6 @@ def public(subscription: Subscription) -> SubscriptionPublic:
     return SubscriptionPublic.model_validate(subscription, from_attributes=True)
 
 
-async def allowed(session: AsyncSession) -> list[str]:
-    return await repository.allowed_patterns(session)
-
-
 async def create(
     session: AsyncSession, principal: Principal, data: SubscriptionCreate, box: SecretBox
 ) -> tuple[Subscription, str]:
@@ -310,7 +308,10 @@ async def create(
     if principal.organization_id is None or not principal.has("member", "admin", "partner"):
         raise Forbidden("subscriptions belong to an organisation: use its member or partner key")
     try:
-        target = await resolve_public(data.url, await allowed(session))
+        target = await resolve_public(
+            data.url,
+            await repository.allowed_for(session, Tenant(principal.organization_id)),
+        )
     except TargetRefused as exc:
         raise UnprocessableEntity.single("url", exc.rule, exc.message) from exc
     partner_code = (
@@ -426,23 +427,34 @@ async def replay(
     return delivery_public(delivery, attempts[delivery.id])
 
 
-async def add_target(session: AsyncSession, raw: str) -> AllowedTarget:
+async def add_target(session: AsyncSession, data: TargetCreate) -> AllowedTarget:
+    if (data.organization_id is None) == (data.partner_code is None):
+        raise UnprocessableEntity.single(
+            "organization_id",
+            "target_tenant",
+            "name exactly one tenant: organization_id (its webhooks) or partner_code (its pull "
+            "feed); an entry never opens a target to every tenant",
+        )
+    if data.partner_code is not None and not await repository.partner_exists(
+        session, data.partner_code
+    ):
+        raise UnprocessableEntity.single(
+            "partner_code", "partner_unknown", f"no partner has the code {data.partner_code!r}"
+        )
     try:
-        pattern = normalize_pattern(raw)
+        pattern = normalize_pattern(data.pattern)
     except ValueError as exc:
         raise UnprocessableEntity.single(
             "pattern",
             "target_pattern",
-            f"{raw!r} is not a host name (or *.domain), an IP address or a CIDR network",
+            f"{data.pattern!r} is not a host name (or *.domain), an IP address or a CIDR network",
         ) from exc
-    return await repository.add_target(session, pattern)
+    tenant = Tenant(data.organization_id, data.partner_code)
+    return await repository.add_target(session, tenant, pattern, data.port)
 
 
-async def delete_target(session: AsyncSession, raw: str) -> None:
-    try:
-        pattern = normalize_pattern(raw)
-    except ValueError:
-        pattern = raw
-    # A NUL character is never stored (PostgreSQL refuses it with an error, not a miss).
-    if "\x00" in pattern or not await repository.delete_target(session, pattern):
-        raise NotFound(f"{raw!r} is not allow-listed")
+async def delete_target(session: AsyncSession, target_id: UUID) -> None:
+    target = await repository.get_target(session, target_id)
+    if target is None:
+        raise NotFound(f"no allow-list entry {target_id}")
+    await repository.delete_target(session, target)

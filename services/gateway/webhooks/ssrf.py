@@ -5,8 +5,9 @@ A subscription URL is parsed (http or https, no credentials), its host resolved 
 resolver (`getaddrinfo`, which also normalises tricks such as ``2130706433`` or ``0177.0.0.1``
 to ``127.0.0.1``), and every address it resolves to is checked: loopback, private, link-local,
 shared (CGNAT), multicast, reserved, unspecified and cloud metadata addresses are refused, also
-when embedded in an IPv6 address (IPv4-mapped, 6to4, Teredo, NAT64). An operator may allow-list
-a host name (``hooks.example.internal``, ``*.example.internal``), an IP or a CIDR.
+when embedded in an IPv6 address (IPv4-mapped, 6to4, Teredo, NAT64). An operator may
+allow-list, for one tenant and one port, a host name (``hooks.example.internal``,
+``*.example.internal``), an IP or a CIDR.
 
 The checked address is the one we connect to: :func:`send_pinned` sends the request to the IP
 itself, with the original ``Host`` header and, for https, the original name as SNI (so the
@@ -173,8 +174,8 @@ def normalize_pattern(raw: str) -> str:
 
 
 @dataclass(frozen=True)
-class AllowList:
-    """Operator-approved targets. Invalid stored patterns are ignored, never fatal."""
+class _Patterns:
+    """The private hosts and networks allowed on one port."""
 
     hosts: frozenset[str] = frozenset()
     domains: tuple[str, ...] = ()
@@ -182,7 +183,7 @@ class AllowList:
     networks: tuple[IPNetwork, ...] = ()
 
     @classmethod
-    def of(cls, patterns: Iterable[str]) -> AllowList:
+    def of(cls, patterns: Iterable[str]) -> _Patterns:
         hosts: set[str] = set()
         domains: list[str] = []
         addresses: set[IPAddress] = set()
@@ -206,8 +207,6 @@ class AllowList:
         return host in self.hosts or any(host.endswith(domain) for domain in self.domains)
 
     def allows_address(self, ip: IPAddress) -> bool:
-        """An address listed itself, or inside a listed network. A cloud metadata address is
-        allowed only when listed exactly, never through a network or a host name."""
         candidates: list[IPAddress] = [ip]
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             candidates.append(ip.ipv4_mapped)
@@ -219,6 +218,32 @@ class AllowList:
             if any(candidate.version == n.version and candidate in n for n in self.networks):
                 return True
         return False
+
+
+_NOTHING = _Patterns()
+
+
+@dataclass(frozen=True)
+class AllowList:
+    """One tenant's operator-approved private targets, each a pattern on one port (allowing
+    127.0.0.1:8080 does not open 127.0.0.1:5432). Invalid stored patterns are ignored."""
+
+    by_port: Mapping[int, _Patterns] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, entries: Iterable[tuple[str, int]]) -> AllowList:
+        grouped: dict[int, list[str]] = {}
+        for pattern, port in entries:
+            grouped.setdefault(port, []).append(pattern)
+        return cls({port: _Patterns.of(patterns) for port, patterns in grouped.items()})
+
+    def allows_host(self, host: str, port: int) -> bool:
+        return self.by_port.get(port, _NOTHING).allows_host(host)
+
+    def allows_address(self, ip: IPAddress, port: int) -> bool:
+        """An address listed itself, or inside a listed network, on this port. A cloud metadata
+        address is allowed only when listed exactly, never through a network or a host name."""
+        return self.by_port.get(port, _NOTHING).allows_address(ip)
 
 
 @dataclass(frozen=True)
@@ -302,17 +327,20 @@ def _is_special_name(host: str) -> bool:
 
 
 async def resolve_public(
-    url: str, allowed: Sequence[str] | AllowList, *, resolver: Resolver | None = None
+    url: str,
+    allowed: Sequence[tuple[str, int]] | AllowList,
+    *,
+    resolver: Resolver | None = None,
 ) -> ResolvedTarget:
     """Parse, resolve and check a webhook URL; the result lists the addresses to connect to.
 
-    Every resolved address must be public, or allow-listed (itself, or its network), or belong
-    to an allow-listed host name (cloud metadata addresses excepted: they must be listed
-    exactly). Raises TargetRefused (rules url_scheme, url_credentials, url_format,
-    url_unresolvable, ssrf_forbidden_target)."""
+    Every resolved address must be public, or allow-listed on the URL's port (itself, or its
+    network), or belong to a host name allow-listed on that port (cloud metadata addresses
+    excepted: they must be listed exactly). Raises TargetRefused (rules url_scheme,
+    url_credentials, url_format, url_unresolvable, ssrf_forbidden_target)."""
     allow = allowed if isinstance(allowed, AllowList) else AllowList.of(allowed)
     parsed = parse_target(url)
-    host_allowed = allow.allows_host(parsed.host)
+    host_allowed = allow.allows_host(parsed.host, parsed.port)
     if _is_special_name(parsed.host) and not host_allowed:
         raise TargetRefused(
             "ssrf_forbidden_target",
@@ -335,7 +363,7 @@ async def resolve_public(
         raise TargetRefused("url_unresolvable", f"{parsed.host} does not resolve")
     for ip in addresses:
         reason = forbidden_reason(ip)
-        if reason is None or allow.allows_address(ip):
+        if reason is None or allow.allows_address(ip, parsed.port):
             continue
         if host_allowed and ip not in METADATA_ADDRESSES:
             continue

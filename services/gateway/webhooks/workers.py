@@ -258,7 +258,7 @@ class DeliveryWorker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
 
-    async def claim(self, limit: int) -> tuple[list[Claimed], AllowList]:
+    async def claim(self, limit: int) -> list[tuple[Claimed, AllowList]]:
         async with self.sessionmaker() as session:
             async with session.begin():
                 claimed = await repository.claim(
@@ -267,9 +267,17 @@ class DeliveryWorker:
                     per_subscription=self.per_subscription,
                     lease_seconds=self.lease_seconds,
                 )
-            # The allow-list as of this batch (read after the claim's commit).
-            patterns = await repository.allowed_patterns(session) if claimed else []
-        return claimed, AllowList.of(patterns)
+            # Each subscriber's allow-list as of this batch (read after the claim's commit).
+            organizations = [c.organization_id for c in claimed if c.organization_id is not None]
+            entries = (
+                await repository.allowed_for_organizations(session, organizations)
+                if organizations
+                else {}
+            )
+        return [
+            (c, AllowList.of(entries.get(c.organization_id, []) if c.organization_id else []))
+            for c in claimed
+        ]
 
     async def run(self, notifier: FeedNotifier | None = None) -> None:
         delay = 0.5
@@ -278,17 +286,17 @@ class DeliveryWorker:
                 self._wake.clear()
                 mark = notifier.mark() if notifier is not None else 0
                 free = self.concurrency - len(self._tasks)
-                claimed: list[Claimed] = []
+                claimed: list[tuple[Claimed, AllowList]] = []
                 if free > 0:
                     try:
-                        claimed, allow = await self.claim(free)
+                        claimed = await self.claim(free)
                         delay = 0.5
                     except Exception as exc:
                         _log_pause("webhook delivery", exc, delay)
                         await asyncio.sleep(delay * (1 + jitter.random()))
                         delay = min(delay * 2, 10.0)
                         continue
-                    for item in claimed:
+                    for item, allow in claimed:
                         self._spawn(item, allow)
                 if free > 0 and len(claimed) == free:
                     continue  # a full batch: more may be due
