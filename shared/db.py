@@ -29,6 +29,7 @@ from sqlalchemy.types import UserDefinedType
 from sqlmodel import Field
 
 from shared.errors import is_database_unavailable
+from shared.jitter import backoff_seconds
 from shared.settings import Settings
 
 
@@ -202,13 +203,14 @@ async def record_when_reachable(record: Callable[[], Awaitable[None]], seconds: 
     its lease to run out, and the work would wait that long after PostgreSQL is back."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
-    delay = 0.25
+    failures = 0
     while True:
         try:
             await record()
             return
         except Exception as exc:
+            failures += 1
+            delay = backoff_seconds(failures, 0.5, 2.0)
             if not is_database_unavailable(exc) or loop.time() + delay > deadline:
                 raise
         await asyncio.sleep(delay)
-        delay = min(delay * 2, 2.0)

@@ -5,11 +5,8 @@ cutoffs (and reads what the round needs once), ``step()`` deletes at most one ba
 of its tables, each batch in its own short transaction with ``FOR UPDATE SKIP LOCKED`` (a row
 a writer holds is skipped, never waited for), and returns how many rows went per table.
 
-One replica runs a round at a time: :func:`retention_round` takes a session advisory lock
-(``pg_try_advisory_lock``) on a dedicated connection and skips the round when another replica
-holds it; closing the connection releases it. The batches would be safe to run concurrently
-(SKIP LOCKED), so the lock only saves the duplicate scanning, and a lease lost mid-round (its
-connection dropped) does no harm.
+One replica runs a round at a time (an exclusive worker of `shared.workers`). The batches
+would be safe to run concurrently (SKIP LOCKED), so the lease only saves the duplicate scanning.
 
 Metrics, in the app's own registry (the one ``/metrics`` serves):
 ``ipx_retention_deleted_total{table}`` and ``ipx_retention_last_run_timestamp_seconds``
@@ -18,30 +15,25 @@ Metrics, in the app's own registry (the one ``/metrics`` serves):
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-import asyncpg
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from shared.db import asyncpg_connect_kwargs, utcnow
-from shared.jitter import jitter
+from shared.db import utcnow
 from shared.settings import Settings
+from shared.workers import Worker
 
 __all__ = [
     "RetentionJob",
     "RetentionMetrics",
     "app_registry",
-    "lease_key",
     "retention_round",
-    "run_retention",
+    "retention_workers",
 ]
 
 logger = logging.getLogger("ipx.retention")
@@ -102,55 +94,43 @@ class RetentionMetrics:
                 self.deleted.labels(table=table).inc(n)
 
 
-def lease_key(service: str) -> int:
-    return zlib.crc32(f"ipx-retention:{service}".encode())
-
-
 async def retention_round(
-    settings: Settings,
-    service: str,
-    job: RetentionJob,
-    metrics: RetentionMetrics,
-    now: datetime | None = None,
-) -> dict[str, int] | None:
-    """One round under the service's lease: steps until every table's batch comes back short.
-    Returns the rows deleted per table, or None when another replica holds the lease."""
-    conn = await asyncpg.connect(timeout=5, **asyncpg_connect_kwargs(settings.database_url))
-    try:
-        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", lease_key(service)):
-            return None
-        await job.begin(now or utcnow())
-        totals = dict.fromkeys(job.tables, 0)
-        while True:
-            deleted = await job.step()
-            metrics.count(deleted)
-            for table, n in deleted.items():
-                totals[table] = totals.get(table, 0) + n
-            if all(n < job.batch for n in deleted.values()):
-                break
-            await conn.fetchval("SELECT 1")  # the lease's connection is still alive
-        metrics.last_run.set_to_current_time()
-        return totals
-    finally:
-        with contextlib.suppress(Exception):
-            await conn.close(timeout=1)
+    job: RetentionJob, metrics: RetentionMetrics, now: datetime | None = None
+) -> dict[str, int]:
+    """One round: steps until every table's batch comes back short; the rows deleted per
+    table."""
+    await job.begin(now or utcnow())
+    totals = dict.fromkeys(job.tables, 0)
+    while True:
+        deleted = await job.step()
+        metrics.count(deleted)
+        for table, n in deleted.items():
+            totals[table] = totals.get(table, 0) + n
+        if all(n < job.batch for n in deleted.values()):
+            break
+    metrics.last_run.set_to_current_time()
+    return totals
 
 
-async def run_retention(app: FastAPI, service: str, job: RetentionJob) -> None:
-    """Run a round every IPX_RETENTION_INTERVAL_SECONDS (jittered), forever; 0 turns it off
-    (the metrics are still listed). Start as a task in the lifespan; cancel to stop."""
+def retention_workers(app: FastAPI, service: str, job: RetentionJob) -> list[Worker]:
+    """The service's retention worker: a round every IPX_RETENTION_INTERVAL_SECONDS on one
+    replica at a time; none when the interval is 0 (the metrics are still listed)."""
     settings: Settings = app.state.settings
     metrics = RetentionMetrics.of(app, job.tables)
-    interval = settings.retention_interval_seconds
-    if interval <= 0:
-        return
-    while True:
-        try:
-            totals = await retention_round(settings, service, job, metrics)
-            if totals and any(totals.values()):
-                logger.info("retention deleted %s", totals)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # PostgreSQL down: try again next round
-            logger.warning("retention round of %s failed", service, exc_info=True)
-        await asyncio.sleep(interval * (0.9 + 0.2 * jitter.random()))
+    if settings.retention_interval_seconds <= 0:
+        return []
+
+    async def step() -> int:
+        totals = await retention_round(job, metrics)
+        if any(totals.values()):
+            logger.info("retention deleted %s", totals, extra={"worker": f"{service}-retention"})
+        return 0  # the next round after the interval
+
+    return [
+        Worker(
+            f"{service}-retention",
+            step,
+            interval=settings.retention_interval_seconds,
+            exclusive=True,
+        )
+    ]

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -29,7 +28,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from shared.db import asyncpg_connect_kwargs
 from shared.errors import is_database_unavailable
-from shared.jitter import jitter
+from shared.jitter import backoff_seconds, jitter
 from shared.notifier import FeedNotifier
 from shared.settings import Settings
 
@@ -38,8 +37,6 @@ __all__ = [
     "Backoff",
     "Worker",
     "WorkerMetrics",
-    "backoff_seconds",
-    "jittered",
     "lease_key",
     "run_workers",
 ]
@@ -56,19 +53,6 @@ OUTAGES: tuple[type[BaseException], ...] = (
     TimeoutError,
     asyncpg.PostgresError,
 )
-
-
-def backoff_seconds(
-    failures: int, base: float, cap: float, rng: random.Random | None = None
-) -> float:
-    """Exponential back-off with jitter: between half and all of min(cap, base * 2^(n-1))."""
-    delay = min(cap, base * float(2 ** max(0, min(failures - 1, 30))))
-    return delay / 2 + (rng or jitter).uniform(0, delay / 2)
-
-
-def jittered(seconds: float, spread: float, rng: random.Random | None = None) -> float:
-    """`seconds` scaled by a random factor in [1 - spread, 1 + spread]."""
-    return seconds * (rng or jitter).uniform(1 - spread, 1 + spread)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,9 @@ from typing import Any, cast
 import httpx
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+from shared.settings import Settings
 
 
 def free_port() -> int:
@@ -30,6 +33,15 @@ async def serve_in_process(app: FastAPI, base_url: str) -> AsyncIterator[httpx.A
         transport = httpx.ASGITransport(app=manager.app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
             yield client
+
+
+def worker_host(settings: Settings) -> FastAPI:
+    """An app with what `shared.workers.run_workers` needs (its settings and its own metrics
+    registry), to run a worker alone as a replica would."""
+    app = FastAPI()
+    app.state.settings = settings
+    app.state.metrics_registry = CollectorRegistry()
+    return app
 
 
 def bearer(key: str) -> dict[str, str]:

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
 
 import httpx
 from fastapi import FastAPI
@@ -16,22 +13,23 @@ from services.gateway.catalogue.engine import CatalogueEngine
 from services.gateway.catalogue.router import router as catalogue_router
 from services.gateway.models import SCHEMA
 from services.gateway.partners.router import router as partners_router
-from services.gateway.partners.workers import run_inbox, run_pull
-from services.gateway.retention.workers import run_gateway_retention
+from services.gateway.partners.workers import inbox_workers, pull_workers
+from services.gateway.retention.workers import gateway_retention
 from services.gateway.stored_secrets import seal_stored_in_clear
 from services.gateway.webhooks.router import router as webhooks_router
-from services.gateway.webhooks.workers import run_deliveries, run_fanout
+from services.gateway.webhooks.workers import delivery_workers, fanout_workers
 from shared.app import build_app, open_database, open_upstreams
 from shared.encryption import secret_box
 from shared.settings import Settings, get_settings
+from shared.workers import Worker, run_workers
 
-# The gateway's background workers, each `async def worker(app) -> None` looping forever.
-WORKERS: list[Callable[[FastAPI], Coroutine[Any, Any, None]]] = [
-    run_inbox,
-    run_pull,
-    run_fanout,
-    run_deliveries,
-    run_gateway_retention,
+# The gateway's background workers (shared/workers.py runs them).
+WORKERS: list[Callable[[FastAPI], list[Worker]]] = [
+    inbox_workers,
+    pull_workers,
+    fanout_workers,
+    delivery_workers,
+    gateway_retention,
 ]
 
 
@@ -47,18 +45,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.catalogue = catalogue
         # Refuses to start without IPX_SECRET_KEYS: the stored signing secrets are sealed.
         await seal_stored_in_clear(app.state.sessionmaker, secret_box(settings.secret_keys))
-        tasks = (
-            [asyncio.create_task(worker(app), name=worker.__name__) for worker in WORKERS]
-            if settings.run_workers
-            else []
-        )
-        try:
+        workers = [w for make in WORKERS for w in make(app)] if settings.run_workers else []
+        async with run_workers(app, workers):
             yield
-        finally:
-            for task in tasks:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
 
 
 def create_app(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -13,19 +11,19 @@ from infra.migrations import head_revision
 from services.listing.assets.router import router as assets_router
 from services.listing.auth import DatabaseAuthenticator
 from services.listing.deals.router import router as deals_router
-from services.listing.dependencies import today_in_china
 from services.listing.feed.router import router as feed_router
 from services.listing.imports.router import router as imports_router
 from services.listing.listings.router import router as listings_router
+from services.listing.listings.workers import expiry_workers
 from services.listing.models import SCHEMA
 from services.listing.offers.router import asset_offers_router
 from services.listing.offers.router import router as offers_router
 from services.listing.organizations.router import router as organizations_router
-from services.listing.retention.workers import run_listing_retention
-from services.listing.workers import run_expiry
+from services.listing.retention.workers import listing_retention
 from shared.app import build_app, open_database
 from shared.notifier import FeedNotifier
 from shared.settings import Settings, get_settings
+from shared.workers import run_workers
 
 
 @asynccontextmanager
@@ -35,30 +33,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.authenticator = DatabaseAuthenticator(settings, app.state.engine)
         app.state.feed_notifier = FeedNotifier(settings.database_url, channel="listing_changes")
         await app.state.feed_notifier.start()
-        expiry = asyncio.create_task(
-            run_expiry(
-                app.state.sessionmaker,
-                catalogue_url=settings.gateway_url,
-                today=today_in_china,
-                interval_seconds=settings.expiry_interval_seconds,
-            ),
-            name="listing-expiry",
-        )
-        retention = (
-            asyncio.create_task(run_listing_retention(app), name="listing-retention")
-            if settings.run_workers
-            else None
-        )
         try:
-            yield
+            async with run_workers(app, [*expiry_workers(app), *listing_retention(app)]):
+                yield
         finally:
-            expiry.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await expiry
-            if retention is not None:
-                retention.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await retention
             await app.state.feed_notifier.stop()
 
 

@@ -36,14 +36,14 @@ from services.gateway.partners.repository import InboxRepository
 from services.gateway.partners.router import router as partners_router
 from services.gateway.partners.workers import (
     PartnerSyncConfig,
-    backoff_seconds,
-    run_inbox,
-    run_pull,
+    inbox_workers,
+    pull_workers,
 )
 from services.gateway.webhooks.router import router as webhooks_router
 from shared.app import build_app, open_database, open_upstreams
 from shared.settings import Settings
 from shared.webhooks import signed_headers
+from shared.workers import run_workers
 from support import (
     allowed_target,
     assert_problem,
@@ -100,15 +100,9 @@ def gateway_app(settings: Settings, listing: FlakyListing, *, pull: bool) -> Fas
             open_database(app, settings, schema=SCHEMA, expected_revision=head_revision(SCHEMA)),
             open_upstreams(app, settings, {"listing": settings.listing_url}),
         ):
-            workers = [asyncio.create_task(run_inbox(app))]
-            if pull:
-                workers.append(asyncio.create_task(run_pull(app)))
-            try:
+            workers = [*inbox_workers(app), *(pull_workers(app) if pull else [])]
+            async with run_workers(app, workers):
                 yield
-            finally:
-                for worker in workers:
-                    worker.cancel()
-                await asyncio.gather(*workers, return_exceptions=True)
 
     app = build_app(
         name="gateway",
@@ -651,12 +645,6 @@ async def test_listing_down_is_retried_with_backoff_until_applied(
     assert gateway.listing.failures == 0
     assert (rows[0].status, rows[0].attempts, rows[0].error) == ("applied", 3, None)
     assert f"{partner}:L-r" in await offers_of(listing, service_key, partner)
-
-
-def test_backoff_grows_with_jitter_and_is_capped() -> None:
-    for failures, low, high in ((1, 1.0, 2.0), (2, 2.0, 4.0), (4, 8.0, 16.0), (40, 30.0, 60.0)):
-        delays = {backoff_seconds(failures, 2.0, 60.0) for _ in range(50)}
-        assert all(low <= d <= high for d in delays) and len(delays) > 1
 
 
 async def test_the_inbound_format_is_documented_as_json_schema(gateway: Gateway) -> None:

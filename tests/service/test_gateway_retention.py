@@ -30,9 +30,10 @@ from services.gateway.retention.rules import (
 )
 from services.gateway.retention.workers import GatewayRetentionJob
 from shared.db import asyncpg_connect_kwargs, utcnow
-from shared.retention import RetentionMetrics, lease_key, retention_round
+from shared.retention import RetentionMetrics, retention_round, retention_workers
 from shared.settings import Settings
-from support import allowed_target, bearer, new_organization
+from shared.workers import lease_key, run_workers
+from support import allowed_target, bearer, new_organization, worker_host
 
 KEEP = 3
 BATCH = 4
@@ -398,14 +399,17 @@ async def test_a_round_counts_in_metrics_and_runs_on_one_replica(
     metrics = RetentionMetrics.of(gateway_app, TABLES)
 
     other = await asyncpg.connect(**asyncpg_connect_kwargs(settings.database_url))
-    try:  # another replica holds the lease: this one skips the round
-        assert await other.fetchval("SELECT pg_try_advisory_lock($1)", lease_key("gateway"))
-        assert await retention_round(settings, "gateway", job(gateway_app), metrics, now) is None
+    try:  # another replica holds the lease: this one runs no round
+        key = lease_key("gateway-retention")
+        assert await other.fetchval("SELECT pg_try_advisory_lock($1)", key)
+        replica = worker_host(settings.model_copy(update={"retention_interval_seconds": 3600}))
+        async with run_workers(replica, retention_workers(replica, "gateway", job(gateway_app))):
+            await asyncio.sleep(1.0)
     finally:
         await other.close()
     assert len(await ids(gateway_app, "deliveries")) >= 5 + KEEP
 
-    totals = await retention_round(settings, "gateway", job(gateway_app), metrics, now)
+    totals = await retention_round(job(gateway_app), metrics, now)
     assert totals == {"inbound_events": 0, "deliveries": 5, "delivery_attempts": 5}
     after = (await gateway.get("/metrics")).text
     assert (

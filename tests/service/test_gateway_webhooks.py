@@ -25,13 +25,14 @@ from services.gateway.webhooks.router import router
 from services.gateway.webhooks.workers import (
     RETRY_JITTER,
     RETRY_SCHEDULE,
+    delivery_workers,
+    fanout_workers,
     retry_delay,
-    run_deliveries,
-    run_fanout,
 )
 from shared.app import build_app, open_database, open_upstreams
 from shared.settings import Settings
 from shared.webhooks import new_secret
+from shared.workers import run_workers
 from support import (
     allowed_target,
     assert_problem,
@@ -68,17 +69,9 @@ def gateway_app(settings: Settings, listing_app: FastAPI, matching_app: FastAPI)
         async with (
             open_database(app, settings, schema=SCHEMA, expected_revision=head_revision(SCHEMA)),
             open_upstreams(app, settings, upstreams),
+            run_workers(app, [*fanout_workers(app), *delivery_workers(app)]),
         ):
-            tasks = [
-                asyncio.create_task(run_fanout(app), name="webhook-fanout"),
-                asyncio.create_task(run_deliveries(app), name="webhook-deliveries"),
-            ]
-            try:
-                yield
-            finally:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+            yield
 
     return build_app(
         name="gateway",

@@ -292,7 +292,7 @@ async def test_listings_of_ended_rights_expire_by_themselves(
     from sqlalchemy import text as sql
 
     from services.listing.dependencies import today_in_china
-    from services.listing.workers import expire_lapsed
+    from services.listing.listings.workers import expire_lapsed
 
     published = await new_listing(listing, seller)
     await publish(listing, seller, operator_key, published["id"])

@@ -19,9 +19,10 @@ from sqlalchemy import text
 from services.listing.retention.rules import TABLES, ListingRetention, idempotency_expired
 from services.listing.retention.workers import ListingRetentionJob
 from shared.db import asyncpg_connect_kwargs, utcnow
-from shared.retention import RetentionMetrics, lease_key, retention_round
+from shared.retention import RetentionMetrics, retention_round, retention_workers
 from shared.settings import Settings
-from support import bearer, new_organization, patent, real_application_numbers, terms
+from shared.workers import lease_key, run_workers
+from support import bearer, new_organization, patent, real_application_numbers, terms, worker_host
 
 BATCH = 5
 POLICY = ListingRetention(idempotency=timedelta(hours=24), batch=BATCH)
@@ -159,15 +160,18 @@ async def test_a_round_counts_in_metrics_and_runs_on_one_replica(
     metrics = RetentionMetrics.of(listing_app, TABLES)
 
     other = await asyncpg.connect(**asyncpg_connect_kwargs(settings.database_url))
-    try:  # another replica holds the lease: this one skips the round
-        assert await other.fetchval("SELECT pg_try_advisory_lock($1)", lease_key("listing"))
-        assert await retention_round(settings, "listing", job(listing_app), metrics) is None
+    try:  # another replica holds the lease: this one runs no round
+        key = lease_key("listing-retention")
+        assert await other.fetchval("SELECT pg_try_advisory_lock($1)", key)
+        replica = worker_host(settings.model_copy(update={"retention_interval_seconds": 3600}))
+        async with run_workers(replica, retention_workers(replica, "listing", job(listing_app))):
+            await asyncio.sleep(1.0)
         assert set(old) <= await keys(listing_app)
     finally:
         await other.close()
 
     started = utcnow()
-    totals = await retention_round(settings, "listing", job(listing_app), metrics)
+    totals = await retention_round(job(listing_app), metrics)
     assert totals == {"idempotency_keys": 7}
     after = (await listing.get("/metrics")).text
     assert sample(after, name) == sample(before, name) + 7

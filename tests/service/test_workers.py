@@ -17,16 +17,10 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from shared.db import asyncpg_connect_kwargs
+from shared.jitter import backoff_seconds, jittered
 from shared.settings import Settings
-from shared.workers import Backoff, Worker, backoff_seconds, jittered, lease_key, run_workers
-
-
-def replica(settings: Settings) -> FastAPI:
-    """What run_workers needs of an app: its settings and its metrics registry."""
-    app = FastAPI()
-    app.state.settings = settings
-    app.state.metrics_registry = CollectorRegistry()
-    return app
+from shared.workers import Backoff, Worker, lease_key, run_workers
+from support import worker_host
 
 
 def sample(app: FastAPI, metric: str, worker: str) -> float:
@@ -58,8 +52,14 @@ def test_backoff_doubles_up_to_its_cap_with_jitter() -> None:
     assert all(8 <= jittered(10, 0.2, rng) <= 12 for _ in range(100))
 
 
+def test_backoff_grows_with_jitter_and_is_capped() -> None:
+    for failures, low, high in ((1, 1.0, 2.0), (2, 2.0, 4.0), (4, 8.0, 16.0), (40, 30.0, 60.0)):
+        delays = {backoff_seconds(failures, 2.0, 60.0) for _ in range(50)}
+        assert all(low <= d <= high for d in delays) and len(delays) > 1
+
+
 async def test_a_busy_step_runs_again_at_once_and_an_idle_one_waits(settings: Settings) -> None:
-    app = replica(settings)
+    app = worker_host(settings)
     calls: list[float] = []
     backlog = [3]
 
@@ -84,7 +84,7 @@ async def test_a_busy_step_runs_again_at_once_and_an_idle_one_waits(settings: Se
 
 
 async def test_a_notify_on_its_channel_wakes_a_worker(settings: Settings) -> None:
-    app = replica(settings)
+    app = worker_host(settings)
     calls: list[float] = []
 
     async def step() -> int:
@@ -106,7 +106,7 @@ async def test_a_notify_on_its_channel_wakes_a_worker(settings: Settings) -> Non
 async def test_a_failing_step_backs_off_is_counted_and_logged(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
-    app = replica(settings)
+    app = worker_host(settings)
     calls: list[float] = []
 
     async def step() -> int:
@@ -138,7 +138,7 @@ async def test_one_replica_leads_and_another_takes_over_a_lost_lease(settings: S
     is terminated (a PostgreSQL restart, an idle reaper), its step in flight is cancelled
     before the lease can be taken again: never two writers at once. When the leader stops,
     the other replica takes over."""
-    apps = {"first": replica(settings), "second": replica(settings)}
+    apps = {"first": worker_host(settings), "second": worker_host(settings)}
     active: list[str] = []
     overlaps: list[tuple[str, ...]] = []
     steps = {"first": 0, "second": 0}
@@ -205,7 +205,7 @@ async def test_one_replica_leads_and_another_takes_over_a_lost_lease(settings: S
 async def test_stopping_cancels_a_step_past_the_deadline_then_runs_on_stop(
     settings: Settings,
 ) -> None:
-    app = replica(settings)
+    app = worker_host(settings)
     started = asyncio.Event()
     stopped: list[str] = []
 
@@ -226,7 +226,7 @@ async def test_stopping_cancels_a_step_past_the_deadline_then_runs_on_stop(
 
 
 async def test_no_worker_runs_when_workers_are_off(settings: Settings) -> None:
-    app = replica(settings.model_copy(update={"run_workers": False}))
+    app = worker_host(settings.model_copy(update={"run_workers": False}))
     calls: list[int] = []
 
     async def step() -> int:

@@ -7,7 +7,6 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final, Literal
 
@@ -30,6 +29,7 @@ from services.gateway.partners.schemas import (
 )
 from shared.auth import Principal
 from shared.contracts.catalogue import offer_id
+from shared.db import utcnow
 from shared.encryption import SecretBox
 from shared.errors import (
     BadRequest,
@@ -62,10 +62,6 @@ EXCERPT_CHARS: Final = 2000
 EVENT_ID_MAX: Final = 200
 WEBHOOK_HEADERS: Final = ("webhook-id", "webhook-timestamp", "webhook-signature")
 Source = Literal["push", "pull"]
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The two partner workers the gateway runs in its lifespan.
 
-``run_inbox``
+``inbox_workers``
     Applies inbox events to listing (``PUT /v1/offers/{exchange}/{listing_id}``). Rows are
     claimed with ``FOR UPDATE SKIP LOCKED`` and a lease in a short transaction that commits
     before any HTTP call; one offer's events go in version order, one at a time, while
@@ -10,7 +10,7 @@
     other failure: retried with exponential backoff and jitter, never dropped. Wakes on
     ``NOTIFY gateway_inbox`` and polls besides.
 
-``run_pull``
+``pull_workers``
     Pulls partners that have a feed: ``GET pull_url?cursor=<stored>`` with
     ``If-None-Match: <stored etag>``, expecting ``{"items": [...], "next_cursor": "..."}``
     (304: nothing new). Items go through the same intake as a push (adapter, validation,
@@ -30,7 +30,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -53,13 +53,13 @@ from services.gateway.webhooks.repository import Tenant, allowed_for
 from services.gateway.webhooks.ssrf import AllowList, TargetRefused, open_pinned, resolve_public
 from shared.app import http_client
 from shared.contracts.offers import OfferUpsertResult
-from shared.db import record_when_reachable
+from shared.db import record_when_reachable, utcnow
 from shared.errors import FieldError
-from shared.jitter import jitter
-from shared.notifier import FeedNotifier
+from shared.jitter import backoff_seconds
 from shared.settings import Settings
+from shared.workers import Worker
 
-__all__ = ["INBOX_CHANNEL", "PartnerSyncConfig", "backoff_seconds", "run_inbox", "run_pull"]
+__all__ = ["INBOX_CHANNEL", "PartnerSyncConfig", "inbox_workers", "pull_workers"]
 
 logger = logging.getLogger("ipx.gateway.partners")
 INBOX_CHANNEL = "gateway_inbox"
@@ -88,16 +88,6 @@ class PartnerSyncConfig:
 def _config(app: FastAPI) -> PartnerSyncConfig:
     config = getattr(app.state, "partner_sync", None)
     return config if isinstance(config, PartnerSyncConfig) else PartnerSyncConfig()
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def backoff_seconds(failures: int, base: float, cap: float) -> float:
-    """Exponential backoff with jitter: between half and all of min(cap, base * 2^(n-1))."""
-    delay = min(cap, base * float(2 ** max(0, min(failures - 1, 30))))
-    return delay / 2 + jitter.uniform(0, delay / 2)
 
 
 # --------------------------------------------------------------------------------------------
@@ -135,47 +125,43 @@ class _Lanes:
                 await client.aclose()
 
 
-async def run_inbox(app: FastAPI) -> None:
-    """Apply inbox events to listing until cancelled: up to `inbox_batch` at once, a free slot
-    refilled as soon as an event is done (not when the slowest of a batch is)."""
+def inbox_workers(app: FastAPI) -> list[Worker]:
+    """Apply inbox events to listing: up to `inbox_batch` at once, a free slot refilled as
+    soon as an event is done (not when the slowest of a batch is)."""
     config = _config(app)
-    settings: Settings = app.state.settings
-    notifier = FeedNotifier(settings.database_url, channel=INBOX_CHANNEL)
-    await notifier.start()
     lanes = _Lanes(app, config.inbox_batch)
     in_flight: set[asyncio.Task[None]] = set()
-    try:
-        while True:
-            mark = notifier.mark()
-            room = config.inbox_batch - len(in_flight)
-            if room > 0:
-                try:
-                    claimed, stale = await _claim(app, config, room)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    logger.warning("inbox round failed (%s); retrying", type(exc).__name__)
-                    logger.debug("inbox round failure", exc_info=exc)
-                    await asyncio.sleep(config.inbox_poll_seconds)
-                    continue
-                for event in claimed:
-                    task = asyncio.create_task(_apply(app, config, lanes, event))
-                    in_flight.add(task)
-                    task.add_done_callback(in_flight.discard)
-                if (claimed or stale) and len(in_flight) < config.inbox_batch:
-                    continue  # more may be due
-            # Until an event is done (a slot frees) or new events may have arrived.
-            woken = asyncio.create_task(notifier.wait(config.inbox_poll_seconds, since=mark))
-            try:
-                await asyncio.wait({woken, *in_flight}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                woken.cancel()
-    finally:
+
+    async def step() -> int:
+        room = config.inbox_batch - len(in_flight)
+        if room <= 0:
+            return 0
+        claimed, stale = await _claim(app, config, room)
+        for event in claimed:
+            task = asyncio.create_task(_apply(app, config, lanes, event))
+            in_flight.add(task)
+            task.add_done_callback(done)
+        # More may be due while there is room.
+        return 1 if (claimed or stale) and len(in_flight) < config.inbox_batch else 0
+
+    def done(task: asyncio.Task[None]) -> None:
+        in_flight.discard(task)
+        worker.nudge()  # a slot is free
+
+    async def stop() -> None:
         for task in in_flight:
             task.cancel()  # _apply gives its lease back
         await asyncio.gather(*in_flight, return_exceptions=True)
         await lanes.aclose()
-        await notifier.stop()
+
+    worker = Worker(
+        "partner-inbox",
+        step,
+        interval=config.inbox_poll_seconds,
+        channel=INBOX_CHANNEL,
+        on_stop=stop,
+    )
+    return [worker]
 
 
 async def _claim(
@@ -337,38 +323,35 @@ class FeedPage(BaseModel):
     next_cursor: str | None = Field(default=None, max_length=500)
 
 
-async def run_pull(app: FastAPI) -> None:
-    """Pull the feeds of partners that have one, each on its schedule, until cancelled."""
+def pull_workers(app: FastAPI) -> list[Worker]:
+    """Pull the feeds of partners that have one, each on its schedule, each in its own task."""
     config = _config(app)
     running: dict[str, asyncio.Task[None]] = {}
-    async with httpx.AsyncClient(
+    client = httpx.AsyncClient(
         timeout=config.pull_request_timeout_seconds,
         follow_redirects=False,
         headers={"Accept": "application/json", "User-Agent": "ipx-gateway partner-sync/1"},
-    ) as client:
-        try:
-            while True:
-                running = {code: task for code, task in running.items() if not task.done()}
-                free = config.pull_concurrency - len(running)
-                claimed: list[Partner] = []
-                if free > 0:
-                    try:
-                        claimed = await _claim_pulls(app, config, free, set(running))
-                    except asyncio.CancelledError:
-                        raise
-                    except Exception as exc:
-                        logger.warning("pull claim failed (%s)", type(exc).__name__)
-                for partner in claimed:
-                    running[partner.code] = asyncio.create_task(
-                        _pull_partner(app, client, config, partner), name=f"pull-{partner.code}"
-                    )
-                await asyncio.sleep(config.pull_poll_seconds)
-        finally:
-            for task in running.values():
-                task.cancel()
-            for task in running.values():
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+    )
+
+    async def step() -> int:
+        for code in [code for code, task in running.items() if task.done()]:
+            del running[code]
+        free = config.pull_concurrency - len(running)
+        if free <= 0:
+            return 0
+        for partner in await _claim_pulls(app, config, free, set(running)):
+            running[partner.code] = asyncio.create_task(
+                _pull_partner(app, client, config, partner), name=f"pull-{partner.code}"
+            )
+        return 0  # due partners are looked for every pull_poll_seconds
+
+    async def stop() -> None:
+        for task in running.values():
+            task.cancel()
+        await asyncio.gather(*running.values(), return_exceptions=True)
+        await client.aclose()
+
+    return [Worker("partner-pull", step, interval=config.pull_poll_seconds, on_stop=stop)]
 
 
 async def _claim_pulls(

@@ -12,9 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.gateway.retention import repository
 from services.gateway.retention.rules import TABLES, Cutoffs, GatewayRetention
-from shared.retention import run_retention
+from shared.retention import retention_workers
+from shared.workers import Worker
 
-__all__ = ["GatewayRetentionJob", "run_gateway_retention"]
+__all__ = ["GatewayRetentionJob", "gateway_retention"]
 
 
 class GatewayRetentionJob:
@@ -45,9 +46,8 @@ class GatewayRetentionJob:
         return {"inbound_events": inbox, "deliveries": deliveries, "delivery_attempts": attempts}
 
 
-async def run_gateway_retention(app: FastAPI) -> None:
-    """A gateway worker (see WORKERS in services/gateway/app.py)."""
+def gateway_retention(app: FastAPI) -> list[Worker]:
     job = GatewayRetentionJob(
         app.state.sessionmaker, GatewayRetention.from_settings(app.state.settings)
     )
-    await run_retention(app, "gateway", job)
+    return retention_workers(app, "gateway", job)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -21,12 +21,9 @@ from services.gateway.models import (
     Partner,
     Subscription,
 )
+from shared.db import utcnow
 
 INSERT_CHUNK = 1000
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 # ----------------------------------------------------------------------------- subscriptions

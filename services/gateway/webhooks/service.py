@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from uuid import UUID, uuid4
@@ -26,6 +26,7 @@ from services.gateway.webhooks.schemas import (
 from services.gateway.webhooks.ssrf import TargetRefused, normalize_pattern, resolve_public
 from shared.auth import Principal
 from shared.contracts.events import ChangeEvent
+from shared.db import utcnow
 from shared.encryption import SecretBox
 from shared.errors import Conflict, Forbidden, NotFound, UnprocessableEntity
 from shared.identifiers import IdentifierError, normalize_ipc
@@ -36,10 +37,6 @@ PUBLIC_STATUSES = frozenset({"published", "under_negotiation"})
 # Listing feed event type -> webhook type (None: not delivered).
 LISTING_UPDATES = frozenset({"listing.updated", "listing.negotiation", "listing.reopened"})
 LISTING_ENDINGS = frozenset({"listing.withdrawn", "listing.closed", "listing.expired"})
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 # ----------------------------------------------------------------------------- filters

@@ -19,16 +19,14 @@ worker wakes on NOTIFY gateway_deliveries (fired when deliveries are inserted) a
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import json
 import logging
 import random
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-import asyncpg
 import httpx
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -45,21 +43,20 @@ from services.gateway.webhooks.ssrf import (
     send_pinned,
 )
 from shared.contracts.events import ChangeFeedPage
-from shared.db import asyncpg_connect_kwargs, record_when_reachable
+from shared.db import record_when_reachable
 from shared.encryption import SecretBox, secret_box
-from shared.errors import is_database_unavailable
-from shared.jitter import jitter
-from shared.notifier import FeedNotifier
+from shared.jitter import jittered
 from shared.settings import Settings
 from shared.webhooks import signed_headers
+from shared.workers import Worker
 
 __all__ = [
     "RETRY_JITTER",
     "RETRY_SCHEDULE",
     "DeliveryWorker",
+    "delivery_workers",
+    "fanout_workers",
     "retry_delay",
-    "run_deliveries",
-    "run_fanout",
     "subscriber_client",
 ]
 
@@ -103,8 +100,7 @@ def retry_delay(
     """Seconds before the next try after `attempts` failed ones (jittered); None: give up."""
     if attempts > len(schedule):
         return None
-    base = schedule[max(attempts, 1) - 1]
-    return base * (rng or jitter).uniform(1 - RETRY_JITTER, 1 + RETRY_JITTER)
+    return jittered(schedule[max(attempts, 1) - 1], RETRY_JITTER, rng)
 
 
 # ----------------------------------------------------------------------------- fan-out
@@ -167,46 +163,19 @@ async def fanout_step(app: FastAPI, feed: Feed, wait: float = FEED_WAIT_SECONDS)
     return queued
 
 
-def _log_pause(what: str, exc: BaseException, delay: float) -> None:
-    expected = (httpx.HTTPError, OSError, asyncpg.PostgresError, TimeoutError)
-    if isinstance(exc, expected) or is_database_unavailable(exc):
-        logger.warning(
-            "%s paused (%s: %s); retrying in %.1fs", what, type(exc).__name__, exc, delay
+def fanout_workers(app: FastAPI) -> list[Worker]:
+    """One worker per feed, on one replica at a time (the lease; the cursor is compared before
+    it moves besides). The step long-polls the feed, so it runs again at once."""
+    return [
+        Worker(
+            f"webhook-fanout-{feed.name}",
+            functools.partial(fanout_step, app, feed),
+            interval=0.0,
+            exclusive=True,
+            lease=feed.lease_key,
         )
-    else:
-        logger.error("%s error; retrying in %.1fs", what, delay, exc_info=exc)
-
-
-async def _fanout_forever(app: FastAPI, feed: Feed) -> None:
-    settings: Settings = app.state.settings
-    delay = 0.5
-    while True:
-        conn = None
-        try:
-            conn = await asyncpg.connect(timeout=5, **asyncpg_connect_kwargs(settings.database_url))
-            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", feed.lease_key):
-                await asyncio.sleep(2 + jitter.random())  # another replica fans this feed out
-                continue
-            while True:
-                await fanout_step(app, feed)
-                await conn.fetchval("SELECT 1")  # the lease's connection is still alive
-                delay = 0.5
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            _log_pause(f"webhook fan-out of {feed.name}", exc, delay)
-        finally:
-            if conn is not None:
-                with contextlib.suppress(Exception):
-                    await conn.close(timeout=1)
-        await asyncio.sleep(delay * (1 + jitter.random()))
-        delay = min(delay * 2, 10.0)
-
-
-async def run_fanout(app: FastAPI) -> None:
-    """Fan both feeds out forever (start as a task in the gateway's lifespan; cancel to stop).
-    Uses app.state.settings, app.state.sessionmaker and app.state.http."""
-    await asyncio.gather(_fanout_forever(app, LISTING_FEED), _fanout_forever(app, MATCH_FEED))
+        for feed in (LISTING_FEED, MATCH_FEED)
+    ]
 
 
 # ----------------------------------------------------------------------------- delivery
@@ -256,7 +225,13 @@ class DeliveryWorker:
         self.total_timeout = total_timeout
         self.resolver = resolver
         self._tasks: set[asyncio.Task[None]] = set()
-        self._wake = asyncio.Event()
+        self.worker = Worker(
+            "webhook-delivery",
+            self.step,
+            interval=POLL_SECONDS,
+            channel=DELIVERY_CHANNEL,
+            on_stop=self.stop,
+        )
 
     async def claim(self, limit: int) -> list[tuple[Claimed, AllowList]]:
         async with self.sessionmaker() as session:
@@ -279,32 +254,21 @@ class DeliveryWorker:
             for c in claimed
         ]
 
-    async def run(self, notifier: FeedNotifier | None = None) -> None:
-        delay = 0.5
-        try:
-            while True:
-                self._wake.clear()
-                mark = notifier.mark() if notifier is not None else 0
-                free = self.concurrency - len(self._tasks)
-                claimed: list[tuple[Claimed, AllowList]] = []
-                if free > 0:
-                    try:
-                        claimed = await self.claim(free)
-                        delay = 0.5
-                    except Exception as exc:
-                        _log_pause("webhook delivery", exc, delay)
-                        await asyncio.sleep(delay * (1 + jitter.random()))
-                        delay = min(delay * 2, 10.0)
-                        continue
-                    for item, allow in claimed:
-                        self._spawn(item, allow)
-                if free > 0 and len(claimed) == free:
-                    continue  # a full batch: more may be due
-                await self._idle(notifier, mark)
-        finally:
-            for task in self._tasks:
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+    async def step(self) -> int:
+        """Claim what fits in the free slots and send each in a task of its own; a full batch
+        says more may be due (a finished delivery nudges the worker: a slot is free)."""
+        free = self.concurrency - len(self._tasks)
+        if free <= 0:
+            return 0
+        claimed = await self.claim(free)
+        for item, allow in claimed:
+            self._spawn(item, allow)
+        return 1 if len(claimed) == free else 0
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _spawn(self, claimed: Claimed, allow: AllowList) -> None:
         task = asyncio.create_task(self.deliver(claimed, allow), name=f"webhook-{claimed.id}")
@@ -312,24 +276,9 @@ class DeliveryWorker:
 
         def done(finished: asyncio.Task[None]) -> None:
             self._tasks.discard(finished)
-            self._wake.set()
+            self.worker.nudge()
 
         task.add_done_callback(done)
-
-    async def _idle(self, notifier: FeedNotifier | None, mark: int) -> None:
-        """Until a delivery finishes, deliveries are inserted after `mark`, or the poll interval
-        passes."""
-        waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._wake.wait())]
-        if notifier is not None:
-            waiters.append(asyncio.ensure_future(notifier.wait(POLL_SECONDS, since=mark)))
-        else:
-            waiters.append(asyncio.ensure_future(asyncio.sleep(POLL_SECONDS)))
-        try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
-            await asyncio.gather(*waiters, return_exceptions=True)
 
     async def deliver(self, claimed: Claimed, allow: AllowList) -> None:
         """One attempt: resolve and check the URL, POST to the checked address, record."""
@@ -378,7 +327,12 @@ class DeliveryWorker:
             await record_when_reachable(record, self.lease_seconds / 2)
         except Exception as exc:
             # The lease runs out and the delivery is tried again: at least once still holds.
-            _log_pause(f"recording webhook delivery {claimed.id}", exc, self.lease_seconds)
+            logger.warning(
+                "recording webhook delivery %s failed (%s: %s); retried after its lease",
+                claimed.id,
+                type(exc).__name__,
+                exc,
+            )
         if outcome == "failed":
             logger.warning(
                 "webhook delivery %s to subscription %s failed after %d attempts (%s)",
@@ -389,26 +343,24 @@ class DeliveryWorker:
             )
 
 
-async def run_deliveries(app: FastAPI) -> None:
-    """Deliver forever (start as a task in the gateway's lifespan; cancel to stop). Uses
-    app.state.settings and app.state.sessionmaker; its own HTTP client for subscribers.
-    The retry schedule is IPX_WEBHOOK_RETRY_SCHEDULE when set, else RETRY_SCHEDULE; the
-    attempt's time limit is IPX_WEBHOOK_TIMEOUT_SECONDS; the User-Agent is
-    IPX_WEBHOOK_USER_AGENT."""
+def delivery_workers(app: FastAPI) -> list[Worker]:
+    """The delivery worker, with its own HTTP client for subscribers. The retry schedule is
+    IPX_WEBHOOK_RETRY_SCHEDULE when set, else RETRY_SCHEDULE; the attempt's time limit is
+    IPX_WEBHOOK_TIMEOUT_SECONDS; the User-Agent is IPX_WEBHOOK_USER_AGENT."""
     settings: Settings = app.state.settings
-    schedule = tuple(settings.webhook_retry_schedule) or RETRY_SCHEDULE
     timeout = settings.webhook_timeout_seconds
-    notifier = FeedNotifier(settings.database_url, DELIVERY_CHANNEL)
-    await notifier.start()
-    try:
-        async with subscriber_client(settings.webhook_user_agent, timeout) as client:
-            worker = DeliveryWorker(
-                app.state.sessionmaker,
-                client,
-                schedule=schedule,
-                total_timeout=timeout,
-                box=secret_box(settings.secret_keys),
-            )
-            await worker.run(notifier)
-    finally:
-        await notifier.stop()
+    client = subscriber_client(settings.webhook_user_agent, timeout)
+    delivery = DeliveryWorker(
+        app.state.sessionmaker,
+        client,
+        schedule=tuple(settings.webhook_retry_schedule) or RETRY_SCHEDULE,
+        total_timeout=timeout,
+        box=secret_box(settings.secret_keys),
+    )
+
+    async def stop() -> None:
+        await delivery.stop()
+        await client.aclose()
+
+    delivery.worker.on_stop = stop
+    return [delivery.worker]

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Select, exists, select, text, tuple_
+from sqlalchemy import Select, exists, or_, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from services.listing.assets.rules import ENDED_STATUSES
 from services.listing.listings.rules import ACTIVE
 from services.listing.models import Asset, Listing, ListingHistory, Organization
 from shared.db import driver_connection
@@ -117,3 +118,21 @@ class ListingRepository:
         )
         conn = await driver_connection(self.session)
         await conn.execute(sql, *listing.values(), *h.values(), *e.values())
+
+
+# Statuses a listing can expire from.
+LIVE = ("draft", "pending_review", "published", "under_negotiation")
+
+
+async def lapsed_listing_ids(session: AsyncSession, today: date, limit: int) -> list[UUID]:
+    """Live listings of rights that have ended (expired, or a legal status that ends them)."""
+    rows = await session.execute(
+        select(col(Listing.id))
+        .join(Asset, col(Asset.id) == col(Listing.asset_id))
+        .where(
+            col(Listing.status).in_(LIVE),
+            or_(col(Asset.expires_on) < today, col(Asset.legal_status).in_(ENDED_STATUSES)),
+        )
+        .limit(limit)
+    )
+    return list(rows.scalars())

@@ -1,2 +1,2 @@
 """Retention of listing's tables: what is past its window (rules), the deletes (repository),
-the job (workers). Start `workers.run_listing_retention` in the lifespan."""
+the job (workers). `workers.listing_retention` is one of the app's workers."""

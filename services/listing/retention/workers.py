@@ -10,9 +10,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.listing.retention import repository
 from services.listing.retention.rules import TABLES, ListingRetention
-from shared.retention import run_retention
+from shared.retention import retention_workers
+from shared.workers import Worker
 
-__all__ = ["ListingRetentionJob", "run_listing_retention"]
+__all__ = ["ListingRetentionJob", "listing_retention"]
 
 
 class ListingRetentionJob:
@@ -36,9 +37,8 @@ class ListingRetentionJob:
         return {"idempotency_keys": keys}
 
 
-async def run_listing_retention(app: FastAPI) -> None:
-    """Start as a task in listing's lifespan; cancel to stop."""
+def listing_retention(app: FastAPI) -> list[Worker]:
     job = ListingRetentionJob(
         app.state.sessionmaker, ListingRetention.from_settings(app.state.settings)
     )
-    await run_retention(app, "listing", job)
+    return retention_workers(app, "listing", job)

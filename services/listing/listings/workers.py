@@ -1,4 +1,4 @@
-"""Background work of the listing service: listings whose right has expired leave the market.
+"""Listings whose right has ended leave the market.
 
 Safe with several replicas: each listing is expired in its own short transaction that locks its
 row; a listing another replica expired first is skipped (the transition is refused).
@@ -6,39 +6,23 @@ row; a listing another replica expired first is skipped (the transition is refus
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
 from datetime import date
-from uuid import UUID
 
-from sqlalchemy import or_, select
+from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlmodel import col
 
-from services.listing.assets.rules import ENDED_STATUSES
+from services.listing.dependencies import today_in_china
+from services.listing.listings import repository
 from services.listing.listings import service as listings
-from services.listing.models import Asset, Listing
 from shared.auth import Principal
 from shared.errors import Conflict
+from shared.settings import Settings
+from shared.workers import Worker
 
 logger = logging.getLogger("ipx.listing.expiry")
 SYSTEM = Principal(roles=frozenset({"service"}))
-LIVE = ("draft", "pending_review", "published", "under_negotiation")
-
-
-async def lapsed_listing_ids(session: AsyncSession, today: date, limit: int) -> list[UUID]:
-    rows = await session.execute(
-        select(col(Listing.id))
-        .join(Asset, col(Asset.id) == col(Listing.asset_id))
-        .where(
-            col(Listing.status).in_(LIVE),
-            or_(col(Asset.expires_on) < today, col(Asset.legal_status).in_(ENDED_STATUSES)),
-        )
-        .limit(limit)
-    )
-    return list(rows.scalars())
 
 
 async def expire_lapsed(
@@ -52,7 +36,7 @@ async def expire_lapsed(
     expired = 0
     while True:
         async with sessionmaker() as session:
-            ids = await lapsed_listing_ids(session, today, batch)
+            ids = await repository.lapsed_listing_ids(session, today, batch)
         if not ids:
             return expired
         for listing_id in ids:
@@ -73,18 +57,16 @@ async def expire_lapsed(
             return expired
 
 
-async def run_expiry(
-    sessionmaker: async_sessionmaker[AsyncSession],
-    *,
-    catalogue_url: str,
-    today: Callable[[], date],
-    interval_seconds: float,
-) -> None:
-    while True:
-        try:
-            count = await expire_lapsed(sessionmaker, today=today(), catalogue_url=catalogue_url)
-            if count:
-                logger.info("expired %d listings whose right has ended", count)
-        except Exception:  # PostgreSQL down: try again next round
-            logger.warning("expiry round failed", exc_info=True)
-        await asyncio.sleep(interval_seconds)
+def expiry_workers(app: FastAPI) -> list[Worker]:
+    """Every IPX_EXPIRY_INTERVAL_SECONDS, the listings of rights that have ended expire."""
+    settings: Settings = app.state.settings
+
+    async def step() -> int:
+        count = await expire_lapsed(
+            app.state.sessionmaker, today=today_in_china(), catalogue_url=settings.gateway_url
+        )
+        if count:
+            logger.info("expired %d listings whose right has ended", count)
+        return 0  # the next round after the interval
+
+    return [Worker("listing-expiry", step, interval=settings.expiry_interval_seconds)]
