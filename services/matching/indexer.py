@@ -23,13 +23,11 @@ from uuid import UUID
 
 import asyncpg
 import httpx
-from sqlalchemy import func, text
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.matching import repository
 from services.matching.catalogue import SEARCHABLE, SETTINGS, search_document
 from services.matching.meili import MeiliClient, MeiliError, MeiliUnavailable
-from services.matching.models import SCHEMA, IndexerState
 from shared.contracts.events import ChangeFeedPage
 from shared.db import asyncpg_connect_kwargs
 from shared.errors import is_database_unavailable
@@ -111,43 +109,9 @@ class PageResult:
     cursor: str
 
 
-async def record_indexed(
-    session: AsyncSession, records: list[dict[str, Any]], *, only_newer: bool
-) -> None:
-    """Upsert the versions the index holds (`only_newer`: never move a listing back). One row
-    per listing in `records`."""
-    if not records:
-        return
-    # Arrays through unnest: a multi-row VALUES of thousands of rows costs the indexer seconds
-    # of statement building in Python on a page; this is five parameters whatever the size.
-    await session.execute(
-        _RECORD_NEWER if only_newer else _RECORD_ANY,
-        {
-            "ids": [r["listing_id"] for r in records],
-            "assets": [r["asset_id"] for r in records],
-            "versions": [r["version"] for r in records],
-            "searchable": [r["searchable"] for r in records],
-            "at": [r["indexed_at"] for r in records],
-        },
-    )
-
-
-_RECORD = (
-    f"INSERT INTO {SCHEMA}.indexed_listings "
-    "(listing_id, asset_id, version, searchable, indexed_at) "
-    "SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:assets AS uuid[]), "
-    "CAST(:versions AS integer[]), CAST(:searchable AS boolean[]), "
-    "CAST(:at AS timestamptz[])) "
-    "ON CONFLICT (listing_id) DO UPDATE SET version = excluded.version, "
-    "searchable = excluded.searchable, asset_id = excluded.asset_id, "
-    "indexed_at = excluded.indexed_at"
-)
-_RECORD_ANY = text(_RECORD)
-_INDEXED_VERSIONS = text(
-    f"SELECT listing_id, version, searchable FROM {SCHEMA}.indexed_listings "
-    "WHERE listing_id = ANY(CAST(:ids AS uuid[]))"
-)
-_RECORD_NEWER = text(_RECORD + f" WHERE {SCHEMA}.indexed_listings.version < excluded.version")
+def lease_key(index_uid: str) -> int:
+    """The advisory lock that is the indexer's lease (rebuild and check take the same one)."""
+    return zlib.crc32(f"ipx-indexer:{index_uid}".encode())
 
 
 async def ensure_index(meili: MeiliClient, uid: str) -> None:
@@ -176,7 +140,7 @@ class Indexer:
         self.index_uid = index_uid
         self.on_published = on_published
         self.page_size = page_size
-        self.lease_key = zlib.crc32(f"ipx-indexer:{index_uid}".encode())
+        self.lease_key = lease_key(index_uid)
         self._flight: Flight | None = None  # the pages in flight, while the pipeline runs
 
     def backlog(self) -> bool:
@@ -189,8 +153,7 @@ class Indexer:
 
     async def cursor(self) -> str:
         async with self.sessionmaker() as session:
-            state = await session.get(IndexerState, self.index_uid)
-        return state.cursor if state else "0.0"
+            return await repository.cursor(session, self.index_uid)
 
     async def fetch(self, after: str, wait: float) -> ChangeFeedPage:
         response = await self.http.get(
@@ -216,10 +179,7 @@ class Indexer:
         # after its versions are in PostgreSQL, so one of the two always has it.
         sent = {i: overlay[i] for i in latest if i in overlay}
         async with self.sessionmaker() as session:
-            # One array parameter: an IN list of a page's 1,000 ids is a new statement of 1,000
-            # parameters that SQLAlchemy builds in Python for every page.
-            rows = await session.execute(_INDEXED_VERSIONS, {"ids": list(latest)})
-            known = {r[0]: (r[1], r[2]) for r in rows}
+            known = await repository.indexed_versions(session, list(latest))
         plan = Plan(
             events=len(page.events),
             cursor=page.next_cursor,
@@ -287,27 +247,10 @@ class Indexer:
         last_at = next((p.last_at for p in reversed(plans) if p.last_at is not None), None)
         async with self.sessionmaker() as session, session.begin():
             if records:
-                await record_indexed(session, list(records.values()), only_newer=True)
+                await repository.record_indexed(session, list(records.values()), only_newer=True)
             if published and self.on_published is not None:
                 await self.on_published(session, list(published.values()))
-            state = insert(IndexerState).values(
-                index_uid=self.index_uid,
-                cursor=plans[-1].cursor,
-                last_event_at=last_at,
-                updated_at=datetime.now(UTC),
-            )
-            await session.execute(
-                state.on_conflict_do_update(
-                    index_elements=["index_uid"],
-                    set_={
-                        "cursor": state.excluded.cursor,
-                        "updated_at": state.excluded.updated_at,
-                        "last_event_at": func.coalesce(
-                            state.excluded.last_event_at, IndexerState.last_event_at
-                        ),
-                    },
-                )
-            )
+            await repository.save_cursor(session, self.index_uid, plans[-1].cursor, last_at)
 
     async def apply(self, page: ChangeFeedPage) -> PageResult:
         """Index one page and record it (cursor, versions, matches) atomically."""
