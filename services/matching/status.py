@@ -11,9 +11,9 @@ import httpx
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 
-from services.matching.demands import queue
+from services.matching import repository
+from services.matching.demands import repository as demands
 from services.matching.meili import MeiliClient, MeiliError, MeiliUnavailable
-from services.matching.models import IndexerState
 from shared.auth import Principal, require_roles
 from shared.contracts.events import FeedHead
 from shared.db import SessionDep
@@ -43,7 +43,7 @@ async def index_status(
 ) -> IndexStatus:
     settings = request.app.state.settings
     uid: str = request.app.state.index_uid
-    state = await session.get(IndexerState, uid)
+    state = await repository.indexer_state(session, uid)
     cursor = state.cursor if state else "0.0"
     try:
         response = await request.app.state.http.get(
@@ -72,7 +72,7 @@ async def index_status(
         lag_seconds=lag,
         last_event_at=last,
         documents=documents,
-        matches_pending=await queue.pending(session),
+        matches_pending=await demands.queued(session),
     )
 
 

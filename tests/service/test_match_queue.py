@@ -20,13 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 import services.matching.demands.queue
 from infra.seed.records import SeedRecord, load_records
 from services.matching.demands.matcher import QUEUED_FIELDS, Matcher
-from services.matching.demands.queue import (
-    Claimed,
-    MatchWorker,
-    complete,
-    enqueue,
-    retry_delay,
-)
+from services.matching.demands.queue import MatchWorker, enqueue, retry_delay
+from services.matching.demands.repository import Claimed, complete
 from services.matching.meili import MeiliUnavailable
 from services.matching.models import Demand, MatchQueueItem
 from support import (

@@ -21,10 +21,10 @@ from typing import Any
 from uuid import UUID
 
 from pydantic_core import from_json, to_json
-from sqlalchemy import ARRAY, DateTime, Float, Integer, Text, Uuid, bindparam, cast, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col
 
+from services.matching import repository as index_records
+from services.matching.demands import repository
 from services.matching.demands.index import SETTINGS, demand_document, demands_index
 from services.matching.demands.reading import Reading, stored_reading
 from services.matching.demands.scoring import (
@@ -40,7 +40,7 @@ from services.matching.demands.scoring import (
     text_fit,
 )
 from services.matching.meili import MeiliClient, MeiliTaskFailed
-from services.matching.models import Demand, IndexedListing
+from services.matching.models import Demand
 from services.matching.vocabulary import CatalogueVocabulary, Vocabulary, units
 from shared.search import RETRIEVED, offer_summary, offers_body, quote, search_hit
 
@@ -61,63 +61,6 @@ DEMANDS_PER_PIECE = 10
 # 100 queries took ~4 s on 2 busy cores, near the client's timeout, and a timed-out page is
 # retried whole by the indexer, which then never got past it. 20 keep each request short.
 MULTI_SEARCH_BATCH = 20
-# Demands read per round trip while scoring a batch of listings.
-DEMANDS_PER_FETCH = 200
-# Matches and their events are written with one statement each whatever the rows: the columns
-# as arrays, unnested. A page of 1,000 new listings against 10,000 demands finds tens of
-# thousands of matches; as multi-row VALUES that was more bind parameters than PostgreSQL's
-# protocol allows (32,767) and the indexer stalled for good; in pages, every row count was
-# another statement to compile (half the worker's time) and to keep prepared on each pooled
-# connection (the service's memory grew by tens of MB over 1,000 listings).
-UPSERT_MATCHES = text(
-    """
-    INSERT INTO matching.matches AS m
-        (id, demand_id, listing_id, asset_id, listing_version, score, reasons,
-         created_at, updated_at)
-    SELECT gen_random_uuid(), d, l, a, v, s, r::jsonb, :now, :now
-    FROM unnest(
-        CAST(:demand_ids AS uuid[]), CAST(:listing_ids AS uuid[]), CAST(:asset_ids AS uuid[]),
-        CAST(:versions AS integer[]), CAST(:scores AS float8[]), CAST(:reasons AS text[])
-    ) AS t(d, l, a, v, s, r)
-    ON CONFLICT (demand_id, asset_id) DO UPDATE SET
-        listing_id = excluded.listing_id,
-        score = excluded.score,
-        reasons = excluded.reasons,
-        listing_version = excluded.listing_version,
-        updated_at = excluded.updated_at
-    -- Each write chose the best of every offer on the asset, so it replaces the row; but two
-    -- workers may match two versions of one listing at once (it was re-published while
-    -- queued): the older never overwrites the newer.
-    WHERE m.listing_id <> excluded.listing_id OR m.listing_version <= excluded.listing_version
-    RETURNING m.demand_id, m.asset_id, (m.xmax = 0) AS inserted
-    """
-).bindparams(
-    bindparam("demand_ids", type_=ARRAY(Uuid())),
-    bindparam("listing_ids", type_=ARRAY(Uuid())),
-    bindparam("asset_ids", type_=ARRAY(Uuid())),
-    bindparam("versions", type_=ARRAY(Integer())),
-    bindparam("scores", type_=ARRAY(Float())),
-    # JSON as text: a list of lists would bind as a two-dimensional array.
-    bindparam("reasons", type_=ARRAY(Text())),
-    bindparam("now", type_=DateTime(timezone=True)),
-)
-INSERT_EVENTS = text(
-    """
-    INSERT INTO matching.match_events
-        (demand_id, organization_id, listing_id, type, occurred_at, payload)
-    SELECT d, o, l, 'match.created', :now, p::jsonb
-    FROM unnest(
-        CAST(:demand_ids AS uuid[]), CAST(:organization_ids AS uuid[]),
-        CAST(:listing_ids AS uuid[]), CAST(:payloads AS text[])
-    ) AS t(d, o, l, p)
-    """
-).bindparams(
-    bindparam("demand_ids", type_=ARRAY(Uuid())),
-    bindparam("organization_ids", type_=ARRAY(Uuid())),
-    bindparam("listing_ids", type_=ARRAY(Uuid())),
-    bindparam("payloads", type_=ARRAY(Text())),
-    bindparam("now", type_=DateTime(timezone=True)),
-)
 # The fields of a listing's search document matching reads: the public hit (shared.search
 # RETRIEVED), the amount the budget is compared with and the seller (a buyer never matches its
 # own listings).
@@ -380,16 +323,7 @@ class Matcher:
         (closed ones are skipped) and store the matches, one per demand and asset (its best
         offer). Returns how many were new."""
         # A listing closed, withdrawn or sold since it was queued is matched no more.
-        live = set(
-            (
-                await session.execute(
-                    select(col(IndexedListing.listing_id)).where(
-                        col(IndexedListing.listing_id).in_([UUID(d["listing_id"]) for d in docs]),
-                        col(IndexedListing.searchable),
-                    )
-                )
-            ).scalars()
-        )
+        live = await index_records.searchable_among(session, [UUID(d["listing_id"]) for d in docs])
         # The listings each demand was found by: a demand is read, compiled, scored against its
         # listings and let go (a batch finds thousands of demands; compiled all at once, they
         # held tens of MB).
@@ -412,24 +346,8 @@ class Matcher:
                 if o["listing_id"] != doc["listing_id"]
             ]
             offers[doc["asset_id"]] = [*offers.get(doc["asset_id"], others), doc]
-        rows = await session.stream(
-            select(
-                col(Demand.id),
-                col(Demand.organization_id),
-                col(Demand.title),
-                col(Demand.text),
-                col(Demand.kinds),
-                col(Demand.transaction_types),
-                col(Demand.regions),
-                col(Demand.budget_max),
-                # As text, decoded by pydantic-core: the json module took 6 % of the worker.
-                cast(col(Demand.reading), Text),
-            )
-            .where(col(Demand.id).in_(wanted), col(Demand.status) == "active")
-            .execution_options(yield_per=DEMANDS_PER_FETCH)
-        )
         best: dict[tuple[UUID, str], Scored] = {}
-        async for r in rows:  # closed meanwhile: not among them
+        async for r in repository.active_demands(session, list(wanted)):  # closed: not among them
             reading = stored_reading(r[2], r[3], from_json(r[8]))
             compiled = compile_reading(reading, vocabulary)
             demand_terms = DemandTerms.of(reading, r[4], r[5], r[6], r[7])
@@ -458,47 +376,42 @@ class Matcher:
         if not scored:
             return 0
         now = datetime.now(UTC)
-        rows = await session.execute(
-            UPSERT_MATCHES,
-            {
-                "demand_ids": [demand.id for demand, _, _, _ in scored],
-                "listing_ids": [UUID(doc["listing_id"]) for _, doc, _, _ in scored],
-                "asset_ids": [UUID(doc["asset_id"]) for _, doc, _, _ in scored],
-                "versions": [int(doc["version"]) for _, doc, _, _ in scored],
-                "scores": [total for _, _, total, _ in scored],
-                # pydantic-core's encoder, as the match queue's: the json module's took 15 % of
-                # the match worker's CPU in tests/perf/bench_matches.py (both cast to jsonb).
-                "reasons": [to_json(r).decode() for _, _, _, r in scored],
-                "now": now,
-            },
+        inserted = await repository.upsert_matches(
+            session,
+            demand_ids=[demand.id for demand, _, _, _ in scored],
+            listing_ids=[UUID(doc["listing_id"]) for _, doc, _, _ in scored],
+            asset_ids=[UUID(doc["asset_id"]) for _, doc, _, _ in scored],
+            versions=[int(doc["version"]) for _, doc, _, _ in scored],
+            scores=[total for _, _, total, _ in scored],
+            # pydantic-core's encoder, as the match queue's: the json module's took 15 % of the
+            # match worker's CPU in tests/perf/bench_matches.py (both cast to jsonb).
+            reasons=[to_json(r).decode() for _, _, _, r in scored],
+            now=now,
         )
-        inserted = {(r[0], r[1]) for r in rows if r[2]}
         new = [
             (demand, doc, total, reasons)
             for demand, doc, total, reasons in scored
             if (demand.id, UUID(doc["asset_id"])) in inserted
         ]
         if new:
-            await session.execute(
-                INSERT_EVENTS,
-                {
-                    "demand_ids": [demand.id for demand, _, _, _ in new],
-                    "organization_ids": [demand.organization_id for demand, _, _, _ in new],
-                    "listing_ids": [UUID(doc["listing_id"]) for _, doc, _, _ in new],
-                    "payloads": [
-                        to_json(
-                            {
-                                "demand_id": str(demand.id),
-                                "demand_title": demand.title,
-                                "asset_id": doc["asset_id"],
-                                "score": total,
-                                "reasons": reasons,
-                                "listing": public_listing(doc, offers.get(doc["asset_id"], [])),
-                            }
-                        ).decode()
-                        for demand, doc, total, reasons in new
-                    ],
-                    "now": now,
-                },
+            await repository.insert_match_events(
+                session,
+                demand_ids=[demand.id for demand, _, _, _ in new],
+                organization_ids=[demand.organization_id for demand, _, _, _ in new],
+                listing_ids=[UUID(doc["listing_id"]) for _, doc, _, _ in new],
+                payloads=[
+                    to_json(
+                        {
+                            "demand_id": str(demand.id),
+                            "demand_title": demand.title,
+                            "asset_id": doc["asset_id"],
+                            "score": total,
+                            "reasons": reasons,
+                            "listing": public_listing(doc, offers.get(doc["asset_id"], [])),
+                        }
+                    ).decode()
+                    for demand, doc, total, reasons in new
+                ],
+                now=now,
             )
         return len(new)

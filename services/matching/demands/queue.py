@@ -25,19 +25,17 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 from pydantic_core import to_json
-from sqlalchemy import func, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlmodel import col, delete
 
+from services.matching.demands import repository
 from services.matching.demands.matcher import MULTI_SEARCH_BATCH, QUEUED_FIELDS, Matcher
+from services.matching.demands.repository import Claimed
 from services.matching.meili import MeiliUnavailable
-from services.matching.models import SCHEMA, MatchQueueItem
 from shared.errors import is_database_unavailable
 from shared.jitter import jitter
 from shared.notifier import FeedNotifier
@@ -63,103 +61,17 @@ RETRY_MAX_SECONDS = 600.0
 YIELD_SECONDS = 10.0
 
 
-@dataclass(frozen=True)
-class Claimed:
-    listing_id: UUID
-    version: int
-    document: dict[str, Any]
-    attempts: int = 1  # this one included
-
-
 async def enqueue(session: AsyncSession, docs: list[dict[str, Any]]) -> None:
-    """Queue listings that became searchable (search documents), in the caller's transaction.
-    A listing already queued takes the newer version (and any lease on the older one ends)."""
+    """Queue listings that became searchable (search documents), in the caller's transaction
+    (the indexer's `on_published` hook)."""
     if not docs:
         return
-    # Arrays through unnest, as the indexer records its versions: a multi-row VALUES of a
-    # page's 1,000 listings cost ~1 s of statement building inside the indexer's commit.
-    await session.execute(
-        _ENQUEUE,
-        {
-            "ids": [UUID(doc["listing_id"]) for doc in docs],
-            "versions": [int(doc["version"]) for doc in docs],
-            # One JSON array for the page (one encoder call instead of one per listing).
-            "documents": to_json(
-                [{name: doc.get(name) for name in QUEUED_FIELDS} for doc in docs]
-            ).decode(),
-            "at": datetime.now(UTC),
-        },
-    )
-
-
-_ENQUEUE = text(
-    f"INSERT INTO {SCHEMA}.match_queue "
-    "(listing_id, version, document, enqueued_at, lease_until, attempts) "
-    "SELECT page.id, page.version, doc.document, :at, NULL, 0 "
-    "FROM unnest(CAST(:ids AS uuid[]), CAST(:versions AS integer[])) "
-    "WITH ORDINALITY AS page(id, version, n) "
-    "JOIN jsonb_array_elements(CAST(:documents AS jsonb)) WITH ORDINALITY AS doc(document, n) "
-    "USING (n) "
-    "ON CONFLICT (listing_id) DO UPDATE SET version = excluded.version, "
-    "document = excluded.document, enqueued_at = excluded.enqueued_at, lease_until = NULL, "
-    f"attempts = 0 WHERE {SCHEMA}.match_queue.version < excluded.version"
-)
-
-
-async def claim(session: AsyncSession, limit: int, lease_seconds: float) -> list[Claimed]:
-    """Lease up to `limit` queued listings nobody holds (oldest first); the caller commits."""
-    now = datetime.now(UTC)
-    free = (
-        select(col(MatchQueueItem.listing_id))
-        .where(
-            (col(MatchQueueItem.lease_until).is_(None)) | (col(MatchQueueItem.lease_until) < now)
-        )
-        .order_by(col(MatchQueueItem.enqueued_at))
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    rows = await session.execute(
-        update(MatchQueueItem)
-        .where(col(MatchQueueItem.listing_id).in_(free.scalar_subquery()))
-        .values(
-            lease_until=now + timedelta(seconds=lease_seconds),
-            attempts=col(MatchQueueItem.attempts) + 1,
-        )
-        .returning(
-            col(MatchQueueItem.listing_id),
-            col(MatchQueueItem.version),
-            col(MatchQueueItem.document),
-            col(MatchQueueItem.attempts),
-        )
-    )
-    return [Claimed(r[0], r[1], r[2], r[3]) for r in rows]
-
-
-async def complete(session: AsyncSession, items: list[Claimed]) -> None:
-    """Remove matched listings, in the transaction that stores their matches (a listing queued
-    again meanwhile has a newer version and stays)."""
-    await session.execute(
-        delete(MatchQueueItem).where(
-            tuple_(col(MatchQueueItem.listing_id), col(MatchQueueItem.version)).in_(
-                [(item.listing_id, item.version) for item in items]
-            )
-        )
-    )
-
-
-async def release(
-    session: AsyncSession, items: list[Claimed], until: datetime | None = None
-) -> None:
-    """Give up leases: free at once (`until` None: a batch an outage interrupted is retried as
-    soon as the worker resumes) or from `until` on (a back-off)."""
-    await session.execute(
-        update(MatchQueueItem)
-        .where(
-            tuple_(col(MatchQueueItem.listing_id), col(MatchQueueItem.version)).in_(
-                [(item.listing_id, item.version) for item in items]
-            )
-        )
-        .values(lease_until=until)
+    await repository.enqueue(
+        session,
+        [UUID(doc["listing_id"]) for doc in docs],
+        [int(doc["version"]) for doc in docs],
+        # One JSON array for the page (one encoder call instead of one per listing).
+        to_json([{name: doc.get(name) for name in QUEUED_FIELDS} for doc in docs]).decode(),
     )
 
 
@@ -181,12 +93,6 @@ async def wait_while(condition: Callable[[], bool], seconds: float, poll: float 
 def is_outage(exc: BaseException) -> bool:
     """Meilisearch or PostgreSQL unreachable: nothing to do with the listings at hand."""
     return isinstance(exc, MeiliUnavailable) or is_database_unavailable(exc)
-
-
-async def pending(session: AsyncSession) -> int:
-    """Listings queued and not matched yet."""
-    count = await session.execute(select(func.count()).select_from(MatchQueueItem))
-    return int(count.scalar_one())
 
 
 class MatchWorker:
@@ -220,12 +126,12 @@ class MatchWorker:
         return new
 
     async def complete(self, session: AsyncSession, items: list[Claimed]) -> None:
-        await complete(session, items)
+        await repository.complete(session, items)
 
     async def run_once(self) -> int:
         """Claim one batch and match it; how many listings it held (0: the queue is empty)."""
         async with self.sessionmaker() as session, session.begin():
-            items = await claim(session, self.batch, self.lease_seconds)
+            items = await repository.claim(session, self.batch, self.lease_seconds)
         if items:
             await self.settle(items)
         return len(items)
@@ -260,14 +166,14 @@ class MatchWorker:
         except BaseException:
             with contextlib.suppress(Exception):  # what completed is gone: nothing to release
                 async with self.sessionmaker() as session, session.begin():
-                    await release(session, items)
+                    await repository.release(session, items)
             raise
 
     async def defer(self, item: Claimed, exc: Exception) -> None:
         """A listing whose matching failed on its own: retried after a back-off."""
         delay = retry_delay(item.attempts)
         async with self.sessionmaker() as session, session.begin():
-            await release(session, [item], datetime.now(UTC) + timedelta(seconds=delay))
+            await repository.release(session, [item], datetime.now(UTC) + timedelta(seconds=delay))
         logger.error(
             "matching listing %s (version %d) failed, attempt %d (%s: %s); retried in %.0f s",
             item.listing_id,

@@ -7,7 +7,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Header, Request, Response, status
 
-from services.matching.demands import service
+from services.matching.demands import repository, service
 from services.matching.demands.matcher import Matcher, public_listing
 from services.matching.demands.reading import stored_reading
 from services.matching.demands.schemas import (
@@ -31,7 +31,7 @@ from shared.db import SessionDep
 from shared.errors import ServiceUnavailable, problem_responses
 from shared.etags import etag, parse_if_match
 from shared.notifier import long_poll
-from shared.outbox import START, FeedAfter, FeedLimit, FeedWait, cursor_of, parse_cursor, read_page
+from shared.outbox import START, FeedAfter, FeedLimit, FeedWait, cursor_of, parse_cursor
 from shared.schemas import (
     Page,
     PageSize,
@@ -45,7 +45,6 @@ from shared.schemas import (
 
 router = APIRouter(tags=["demands"])
 Member = Annotated[Principal, Depends(require_roles("member", "admin"))]
-MATCH_COLUMNS = ("demand_id", "organization_id", "listing_id", "type", "payload", "occurred_at")
 
 
 def _matcher(request: Request) -> Matcher:
@@ -255,9 +254,7 @@ async def match_changes(
 
     async def read() -> list[Any]:
         async with request.app.state.engine.connect() as conn:
-            return await read_page(
-                conn, "matching.match_events", MATCH_COLUMNS, after, limit, organization_id=scope
-            )
+            return await repository.match_events_after(conn, after, limit, scope)
 
     rows = await long_poll(read, request.app.state.feed_notifier, wait)
     events = [

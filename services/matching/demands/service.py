@@ -5,10 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from uuid import UUID
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col
 
+from services.matching.demands import repository
 from services.matching.demands.matcher import Matcher
 from services.matching.demands.reading import Reading, read_demand
 from services.matching.demands.schemas import DemandCreate, DemandUpdate
@@ -79,10 +78,7 @@ async def create(
 async def get_owned(
     session: AsyncSession, principal: Principal, demand_id: UUID, *, lock: bool = False
 ) -> Demand:
-    query = select(Demand).where(col(Demand.id) == demand_id)
-    demand = (
-        await session.execute(query.with_for_update() if lock else query)
-    ).scalar_one_or_none()
+    demand = await repository.demand(session, demand_id, lock=lock)
     if demand is None or not (
         principal.is_operator
         or principal.is_service
@@ -150,23 +146,8 @@ async def list_mine(
     session: AsyncSession, principal: Principal, after: tuple[datetime, UUID] | None, limit: int
 ) -> list[Demand]:
     """The caller's organisation's demands, newest first."""
-    query = select(Demand).where(col(Demand.organization_id) == principal.organization_id)
-    if after is not None:
-        created, last_id = after
-        query = query.where(
-            (col(Demand.created_at) < created)
-            | ((col(Demand.created_at) == created) & (col(Demand.id) < last_id))
-        )
-    query = query.order_by(col(Demand.created_at).desc(), col(Demand.id).desc())
-    return list((await session.execute(query.limit(limit))).scalars())
+    return await repository.demands_of(session, principal.organization_id, after, limit)
 
 
 async def matches(session: AsyncSession, demand_id: UUID, limit: int, offset: int) -> list[Match]:
-    rows = await session.execute(
-        select(Match)
-        .where(col(Match.demand_id) == demand_id)
-        .order_by(col(Match.score).desc(), col(Match.listing_id))
-        .offset(offset)
-        .limit(limit)
-    )
-    return list(rows.scalars())
+    return await repository.matches_of(session, demand_id, limit, offset)
