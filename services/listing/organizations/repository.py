@@ -7,10 +7,12 @@ from datetime import datetime
 from uuid import UUID
 
 from sqlalchemy import select, tuple_, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlmodel import col
 
 from services.listing.models import ApiKey, Organization
+from shared.contracts.auth import Role
+from shared.db import statement_connection
 
 
 @dataclass(frozen=True)
@@ -104,3 +106,52 @@ class ApiKeyRepository:
             .where(col(ApiKey.id) == key_id, col(ApiKey.revoked_at).is_(None))
             .values(revoked_at=at)
         )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredKey:
+    """An API key as authentication reads it, with its organisation."""
+
+    id: UUID
+    key_hash: str
+    roles: frozenset[Role]
+    revoked_at: datetime | None
+    organization: Organization | None
+
+
+# The key and its organisation in one statement: the caller's organisation is needed by most
+# writes, and a second query per request costs as much as the first.
+KEY_WITH_ORGANIZATION = """
+SELECT k.id AS key_id, k.key_hash, k.roles, k.revoked_at, o.id, o.name, o.kind, o.uscc,
+       o.region, o.code, o.verified, o.version, o.created_at, o.updated_at
+FROM listing.api_keys AS k
+LEFT JOIN listing.organizations AS o ON o.id = k.organization_id
+WHERE k.prefix = $1
+"""
+ORGANIZATION_COLUMNS = (
+    "id",
+    "name",
+    "kind",
+    "uscc",
+    "region",
+    "code",
+    "verified",
+    "version",
+    "created_at",
+    "updated_at",
+)
+
+
+async def stored_key(engine: AsyncEngine, prefix: str) -> StoredKey | None:
+    """The key of `prefix`. On every request: one statement straight to the driver, outside any
+    transaction (docs/DECISIONS.md, Foundation, "SQL lives in repositories")."""
+    async with statement_connection(engine) as connection:
+        row = await connection.fetchrow(KEY_WITH_ORGANIZATION, prefix)
+    if row is None:
+        return None
+    organization = (
+        Organization(**{c: row[c] for c in ORGANIZATION_COLUMNS}) if row["id"] is not None else None
+    )
+    return StoredKey(
+        row["key_id"], row["key_hash"], frozenset(row["roles"]), row["revoked_at"], organization
+    )
