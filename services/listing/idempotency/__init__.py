@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db import driver_connection, utcnow
+from services.listing.idempotency import repository
 from shared.errors import UnprocessableEntity
 
 IdempotencyKeyHeader = Annotated[
@@ -27,30 +27,10 @@ IdempotencyKeyHeader = Annotated[
         "(for IPX_RETENTION_IDEMPOTENCY_HOURS, 24 by default)",
     ),
 ]
-IN_FLIGHT = 0
 
 
 def request_hash(body: BaseModel) -> str:
     return hashlib.sha256(body.model_dump_json().encode()).hexdigest()
-
-
-# Straight to the driver, in the session's transaction: these run on every keyed create, and
-# building them with SQLAlchemy cost more CPU than PostgreSQL spends running them.
-CLAIM = """
-INSERT INTO listing.idempotency_keys
-    (organization_id, scope, key, request_hash, status_code, response, created_at)
-VALUES ($1, $2, $3, $4, $5, '{}', $6)
-ON CONFLICT DO NOTHING
-RETURNING key
-"""
-STORED = """
-SELECT request_hash, status_code, response FROM listing.idempotency_keys
-WHERE organization_id = $1 AND scope = $2 AND key = $3
-"""
-REMEMBER = """
-UPDATE listing.idempotency_keys SET status_code = $4, response = $5
-WHERE organization_id = $1 AND scope = $2 AND key = $3
-"""
 
 
 async def claim(
@@ -60,37 +40,22 @@ async def claim(
 
     A concurrent request with the same key waits on the primary key until the first commits.
     """
-    conn = await driver_connection(session)
-    args = (organization_id, scope, key)
     while True:
-        if await conn.fetchval(CLAIM, *args, digest, IN_FLIGHT, utcnow()) is not None:
+        if await repository.claim(session, organization_id, scope, key, digest):
             return None
-        stored = await conn.fetchrow(STORED, *args)
+        stored = await repository.stored(session, organization_id, scope, key)
         # The conflicting row is committed (ON CONFLICT waited for it); gone again only when
         # retention removed it, past its window, in between: then the key is free again.
         if stored is not None:
             break
-    if stored["request_hash"] != digest:
+    stored_hash, status_code, response = stored
+    if stored_hash != digest:
         raise UnprocessableEntity.single(
             "Idempotency-Key",
             "idempotency_key_reused",
             "this Idempotency-Key was used with a different request body",
         )
-    response: dict[str, Any] = stored["response"]
-    return stored["status_code"], response
-
-
-async def remember(
-    session: AsyncSession,
-    organization_id: UUID,
-    scope: str,
-    key: str,
-    status_code: int,
-    response: str,
-) -> None:
-    """Store the response (its JSON text) to replay."""
-    conn = await driver_connection(session)
-    await conn.execute(REMEMBER, organization_id, scope, key, status_code, response)
+    return status_code, response
 
 
 async def create_once(
@@ -115,5 +80,5 @@ async def create_once(
     # Rendered once, as JSONResponse renders, for both the client and the stored copy.
     content = json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     if keyed:
-        await remember(session, organization_id, scope, key, 201, content)  # type: ignore[arg-type]
+        await repository.remember(session, organization_id, scope, key, 201, content)  # type: ignore[arg-type]
     return Response(content, status_code=201, headers=headers, media_type="application/json")
