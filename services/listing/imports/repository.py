@@ -50,6 +50,11 @@ class ImportRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
+    async def limit_lock_waits(self, seconds: int) -> None:
+        """For the rest of the transaction, a lock not granted within `seconds` fails the
+        statement (LockNotAvailableError)."""
+        await self.session.execute(text(f"SET LOCAL lock_timeout = '{int(seconds)}s'"))
+
     async def new_ids(self, count: int) -> list[UUID]:
         """`count` random UUIDs (v4) made by PostgreSQL and decoded by asyncpg, both in C: made
         in Python, the ids and their text forms cost several microseconds each, per row."""

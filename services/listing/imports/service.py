@@ -13,7 +13,6 @@ from typing import Any, Literal
 from uuid import UUID
 
 from asyncpg.exceptions import LockNotAvailableError
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.listing.assets.rules import changed_fields, differs, is_holder, merge_stated
@@ -547,13 +546,13 @@ async def apply_in_order(
     under a second), and the import stops there (ImportLockTimeout), whole up to a batch."""
     mine = Counts()
     async with ctx.sessionmaker() as session, session.begin():
-        await session.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_SECONDS}s'"))
+        repo = ImportRepository(session)
+        await repo.limit_lock_waits(LOCK_TIMEOUT_SECONDS)
         rejected = list(batch.rejected)
         outcomes: list[RowOutcome] = []
         rejected += await apply_batch(session, ctx, batch.rows, mine, outcomes)
         mine.total = len(batch.rows) + len(batch.rejected)
         mine.rejected = len({r.line for r in rejected})
-        repo = ImportRepository(session)
         await repo.insert_rejections(_rejection_rows(ctx.job.id, rejected))
         await repo.insert_outcomes(_outcome_rows(ctx.job.id, outcomes))
         if previous is not None:
