@@ -1,4 +1,5 @@
-"""Every SQL query of the listing service. Repositories flush; they never commit."""
+"""Queries of organisations and their API keys (the key lookup of every request too).
+Repositories flush; they never commit."""
 
 from __future__ import annotations
 
