@@ -226,6 +226,11 @@ class _Loop:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if self.lease is not None:
+                    # Given back while it backs off: a replica, or a rebuild that cancelled
+                    # the step to take the lease, goes on meanwhile.
+                    await self.lease.release()
+                    self.metrics.leader.labels(worker=self.worker.name).set(0)
                 await self._failed(exc)
                 continue
             self.failures = 0

@@ -7,12 +7,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
+from services.gateway import repository
 from services.gateway.models import Partner, Subscription
-from shared.encryption import SEALED, SecretBox
+from shared.encryption import SecretBox
 from shared.errors import is_database_unavailable
 
 __all__ = ["reseal", "seal_stored_in_clear"]
@@ -37,12 +37,9 @@ async def reseal(
         after: Any = None
         while True:
             async with sessionmaker() as session, session.begin():
-                query = select(model).order_by(key).limit(BATCH).with_for_update()
-                if after is not None:
-                    query = query.where(key > after)
-                if in_clear_only:
-                    query = query.where(~secret.startswith(SEALED))
-                rows = list((await session.execute(query)).scalars())
+                rows = await repository.lock_secrets(
+                    session, model, key, secret, after, BATCH, in_clear_only=in_clear_only
+                )
                 for row in rows:
                     setattr(row, secret.key, box.reseal(getattr(row, secret.key)))
                 rewritten += len(rows)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
@@ -14,15 +12,18 @@ from infra.migrations import head_revision
 from services.matching.demands import queue
 from services.matching.demands.matcher import Matcher
 from services.matching.demands.router import router as demands_router
+from services.matching.demands.workers import match_workers
 from services.matching.indexer import Indexer
 from services.matching.meili import MeiliClient
 from services.matching.models import SCHEMA
 from services.matching.search.router import router as search_router
 from services.matching.status import router as status_router
+from services.matching.workers import indexer_workers
 from shared.app import build_app, open_database, open_upstreams
 from shared.health import meilisearch_check
 from shared.notifier import FeedNotifier
 from shared.settings import Settings, get_settings
+from shared.workers import run_workers
 
 
 @asynccontextmanager
@@ -49,28 +50,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         )
         app.state.feed_notifier = FeedNotifier(settings.database_url, channel="matching_changes")
         await app.state.feed_notifier.start()
-        queue_notifier = FeedNotifier(settings.database_url, channel=queue.CHANNEL)
         app.state.match_worker = queue.MatchWorker(
             sessionmaker=app.state.sessionmaker,
             matcher=app.state.matcher,
-            notifier=queue_notifier,
             indexer_backlog=app.state.indexer.backlog,
         )
-        workers = []
-        if settings.run_workers:
-            await queue_notifier.start()
-            workers = [
-                asyncio.create_task(app.state.indexer.run_forever(), name="indexer"),
-                asyncio.create_task(app.state.match_worker.run_forever(), name="match-worker"),
-            ]
         try:
-            yield
+            async with run_workers(app, [*indexer_workers(app), *match_workers(app)]):
+                yield
         finally:
-            for worker in workers:
-                worker.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await worker
-            await queue_notifier.stop()
             await app.state.feed_notifier.stop()
 
 

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import zlib
 from collections import deque
@@ -21,17 +20,13 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-import asyncpg
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.matching import repository
 from services.matching.catalogue import SEARCHABLE, SETTINGS, search_document
-from services.matching.meili import MeiliClient, MeiliError, MeiliUnavailable
+from services.matching.meili import MeiliClient
 from shared.contracts.events import ChangeFeedPage
-from shared.db import asyncpg_connect_kwargs
-from shared.errors import is_database_unavailable
-from shared.jitter import jitter
 from shared.settings import Settings
 
 logger = logging.getLogger("ipx.matching.indexer")
@@ -331,43 +326,6 @@ class Indexer:
                 ready.append(plan)
             await self.record(ready)
             await flight.remove(ready)
-
-    async def run_forever(self, wait: float = 10.0) -> None:
-        """Hold the lease and index; on any outage, back off (with jitter) and resume."""
-        delay = 0.5
-        while True:
-            conn = None
-            try:
-                conn = await asyncpg.connect(
-                    timeout=5, **asyncpg_connect_kwargs(self.settings.database_url)
-                )
-                if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", self.lease_key):
-                    await asyncio.sleep(2 + jitter.random())  # another replica indexes
-                    continue
-                await ensure_index(self.meili, self.index_uid)
-                delay = 0.5
-                await self.pipeline(wait)
-            except asyncio.CancelledError:
-                raise
-            except (
-                MeiliUnavailable,
-                MeiliError,
-                httpx.HTTPError,
-                OSError,
-                asyncpg.PostgresError,
-            ) as exc:
-                logger.warning(
-                    "indexer paused (%s: %s); retrying in %.1fs", type(exc).__name__, exc, delay
-                )
-            except Exception as exc:
-                if not is_database_unavailable(exc):
-                    logger.exception("indexer error; retrying in %.1fs", delay)
-            finally:
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        await conn.close(timeout=1)
-            await asyncio.sleep(delay * (1 + jitter.random()))
-            delay = min(delay * 2, 10.0)
 
 
 def _sent(plan: Plan) -> bool:

@@ -64,14 +64,9 @@ DRIVER_HELPERS = {"driver_connection", "statement_connection"}
 # SQL outside a repository module: "path" (a glob) or "path::Qualified.name", and why.
 SQL_ELSEWHERE = {
     "services/*/models.py": "table definitions: server defaults are DDL, not queries",
-    "services/matching/indexer.py::Indexer.run_forever": "the indexer's lease (an advisory "
-    "lock); this loop moves to the worker runtime (shared/workers.py), which owns leases",
-    "services/gateway/stored_secrets.py::reseal": "re-sealing stored secrets, a maintenance "
-    "batch; to move into a gateway repository (the gateway was being changed when the rule "
-    "came in, issue 19)",
 }
 # Raw asyncpg outside the session's statements: only on the measured hot paths and on
-# connections of their own; each in a repository, except the indexer's lease (above).
+# connections of their own; each in a repository.
 DRIVER_SQL = {
     "services/listing/listings/repository.py": "create listing: listing, history and event in "
     "one statement",
@@ -83,7 +78,6 @@ DRIVER_SQL = {
     "services/gateway/partners/repository.py": "the inbox claim",
     "services/matching/repair/repository.py": "the indexer's lease taken by rebuild and "
     "check: a session advisory lock on a connection of its own",
-    "services/matching/indexer.py::Indexer.run_forever": "the indexer's lease (see above)",
 }
 
 

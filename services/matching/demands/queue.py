@@ -37,8 +37,6 @@ from services.matching.demands.matcher import MULTI_SEARCH_BATCH, QUEUED_FIELDS,
 from services.matching.demands.repository import Claimed
 from services.matching.meili import MeiliUnavailable
 from shared.errors import is_database_unavailable
-from shared.jitter import jitter
-from shared.notifier import FeedNotifier
 
 logger = logging.getLogger("ipx.matching.matches")
 
@@ -101,7 +99,6 @@ class MatchWorker:
         *,
         sessionmaker: async_sessionmaker[AsyncSession],
         matcher: Matcher,
-        notifier: FeedNotifier | None = None,
         indexer_backlog: Callable[[], bool] | None = None,
         batch: int = CLAIM_BATCH,
         lease_seconds: float = LEASE_SECONDS,
@@ -109,7 +106,6 @@ class MatchWorker:
     ) -> None:
         self.sessionmaker = sessionmaker
         self.matcher = matcher
-        self.notifier = notifier
         self.indexer_backlog = indexer_backlog
         self.batch = batch
         self.lease_seconds = lease_seconds
@@ -185,36 +181,8 @@ class MatchWorker:
             exc_info=exc,
         )
 
-    async def _loop(self) -> None:
-        delay = 0.5
-        while True:
-            try:
-                # Before the claim: a NOTIFY from here on is not missed.
-                mark = self.notifier.mark() if self.notifier is not None else 0
-                while await self.after_indexer_backlog(self.run_once):
-                    delay = 0.5
-                # Until the indexer queues more (NOTIFY), or a while (leases that ran out, a
-                # lost LISTEN connection).
-                if self.notifier is None:
-                    await asyncio.sleep(IDLE_WAIT_SECONDS)
-                else:
-                    await self.notifier.wait(
-                        IDLE_WAIT_SECONDS, since=mark, recheck=IDLE_WAIT_SECONDS
-                    )
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                logger.warning(
-                    "matching paused (%s: %s); retrying in %.1fs", type(exc).__name__, exc, delay
-                )
-                await asyncio.sleep(delay * (1 + jitter.random()))
-                delay = min(delay * 2, 10.0)
-
     async def after_indexer_backlog(self, step: Callable[[], Awaitable[int]]) -> int:
         """`step()` once the indexer has no backlog, or after YIELD_SECONDS anyway."""
         if self.indexer_backlog is not None:
             await wait_while(self.indexer_backlog, YIELD_SECONDS)
         return await step()
-
-    async def run_forever(self) -> None:
-        await asyncio.gather(*(self._loop() for _ in range(self.concurrency)))

@@ -1,0 +1,34 @@
+"""The indexer as a worker: one replica at a time holds its lease, the same lock a rebuild or
+a check takes (`indexer.lease_key`)."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from services.matching.indexer import Indexer, ensure_index
+from services.matching.meili import MeiliError, MeiliUnavailable
+from shared.workers import Worker
+
+__all__ = ["FEED_WAIT_SECONDS", "indexer_workers"]
+
+FEED_WAIT_SECONDS = 10.0  # how long a read of listing's feed waits for new events
+
+
+def indexer_workers(app: FastAPI) -> list[Worker]:
+    indexer: Indexer = app.state.indexer
+
+    async def step() -> int:
+        await ensure_index(indexer.meili, indexer.index_uid)
+        await indexer.pipeline(FEED_WAIT_SECONDS)  # returns only by raising
+        return 0
+
+    return [
+        Worker(
+            "indexer",
+            step,
+            interval=0.0,
+            exclusive=True,
+            lease=indexer.lease_key,
+            outages=(MeiliUnavailable, MeiliError),
+        )
+    ]
