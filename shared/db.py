@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import UserDefinedType
-from sqlmodel import Field
+from sqlmodel import Field, col
 
 from shared.errors import is_database_unavailable
 from shared.jitter import backoff_seconds
@@ -173,6 +173,23 @@ def asyncpg_connect_kwargs(database_url: str) -> dict[str, Any]:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def by_creation(
+    query: Any, model: Any, after: tuple[datetime, Any] | None, *, newest_first: bool = True
+) -> Any:
+    """`query` over `model` in (created_at, id) order, newest first by default, from the keyset
+    position after `after` (a page token's, `shared.schemas.created_after`)."""
+    created, identity = col(model.created_at), col(model.id)
+    if after is not None:
+        at, last = after
+        if newest_first:
+            query = query.where((created < at) | ((created == at) & (identity < last)))
+        else:
+            query = query.where((created > at) | ((created == at) & (identity > last)))
+    if newest_first:
+        return query.order_by(created.desc(), identity.desc())
+    return query.order_by(created, identity)
 
 
 def created_now(**kwargs: Any) -> Any:

@@ -21,7 +21,7 @@ from services.gateway.models import (
     Partner,
     Subscription,
 )
-from shared.db import utcnow
+from shared.db import by_creation, utcnow
 
 INSERT_CHUNK = 1000
 
@@ -44,13 +44,7 @@ async def list_subscriptions(
     query = select(Subscription).where(col(Subscription.status) != "deleted")
     if organization_id is not None:
         query = query.where(col(Subscription.organization_id) == organization_id)
-    if after is not None:
-        created, last_id = after
-        query = query.where(
-            (col(Subscription.created_at) < created)
-            | ((col(Subscription.created_at) == created) & (col(Subscription.id) < last_id))
-        )
-    query = query.order_by(col(Subscription.created_at).desc(), col(Subscription.id).desc())
+    query = by_creation(query, Subscription, after)
     return list((await session.execute(query.limit(limit))).scalars())
 
 
@@ -296,13 +290,7 @@ async def list_targets(
     query = select(AllowedTarget)
     if tenant is not None:
         query = query.where(tenant.where())
-    if after is not None:
-        created, last_id = after
-        query = query.where(
-            (col(AllowedTarget.created_at) < created)
-            | ((col(AllowedTarget.created_at) == created) & (col(AllowedTarget.id) < last_id))
-        )
-    query = query.order_by(col(AllowedTarget.created_at).desc(), col(AllowedTarget.id).desc())
+    query = by_creation(query, AllowedTarget, after)
     return list((await session.execute(query.limit(limit))).scalars())
 
 

@@ -13,7 +13,7 @@ from sqlmodel import col
 
 from services.listing.models import ApiKey, Organization
 from shared.contracts.auth import Role
-from shared.db import statement_connection
+from shared.db import by_creation, statement_connection
 
 
 @dataclass(frozen=True)
@@ -87,13 +87,7 @@ class ApiKeyRepository:
     ) -> list[ApiKey]:
         """Oldest first."""
         query = select(ApiKey).where(col(ApiKey.organization_id) == organization_id)
-        if after is not None:
-            created, last_id = after
-            query = query.where(
-                (col(ApiKey.created_at) > created)
-                | ((col(ApiKey.created_at) == created) & (col(ApiKey.id) > last_id))
-            )
-        query = query.order_by(col(ApiKey.created_at), col(ApiKey.id)).limit(limit)
+        query = by_creation(query, ApiKey, after, newest_first=False).limit(limit)
         return list((await self.session.execute(query)).scalars())
 
     async def add(self, key: ApiKey) -> ApiKey:

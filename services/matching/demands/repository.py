@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlmodel import col
 
 from services.matching.models import SCHEMA, Demand, Match, MatchQueueItem
+from shared.db import by_creation
 from shared.outbox import read_page
 
 __all__ = [
@@ -74,13 +75,7 @@ async def demands_of(
 ) -> list[Demand]:
     """An organisation's demands, newest first, after the keyset position `after`."""
     query = select(Demand).where(col(Demand.organization_id) == organization_id)
-    if after is not None:
-        created, last_id = after
-        query = query.where(
-            (col(Demand.created_at) < created)
-            | ((col(Demand.created_at) == created) & (col(Demand.id) < last_id))
-        )
-    query = query.order_by(col(Demand.created_at).desc(), col(Demand.id).desc())
+    query = by_creation(query, Demand, after)
     return list((await session.execute(query.limit(limit))).scalars())
 
 
