@@ -181,7 +181,8 @@ _EXTRA_ASCII: Final[dict[str, str]] = {
 }
 
 
-# One table for str.translate (a per-character loop in Python cost ~1 µs a character).
+# One table for str.translate, one C-level pass instead of a Python loop per character
+# (docs/DECISIONS.md, Listing, "Bulk import").
 _TO_ASCII: Final[dict[int, str]] = {
     code: chr(code - _FULL_WIDTH_OFFSET) for code in range(_FULL_WIDTH_FIRST, _FULL_WIDTH_LAST + 1)
 } | {ord(ch): ascii_ for ch, ascii_ in _EXTRA_ASCII.items()}

@@ -250,8 +250,8 @@ def replacement_character_errors(value: Any, path: str = "") -> list[FieldError]
 
 
 def _may_be_garbled(doc: AssetDocument) -> bool:
-    """Whether any text of the document holds U+FFFD (a scan of its text fields: serialising
-    the document to look cost five times more on the create path)."""
+    """Whether any text of the document holds U+FFFD: a scan of its text fields, cheaper than
+    serialising the document (docs/DECISIONS.md, API contract, "Import encodings")."""
     c = doc.classifications
     texts = [
         doc.identifier,

@@ -198,10 +198,10 @@ def validate_row(line: int, raw: Any, today: date) -> ValidRow | RejectedRow:
 
 
 # The fast path of a CSV row: the same checks as the models above and normalize_asset, on plain
-# values (building and copying pydantic models was most of an import's CPU time). It only takes
-# rows it is sure the models accept with the same values — strings already stripped, no NUL,
-# ISO dates, plain decimals, no Nice classes — and any other row, or any broken rule, goes to
-# validate_row, which reports the errors exactly as before.
+# values. It only takes rows it is sure the models accept with the same values — strings already
+# stripped, no NUL, ISO dates, plain decimals, no Nice classes — and any other row, or any broken
+# rule, goes to validate_row, which reports the errors exactly as before. It stays: a row costs
+# twice the CPU through the models (docs/DECISIONS.md, Listing, "Bulk import").
 _KINDS = frozenset(ASSET_KINDS)
 _LEGAL_STATUSES = frozenset(get_args(LegalStatus))
 _TRANSACTION_TYPES = frozenset(get_args(TransactionType))
@@ -279,7 +279,7 @@ def _fast_terms(
 def fast_csv_row(line: int, record: dict[str, str | None], today: date) -> ValidRow | None:
     """The ValidRow that validate_row would return for this CSV record (a csv.DictReader row),
     or None: then call validate_row on csv_record_to_row(record). Reads the record's cells
-    directly, without building the JSONL shape first (parsing 48.9 -> 46.2 us a row)."""
+    directly, without building the JSONL shape first."""
     try:
         return _fast_csv_row(line, record, today)
     except (_NotFast, UnprocessableEntity):

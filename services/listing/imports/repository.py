@@ -29,19 +29,17 @@ from services.listing.models import (
 
 
 def _encode(value: Any) -> str:
-    """A JSONB cell as text for COPY. pydantic-core's encoder, not the json module's: that took
-    16 % of the listing's CPU in an import, most of it on the events' catalogue documents (a
-    2.6 kB document: 12.6 us with json, 6.6 us with to_json)."""
+    """A JSONB cell as text for COPY, by pydantic-core's encoder: about twice as fast as the
+    json module's on the events' catalogue documents (docs/DECISIONS.md, Listing, "Bulk
+    import")."""
     return to_json(value).decode()
 
 
 # _BY_EACH: the look-ups of a batch probe an index once per key, `unnest(keys), LATERAL
 # (SELECT ... WHERE key = k.key OFFSET 0)` (OFFSET 0 keeps the planner from merging the
-# subquery into a join). Written as a join or `= ANY(array)`, the planner, which has no
-# statistics yet for the rows an import has just written, took a thousand keys for most of the
-# table and scanned all the seller's listings (or all assets) for every batch: an import's time
-# grew with the square of its size (open_listings went from 10 to 210 µs a row between 5,000
-# and 30,000 rows).
+# subquery into a join). As a join or `= ANY(array)` the planner, with no statistics yet for
+# the rows an import has just written, scanned the seller's listings (or all assets) for every
+# batch (docs/DECISIONS.md, Listing, "Bulk import").
 # A seller's listing that an import row updates instead of creating another.
 OPEN = ("draft", *sorted(ACTIVE))
 
@@ -69,9 +67,9 @@ class ImportRepository:
     async def assets_by_key(
         self, keys: Sequence[tuple[str, str]]
     ) -> dict[tuple[str, str], dict[str, Any]]:
-        """Column values by (kind, identifier), as plain rows (ORM objects cost ~50 µs each).
-        One unique-index probe per key (see _BY_EACH): a row-value IN list of a thousand pairs
-        cost PostgreSQL ~150 ms of planning alone, and a join scanned the whole table."""
+        """Column values by (kind, identifier), as plain rows, not ORM objects. One unique-index
+        probe per key (see _BY_EACH): a row-value IN list or a join cost far more
+        (docs/DECISIONS.md, Listing, "Bulk import")."""
         if not keys:
             return {}
         rows = await self.session.execute(

@@ -487,8 +487,8 @@ async def apply_batch(
 async def next_batch(rows: Iterator[ValidRow | RejectedRow]) -> Batch | None:
     """Up to BATCH_ROWS rows from the file. The CPU work runs on the event loop and gives it
     back every SLICE_ROWS rows, so the previous batch's statements go on meanwhile and other
-    requests wait a millisecond or two at most. (In a thread it only competed with the loop
-    for the GIL, and was slower.)"""
+    requests wait a millisecond or two at most (why not a thread: docs/DECISIONS.md, Listing,
+    "Bulk import")."""
     batch = Batch()
     for row in rows:
         if isinstance(row, ValidRow):
@@ -539,11 +539,10 @@ async def apply_in_order(
     and only if that one committed: what an import leaves is always its file up to a batch.
     Adds the batch's counts to `counts` once committed.
 
-    A batch waits for the one before it while holding its own row locks, a wait PostgreSQL
-    cannot see: should another transaction wait on this batch while the batch before waits on
-    it (two co-holders importing the same rights in crossing orders), nothing would ever give.
-    So a batch waits LOCK_TIMEOUT_SECONDS at most for a lock (ours are held for a batch, well
-    under a second), and the import stops there (ImportLockTimeout), whole up to a batch."""
+    A batch waits LOCK_TIMEOUT_SECONDS at most for a lock, then the import stops there
+    (ImportLockTimeout), whole up to a batch: it waits for the one before it while holding its
+    own row locks, a wait PostgreSQL's deadlock detector cannot see (docs/DECISIONS.md,
+    Listing, "Bulk import")."""
     mine = Counts()
     async with ctx.sessionmaker() as session, session.begin():
         repo = ImportRepository(session)
@@ -563,10 +562,10 @@ async def apply_in_order(
 
 async def run_import(ctx: ImportContext, rows: Iterator[ValidRow | RejectedRow]) -> Counts:
     """Two batches in flight, on two connections: while PostgreSQL writes one, the listing
-    builds the next (one batch at a time, each side waited for the other much of the time:
-    20,000 rows, 4,468 -> 5,930 rows/s, medians of three). A batch holding a right of the batch
-    before it waits for that one to commit first, so it sees what that one wrote (the last row
-    of a file wins, as within a batch), and the change feed has that right's events in order."""
+    builds the next (measured: docs/DECISIONS.md, Listing, "Bulk import"). A batch holding a
+    right of the batch before it waits for that one to commit first, so it sees what that one
+    wrote (the last row of a file wins, as within a batch), and the change feed has that
+    right's events in order."""
     counts = Counts()
     # The next batch is parsed while these are written.
     parsing = asyncio.ensure_future(next_batch(rows))
