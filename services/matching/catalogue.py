@@ -59,7 +59,8 @@ SETTINGS: dict[str, Any] = {
     "faceting": {"maxValuesPerFacet": 100, "sortFacetValuesBy": {"*": "count"}},
     # Indexing cost, paid by every batch (a partner push waits for one): word-pair proximity
     # per attribute instead of per word position, and no facet-value search (the API has no
-    # facet search; facet counts on search do not need it). About half the time per batch.
+    # facet search; facet counts on search do not need it): docs/DECISIONS.md, Matching,
+    # "Indexer".
     "proximityPrecision": "byAttribute",
     "facetSearch": False,
 }

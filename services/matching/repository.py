@@ -28,8 +28,8 @@ __all__ = [
     "searchable_among",
 ]
 
-# Arrays through unnest: a multi-row VALUES of thousands of rows cost the indexer seconds of
-# statement building in Python on a page; this is five parameters whatever the size.
+# Arrays through unnest: five parameters whatever the page's size, where a multi-row VALUES
+# cost seconds of statement building (docs/DECISIONS.md, Matching, "Indexer").
 _RECORD = (
     f"INSERT INTO {SCHEMA}.indexed_listings "
     "(listing_id, asset_id, version, searchable, indexed_at) "

@@ -73,7 +73,7 @@ class Vocabulary:
         self.documents = 0
         self._idf_of_df: list[float] = []  # idf by document frequency, up to IDF_TABLE
         # The weights of units already asked for: a batch of listings weighs the same characters
-        # and pairs of thousands of demands (hashing them was a third of the match worker's time).
+        # and pairs of thousands of demands (docs/DECISIONS.md, Matching, "Matching's speed").
         self._known: dict[str, float] = {}
 
     def add(self, text: str) -> None:

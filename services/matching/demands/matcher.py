@@ -57,9 +57,8 @@ DEMANDS_PER_TITLE = 30
 DEMANDS_PER_PIECE = 10
 
 
-# Listings per multi-search. Each query runs against every active demand: at 10,000 demands
-# 100 queries took ~4 s on 2 busy cores, near the client's timeout, and a timed-out page is
-# retried whole by the indexer, which then never got past it. 20 keep each request short.
+# Listings per multi-search. Each query runs against every active demand, so a multi-search
+# is kept short, far from the client's timeout (docs/DECISIONS.md, Matching, "Matches").
 MULTI_SEARCH_BATCH = 20
 # The fields of a listing's search document matching reads: the public hit (shared.search
 # RETRIEVED), the amount the budget is compared with and the seller (a buyer never matches its
@@ -383,8 +382,8 @@ class Matcher:
             asset_ids=[UUID(doc["asset_id"]) for _, doc, _, _ in scored],
             versions=[int(doc["version"]) for _, doc, _, _ in scored],
             scores=[total for _, _, total, _ in scored],
-            # pydantic-core's encoder, as the match queue's: the json module's took 15 % of the
-            # match worker's CPU in tests/perf/bench_matches.py (both cast to jsonb).
+            # pydantic-core's encoder, as the match queue's, faster than the json module's
+            # (docs/DECISIONS.md, Matching, "Matching's speed"); both cast to jsonb.
             reasons=[to_json(r).decode() for _, _, _, r in scored],
             now=now,
         )

@@ -1,18 +1,20 @@
 """The match queue: listings that became searchable, matched against the demands by a worker.
 
 - The indexer queues a page's newly searchable listings in the transaction that moves its
-  cursor (`enqueue`, its `on_published` hook): a page is queued exactly once, and the cursor no
-  longer waits for the demand searches (they took ~37 ms per listing at 10,000 demands).
+  cursor (`enqueue`, its `on_published` hook): a page is queued exactly once, and the cursor
+  does not wait for the demand searches.
 - The worker claims a batch with a lease (`FOR UPDATE SKIP LOCKED` only for the claim: no row
   lock and no transaction is held across the Meilisearch call, NOTES.md), searches the demands,
   then stores the matches, their events and the removal of the batch in one transaction. A crash
   before that commit stores nothing and the lease runs out, so another loop (or replica) takes
   the batch again; a batch matched twice (a lease that ran out under a slow worker) writes no
   second `match.created`, because an event is written only when the match row is inserted.
-- Batches are small (MULTI_SEARCH_BATCH listings), so memory stays flat whatever the backlog.
+- A claim is CLAIM_BATCH listings and each found demand is scored and let go, so memory stays
+  flat whatever the backlog.
 - While the indexer works through a bulk backlog, the loops wait (at most YIELD_SECONDS at a
-  time): the demand searches ran beside Meilisearch's indexing on the same cores and slowed it
-  by a quarter; the backlog's listings become searchable sooner and are matched right after.
+  time): the demand searches would compete with Meilisearch's indexing for the same cores; the
+  backlog's listings become searchable sooner and are matched right after. Measured:
+  docs/DECISIONS.md, Matching, "Match queue".
 - An outage (Meilisearch or PostgreSQL unreachable) gives the batch back at once and the loop
   backs off. Any other failure is retried listing by listing: the listings that match are
   stored, and one that fails on its own waits a back-off that grows with its attempts (it stays
@@ -42,8 +44,8 @@ logger = logging.getLogger("ipx.matching.matches")
 
 LEASE_SECONDS = 60.0
 # Listings per claim: eight multi-searches of MULTI_SEARCH_BATCH, then one transaction for their
-# matches. Each demand the batch finds is read and compiled once for the whole batch: with 40
-# listings a claim, compiling took half the worker's time (DECISIONS, "Matching's speed").
+# matches. Each demand the batch finds is read and compiled once for the whole batch, so a larger
+# claim compiles less (docs/DECISIONS.md, Matching, "Matching's speed").
 CLAIM_BATCH = 8 * MULTI_SEARCH_BATCH
 # Two loops keep two multi-searches in flight: Meilisearch runs each on one thread, so one loop
 # left a core idle while Python scored and stored the previous batch.

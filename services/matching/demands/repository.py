@@ -93,7 +93,8 @@ async def active_demands(
             col(Demand.transaction_types),
             col(Demand.regions),
             col(Demand.budget_max),
-            # As text, decoded by pydantic-core: the json module took 6 % of the worker.
+            # As text, decoded by pydantic-core, faster than the json module
+            # (docs/DECISIONS.md, Matching, "Matching's speed").
             cast(col(Demand.reading), Text),
         )
         .where(col(Demand.id).in_(list(demand_ids)), col(Demand.status) == "active")
@@ -106,11 +107,9 @@ async def active_demands(
 # Matches and their events ----------------------------------------------------------------
 
 # Matches and their events are written with one statement each whatever the rows: the columns
-# as arrays, unnested. A page of 1,000 new listings against 10,000 demands finds tens of
-# thousands of matches; as multi-row VALUES that was more bind parameters than PostgreSQL's
-# protocol allows (32,767) and the indexer stalled for good; in pages, every row count was
-# another statement to compile (half the worker's time) and to keep prepared on each pooled
-# connection (the service's memory grew by tens of MB over 1,000 listings).
+# as arrays, unnested. A batch can find tens of thousands of matches, more bind parameters than
+# PostgreSQL's protocol allows (32,767) as a multi-row VALUES (docs/DECISIONS.md, Matching,
+# "Matches").
 UPSERT_MATCHES = text(
     """
     INSERT INTO matching.matches AS m
@@ -262,8 +261,8 @@ class Claimed:
     attempts: int = 1  # this one included
 
 
-# Arrays through unnest, as the indexer records its versions: a multi-row VALUES of a page's
-# 1,000 listings cost ~1 s of statement building inside the indexer's commit.
+# Arrays through unnest, as the indexer records its versions: a multi-row VALUES is dear to
+# build inside the indexer's commit (docs/DECISIONS.md, Matching, "Match queue").
 _ENQUEUE = text(
     f"INSERT INTO {SCHEMA}.match_queue "
     "(listing_id, version, document, enqueued_at, lease_until, attempts) "
