@@ -6,11 +6,9 @@ settings and every write; the query itself is built by shared/search.py for both
 The key, the index and Meilisearch's address are asked of matching on first use and kept; when
 Meilisearch refuses the key (rotated, index rebuilt elsewhere), they are asked again once.
 
-The hop uses aiohttp, not the service's httpx client: measured with tests/perf/bench_search.py
-(10,000 listings, 16 connections), a gateway search cost 5.0 ms of the gateway's CPU with
-aiohttp against 9.5 ms with httpx (two Meilisearch requests each). httpx still reaches matching.
-Bodies and answers go through pydantic-core's JSON, as in matching's Meilisearch client: the json
-module's encoding and decoding were 30 % of the gateway's CPU for a search.
+The hop uses aiohttp, not the service's httpx client, and pydantic-core's JSON, not the json
+module, as in matching's Meilisearch client: each costs the gateway less CPU a search
+(docs/DECISIONS.md, Gateway, "Catalogue search"). httpx still reaches matching.
 """
 
 from __future__ import annotations

@@ -98,10 +98,8 @@ def _config(app: FastAPI) -> PartnerSyncConfig:
 class _Lanes:
     """One HTTP client of one connection to listing per inbox slot, lent to one call at a time.
 
-    httpcore's pool looks at every connection it holds (a socket poll each, and a count of the
-    idle ones for each idle one) when a request starts and when a response is closed: over the
-    shared client's pool of 32+ connections to listing that scan cost the gateway more than the
-    rest of a push's handling."""
+    httpcore's pool looks at every connection it holds when a request starts and when a
+    response is closed, dear over a pool of 32+ (docs/DECISIONS.md, Gateway, "Inbox")."""
 
     def __init__(self, app: FastAPI, size: int) -> None:
         settings: Settings = app.state.settings
