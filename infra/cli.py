@@ -17,9 +17,8 @@ from shared.settings import SERVICE_NAMES, ServiceName, get_settings
 
 # Services that hold tens of thousands of objects for a moment (an import's batches, the
 # indexer's pages of 1,000 documents): a young collection every 10,000 net allocations instead
-# of 700, or each one walks them again. Listing's collector time over an import of 20,000 rows
-# and its re-import, batches pipelined: 0.9-1.05 s -> 0.4 s (4,658-5,242 -> 6,243-6,447 rows/s).
-# Not the gateway: its garbage is request-sized, and its RSS under load rose 128 -> 144 MB.
+# of 700, or each one walks them again. Not the gateway: its garbage is request-sized, and its
+# memory is tight (docs/DECISIONS.md, Foundation, "Garbage collection").
 BULK_WORK: frozenset[ServiceName] = frozenset({"listing", "matching"})
 YOUNG_COLLECTION_EVERY = 10_000
 
@@ -60,10 +59,9 @@ def serve(
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
     service_app = importlib.import_module(f"services.{service}.app").create_app()
-    # What start-up built (modules, models, schemas, routes: ~160,000 objects) lives as long as
-    # the process: out of the collector's reach, a full collection walks only what requests
-    # build. Listing's collector time over an import of 20,000 rows and its re-import: 1.56 s ->
-    # 0.56 s (batches one at a time).
+    # What start-up built (modules, models, schemas, routes) lives as long as the process: out
+    # of the collector's reach, a full collection walks only what requests build
+    # (docs/DECISIONS.md, Foundation, "Garbage collection").
     gc.freeze()
     if service in BULK_WORK:
         gc.set_threshold(YOUNG_COLLECTION_EVERY, 10, 10)

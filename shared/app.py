@@ -204,8 +204,8 @@ async def require_json_body(request: Request) -> None:
 
 
 async def refuse_unknown_query_parameters(request: Request) -> None:
-    """A query parameter the route does not take is a 422 naming it (`?limit=100` on a list
-    that pages by `page_size` was silently ignored: the client got 50 and never knew)."""
+    """A query parameter the route does not take is a 422 naming it, rather than ignored
+    (docs/DECISIONS.md, API contract, "Unknown query parameters")."""
     if not request.query_params:
         return
     route = request.scope.get("route")
@@ -245,10 +245,10 @@ def operation_id(route: APIRoute) -> str:
 
 
 class _RouteTemplateCache(PrometheusInstrumentatorMiddleware):
-    """The instrumentator, remembering the route template of each method and path: it matched
-    the request against every route of the app on every request, a tenth of the CPU of a
-    create. The routes never change once the app is built, so the answer for a path never
-    does either; the memory is bounded (cleared when full)."""
+    """The instrumentator, remembering the route template of each method and path instead of
+    matching the request against every route of the app on every request (docs/DECISIONS.md,
+    Foundation, "Request metrics"). The routes never change once the app is built, so the
+    answer for a path never does either; the memory is bounded (cleared when full)."""
 
     MAX_PATHS = 4096
 
@@ -325,7 +325,7 @@ def http_client(
 @cache
 def _tls_context() -> ssl.SSLContext:
     """One verifying TLS context for every client: each client otherwise loads the CA bundle
-    into a context of its own (~0.9 MiB each; the gateway's inbox holds 32 clients)."""
+    into a context of its own (docs/DECISIONS.md, Gateway, "Inbox")."""
     return httpx.create_ssl_context()
 
 

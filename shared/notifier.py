@@ -28,8 +28,8 @@ class FeedNotifier:
         self._connect_kwargs = asyncpg_connect_kwargs(database_url)
         # One event per generation: a NOTIFY sets the current one and starts the next, so a
         # reader that marked the generation before its query cannot miss a NOTIFY that arrives
-        # while the query runs (clearing a shared flag before waiting lost those: the reader
-        # then slept a whole re-check although its rows had committed).
+        # while the query runs (a shared flag cleared before waiting would lose it, and the
+        # reader would sleep a whole re-check although its rows had committed).
         self._generation = 0
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
