@@ -19,7 +19,11 @@ from typing import Any
 import fastapi.routing
 import httpx
 import pytest
-from authz_rules import (
+from fastapi import FastAPI
+from receiver import Receiver, receiving
+
+from infra.meili import MeiliHandle
+from service.authz_rules import (
     BUYER,
     CALLERS,
     EXCHANGE,
@@ -33,10 +37,6 @@ from authz_rules import (
     Service,
     World,
 )
-from fastapi import FastAPI
-from receiver import Receiver, receiving
-
-from infra.meili import MeiliHandle
 from services.matching.demands.matcher import Matcher
 from services.matching.meili import MeiliClient
 from shared.settings import Settings
