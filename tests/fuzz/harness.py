@@ -303,7 +303,7 @@ class Fuzz:
 
         @schema.hook
         def map_query(context: schemathesis.HookContext, query: Any) -> Any:
-            # Long-polling is tested in test_change_feed; here a wait at the head of the feed
+            # Long-polling is tested in listing/test_feed.py; here a wait at the head of the feed
             # would only spend the run's time budget.
             if isinstance(query, dict) and isinstance(query.get("wait"), int | float):
                 query["wait"] = min(query["wait"], LONG_POLL_CAP_SECONDS)

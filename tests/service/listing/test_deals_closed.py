@@ -31,7 +31,7 @@ from support import (
 NUMBERS = real_application_numbers("invention_patent")
 SELLER = "河北农业大学"
 TITLE = "温室大棚智能灌溉控制方法"
-# Written around the title: it finds every listing so titled (test_matching_demands).
+# Written around the title: it finds every listing so titled (matching/test_demands.py).
 DEMAND = {"title": "温室智能灌溉技术", "text": "需要温室大棚智能灌溉控制技术"}
 
 

@@ -22,7 +22,7 @@ from support import (
     wait_indexed,
 )
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "identifiers" / "cn_applications.csv"
+DATA = Path(__file__).resolve().parents[2] / "data" / "identifiers" / "cn_applications.csv"
 
 
 @pytest.fixture(scope="module")
