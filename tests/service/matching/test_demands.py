@@ -24,7 +24,7 @@ from support import (
     wait_matched,
 )
 
-DEMANDS = Path(__file__).resolve().parents[1] / "data" / "tech_demands.jsonl"
+DEMANDS = Path(__file__).resolve().parents[2] / "data" / "tech_demands.jsonl"
 NUMBERS = real_application_numbers("invention_patent")
 SELLER = "京东方科技集团股份有限公司"
 
