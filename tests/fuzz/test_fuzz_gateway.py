@@ -220,7 +220,7 @@ def seed_gateway(fuzz: Fuzz, seed: ListingSeed) -> None:
 @pytest.fixture(scope="module")
 def fuzz(settings: Settings, operator_key: str, service_key: str) -> Iterator[Fuzz]:
     # The catalogue's rate limit would answer most of the run with 429 (documented, but then
-    # the handlers are never reached); test_gateway_catalogue tests the limit itself.
+    # the handlers are never reached); gateway/test_catalogue.py tests the limit itself.
     gateway_settings = settings.model_copy(
         update={
             "meili_index": f"catalogue_{uuid.uuid4().hex[:8]}",
