@@ -86,6 +86,9 @@ class Worker:
     concurrency: int = 1
     backoff: Backoff = field(default_factory=Backoff)
     outages: tuple[type[BaseException], ...] = ()  # more failures logged without a trace
+    # Its step is cancelled at once on stop: it mostly waits (a long poll), and what it did
+    # before its commit is done again by the next run.
+    interruptible: bool = False
     on_stop: Callable[[], Awaitable[None]] | None = None  # after the last step: close, cancel
     _nudged: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
@@ -339,7 +342,8 @@ async def run_workers(
     app: FastAPI, workers: Sequence[Worker], *, shutdown_seconds: float = SHUTDOWN_SECONDS
 ) -> AsyncIterator[None]:
     """Run `workers` for the life of the block (none when IPX_RUN_WORKERS is off). On exit
-    each finishes its step within `shutdown_seconds`, or is cancelled; then its `on_stop`."""
+    each finishes its step within `shutdown_seconds`, or is cancelled (an interruptible one at
+    once); then its `on_stop`."""
     settings: Settings = app.state.settings
     if not settings.run_workers or not workers:
         yield
@@ -352,6 +356,9 @@ async def run_workers(
         yield
     finally:
         stopping.set()
+        for loop, task in zip(loops, tasks, strict=True):
+            if loop.worker.interruptible:
+                task.cancel()
         _, late = await asyncio.wait(tasks, timeout=shutdown_seconds)
         for task in late:
             task.cancel()

@@ -30,5 +30,6 @@ def indexer_workers(app: FastAPI) -> list[Worker]:
             exclusive=True,
             lease=indexer.lease_key,
             outages=(MeiliUnavailable, MeiliError),
+            interruptible=True,
         )
     ]

@@ -173,6 +173,7 @@ def fanout_workers(app: FastAPI) -> list[Worker]:
             interval=0.0,
             exclusive=True,
             lease=feed.lease_key,
+            interruptible=True,
         )
         for feed in (LISTING_FEED, MATCH_FEED)
     ]

@@ -26,5 +26,6 @@ def match_workers(app: FastAPI) -> list[Worker]:
             channel=CHANNEL,
             concurrency=matching.concurrency,
             outages=(MeiliUnavailable,),
+            interruptible=True,
         )
     ]

@@ -236,3 +236,18 @@ async def test_no_worker_runs_when_workers_are_off(settings: Settings) -> None:
     async with running(app, Worker("off", step)):
         await asyncio.sleep(0.2)
     assert calls == []
+
+
+async def test_an_interruptible_step_is_cancelled_at_once_on_stop(settings: Settings) -> None:
+    app = worker_host(settings)
+    started = asyncio.Event()
+
+    async def long_poll() -> int:
+        started.set()
+        await asyncio.sleep(3600)
+        return 0
+
+    async with running(app, Worker("poller", long_poll, interruptible=True), shutdown=5.0):
+        await started.wait()
+        began = time.monotonic()
+    assert time.monotonic() - began < 0.5  # not the 5 s a step may take to finish
