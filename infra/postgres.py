@@ -8,6 +8,7 @@ persists, so data survives a restart of the launcher.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import glob
 import hashlib
 import os
@@ -63,6 +64,16 @@ class PostgresHandle:
 
     def stop(self) -> None:
         self._stop()
+
+    def kill(self) -> None:
+        """SIGKILL the postmaster and its backends at once (its process group: it leads a
+        session of its own), as a power cut ends them: no shutdown checkpoint, the next start
+        recovers from the WAL. The system backend only (pgserver's postmaster is no child)."""
+        if self.process is None:
+            raise RuntimeError("only a postmaster started as our child can be killed")
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
 
 
 def find_system_bindir() -> Path | None:
