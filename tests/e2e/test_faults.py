@@ -3,9 +3,8 @@ is compared with what listing stored, what the search index holds and what a sub
 received; nothing may be missing or duplicated.
 
 This module runs its OWN PostgreSQL and Meilisearch (both get killed or restarted here) and the
-three services as processes (`ipx serve`), the way the launcher starts them. Partners and
-subscribers are real HTTP peers on 127.0.0.1. Waits are shortened through settings
-(IPX_WEBHOOK_RETRY_SCHEDULE, IPX_WEBHOOK_TIMEOUT_SECONDS), never by sleeping long.
+three services as processes (`ipx serve`), the way the launcher starts them: the stack, the
+peers and the ledger are crashlab.py's, shared with the crash tests (test_crashes.py).
 """
 
 from __future__ import annotations
@@ -13,15 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import itertools
 import json
 import random
-import secrets
 import time
-from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,458 +24,44 @@ import asyncpg
 import httpx
 import psutil
 import pytest
+from crashlab import (
+    CLIENT_TIMEOUT,
+    Ledger,
+    Outcomes,
+    Stack,
+    Subscriber,
+    fetch_rows,
+    final_ledger,
+    identifier,
+    offer,
+    push,
+    register_partner,
+    running_stack,
+    subscribe,
+    unsubscribe,
+    until_acknowledged,
+)
 from receiver import Receiver, receiving
 
-from infra.meili import MeiliHandle, start_meilisearch
-from infra.migrations import upgrade_all
-from infra.postgres import PostgresHandle, start_postgres
-from infra.processes import ServiceProcess, start_service, wait_ready
+from infra.processes import wait_ready
 from shared.db import asyncpg_connect_kwargs
-from shared.encryption import new_key
-from shared.identifiers import cn_application_check_char
-from shared.settings import SERVICE_NAMES
 from shared.webhooks import signed_headers
-from support import assert_problem, bearer, free_port
+from support import assert_problem, bearer
 
 pytestmark = pytest.mark.e2e
 
 INDEX = "catalogue_faults"
-# Delivery attempts time out after 1.5 s and are retried after about 0.3, 0.6, 1, 1, ... s.
-WEBHOOK_TIMEOUT = 1.5
-RETRY_SCHEDULE = "0.3,0.6,1,1,1,1,1,1,1,1"
-CLIENT_TIMEOUT = 15.0  # a request not answered in this long counts as a hang
 # The flood's distinct offers (x 4 versions, each pushed twice: 2,000 pushes at 250).
 FLOOD_OFFERS = 250
-SETTLE_SECONDS = 120.0  # the most the pipeline may take to catch up after a fault
-
-
-# --------------------------------------------------------------------------- the stack
-
-
-@dataclass
-class Stack:
-    """Our own PostgreSQL and Meilisearch, the three services as processes, and the keys."""
-
-    root: Path
-    pg: PostgresHandle
-    meili: MeiliHandle
-    meili_port: int
-    meili_key: str
-    operator_key: str
-    services: dict[str, ServiceProcess]
-
-    def url(self, name: str) -> str:
-        return self.services[name].url
-
-    @property
-    def database_url(self) -> str:
-        return self.pg.url("ipx")
-
-    def kill_meilisearch(self) -> None:
-        self.meili.process.kill()  # SIGKILL: no clean shutdown
-        self.meili.process.wait(10)
-
-    def start_meilisearch(self) -> None:
-        self.meili = start_meilisearch(
-            self.root / "meili", port=self.meili_port, master_key=self.meili_key
-        )
-
-    def stop_postgres(self) -> None:
-        self.pg.stop()  # fast shutdown: committed data stays (the cluster runs with fsync off)
-
-    def start_postgres(self) -> None:
-        self.pg = start_postgres(self.root / "pg", port=self.pg.port, durable=False)
-
-    def log_tail(self, chars: int = 3000) -> str:
-        return "\n".join(
-            f"--- {name}\n" + (self.root / f"{name}.log").read_text(errors="replace")[-chars:]
-            for name in self.services
-        )
 
 
 @pytest.fixture(scope="module")
 def stack(test_root: Path, service_key: str, operator_key: str) -> Iterator[Stack]:
-    root = test_root / "faults"
-    root.mkdir(mode=0o755)
-    pg = start_postgres(root / "pg", port=free_port(), durable=False)
-    meili_key = secrets.token_urlsafe(24)
-    meili_port = free_port()
-    meili: MeiliHandle | None = None
-    stack: Stack | None = None
-    try:
-        upgrade_all(pg.url("ipx"))
-        meili = start_meilisearch(root / "meili", port=meili_port, master_key=meili_key)
-        stack = Stack(root, pg, meili, meili_port, meili_key, operator_key, {})
-        ports = {service: free_port() for service in SERVICE_NAMES}
-        env = {
-            "IPX_DATABASE_URL": pg.url("ipx"),
-            "IPX_MEILI_URL": meili.url,
-            "IPX_MEILI_MASTER_KEY": meili_key,
-            "IPX_MEILI_INDEX": INDEX,
-            "IPX_SERVICE_KEY": service_key,
-            "IPX_SECRET_KEYS": new_key(),
-            "IPX_OPERATOR_KEY": operator_key,
-            "IPX_LOG_LEVEL": "WARNING",
-            "IPX_ACCESS_LOG": "false",  # 2,000 pushes would be 2,000 lines to format
-            "IPX_WEBHOOK_TIMEOUT_SECONDS": str(WEBHOOK_TIMEOUT),
-            "IPX_WEBHOOK_RETRY_SCHEDULE": RETRY_SCHEDULE,
-            **{f"IPX_{s.upper()}_URL": f"http://127.0.0.1:{p}" for s, p in ports.items()},
-        }
-        for service, port in ports.items():
-            stack.services[service] = start_service(
-                service, port=port, env=env, log_path=root / f"{service}.log"
-            )
-        for process in stack.services.values():
-            wait_ready(process)
-        allowed = httpx.post(
-            f"{stack.url('gateway')}/v1/webhook-targets",
-            json={"pattern": "127.0.0.1"},
-            headers=bearer(operator_key),
-            timeout=10,
-        )
-        assert allowed.status_code == 201, allowed.text
+    # fsync off: a clean stop keeps what was committed; test_crashes.py kills a durable one.
+    with running_stack(
+        test_root / "faults", service_key, operator_key, durable=False, index=INDEX
+    ) as stack:
         yield stack
-    finally:
-        if stack is not None:
-            # Callers first: an open long-poll holds a callee's graceful shutdown for seconds.
-            for process in reversed(stack.services.values()):
-                process.stop()
-            stack.meili.stop()
-            stack.pg.stop()
-        else:
-            if meili is not None:
-                meili.stop()
-            pg.stop()
-
-
-# --------------------------------------------------------------------------- partners and offers
-
-
-@dataclass(frozen=True)
-class Partner:
-    code: str
-    secret: str
-    region: str  # the holders' region of its offers: a subscription filter isolates a test
-
-
-async def register_partner(
-    http: httpx.AsyncClient, stack: Stack, code: str, region: str
-) -> Partner:
-    created = await http.post(
-        f"{stack.url('gateway')}/v1/partners",
-        headers=bearer(stack.operator_key),
-        json={"code": code, "name": f"{code} 交易所", "region": region, "adapter": "canonical"},
-    )
-    assert created.status_code == 201, created.text
-    return Partner(code, created.json()["inbound_secret"], region)
-
-
-def identifier(serial: int) -> str:
-    """A synthesised CN invention application number (valid check digit; serials from
-    8,000,000 up are outside the real ones, as NOTES.md allows)."""
-    digits = f"20191{serial:07d}"
-    return f"{digits}.{cn_application_check_char(digits)}"
-
-
-def offer(partner: Partner, external_id: str, serial: int, version: int) -> dict[str, Any]:
-    """A partner's catalogue document; each version changes the price."""
-    now = datetime.now(UTC).isoformat()
-    return {
-        "schema": "ipx.catalogue/v1",
-        "offer_id": f"{partner.code}:{external_id}",
-        "source": {
-            "exchange": partner.code,
-            "listing_id": external_id,
-            "url": f"https://{partner.code}.example.cn/listings/{external_id}",
-            "updated_at": now,
-            "version": version,
-        },
-        "asset": {
-            "kind": "invention_patent",
-            "identifier": identifier(serial),
-            "title": {"zh": "一种锂离子电池正极材料及其制备方法", "en": None},
-            "abstract": {"zh": "本发明公开了一种锂离子电池正极材料，循环性能好。"},
-            "classifications": {"ipc": ["H01M 4/36"]},
-            "holders": [{"name": "天津大学", "region": partner.region}],
-            "filed_on": "2019-03-01",
-            "legal_status": "granted",
-        },
-        "transaction": {
-            "type": "nonexclusive_license",
-            "price": {"mode": "fixed", "amount": f"{100000 + version * 1000}.00"},
-        },
-        "status": "published",
-        "published_at": now,
-        "seller": "天津大学",
-    }
-
-
-async def push(
-    http: httpx.AsyncClient, stack: Stack, partner: Partner, document: object, event_id: str
-) -> httpx.Response:
-    body = json.dumps(document, ensure_ascii=False).encode()
-    return await http.post(
-        f"{stack.url('gateway')}/v1/inbound/{partner.code}",
-        content=body,
-        headers=signed_headers(partner.secret, event_id, body),
-    )
-
-
-@dataclass
-class Subscriber:
-    id: str
-    key: str
-    receiver: Receiver
-
-
-async def subscribe(
-    http: httpx.AsyncClient, stack: Stack, receiver: Receiver, name: str, region: str
-) -> Subscriber:
-    """A buyer organisation subscribed to listing events of one region (only this test's)."""
-    org = await http.post(
-        f"{stack.url('listing')}/v1/organizations",
-        json={"name": name, "kind": "enterprise", "region": "110108"},
-    )
-    assert org.status_code == 201, org.text
-    key = org.json()["api_key"]["key"]
-    created = await http.post(
-        f"{stack.url('gateway')}/v1/subscriptions",
-        headers=bearer(key),
-        json={
-            "url": receiver.url,
-            "event_types": ["listing.published", "listing.updated"],
-            "filter": {"region": [region]},
-        },
-    )
-    assert created.status_code == 201, created.text
-    return Subscriber(created.json()["id"], key, receiver)
-
-
-async def unsubscribe(http: httpx.AsyncClient, stack: Stack, subscriber: Subscriber) -> None:
-    """So later tests' events do not queue for a receiver that is gone."""
-    gone = await http.delete(
-        f"{stack.url('gateway')}/v1/subscriptions/{subscriber.id}", headers=bearer(subscriber.key)
-    )
-    assert gone.status_code == 204, gone.text
-
-
-# --------------------------------------------------------------------------- the ledger
-
-
-@dataclass(frozen=True)
-class Ledger:
-    """Acknowledged offers against what each stage holds. `stored`: in listing at the
-    acknowledged (highest) version; `indexed`: in Meilisearch exactly once at listing's
-    version, and recorded so in matching; `delivered`: the subscriber answered 200 to a webhook
-    carrying that version. `missing` counts (offer, stage) pairs absent; `duplicated` counts
-    copies beyond one (two listings for one offer, two index documents, two webhook-ids for one
-    version) and rows nobody acknowledged; `out_of_order`: a listing's webhooks arriving with a
-    version lower than one before. None: the stage does not apply."""
-
-    fault: str
-    acknowledged: int
-    stored: int
-    indexed: int | None
-    delivered: int | None
-    missing: int
-    duplicated: int
-    out_of_order: int = 0
-    delivered_total: int = 0  # 200 answers, redeliveries of one webhook-id included
-    gaps: tuple[str, ...] = ()  # a few of the missing (stage, offer), for the failure message
-
-    def __str__(self) -> str:
-        def shown(value: int | None) -> str:
-            return "n/a" if value is None else str(value)
-
-        return (
-            f"FAULT {self.fault}: acknowledged={self.acknowledged} stored={self.stored} "
-            f"indexed={shown(self.indexed)} delivered={shown(self.delivered)} "
-            f"missing={self.missing} duplicated={self.duplicated}"
-            + (f" out_of_order={self.out_of_order}" if self.out_of_order else "")
-            + (f" (webhooks answered 200: {self.delivered_total})" if self.delivered else "")
-        )
-
-    @property
-    def complete(self) -> bool:
-        return self.missing == 0
-
-
-async def fetch_rows(stack: Stack, query: str, *args: object) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(timeout=5, **asyncpg_connect_kwargs(stack.database_url))
-    try:
-        return list(await conn.fetch(query, *args))
-    finally:
-        await conn.close()
-
-
-async def index_documents(stack: Stack, exchange: str) -> list[dict[str, Any]]:
-    """Straight from Meilisearch with the master key (not through matching)."""
-    async with httpx.AsyncClient(timeout=10) as http:
-        answer = await http.post(
-            f"{stack.meili.url}/indexes/{INDEX}/documents/fetch",
-            headers=bearer(stack.meili_key),
-            json={
-                "filter": f'exchange = "{exchange}"',
-                "fields": ["listing_id", "offer_id", "version"],
-                "limit": 100_000,
-            },
-        )
-    assert answer.status_code == 200, answer.text
-    return list(answer.json()["results"])
-
-
-async def take_ledger(
-    stack: Stack,
-    fault: str,
-    exchange: str,
-    acknowledged: Mapping[str, int],
-    receiver: Receiver | None,
-    *,
-    indexed: bool = True,
-) -> Ledger:
-    """`acknowledged`: the partner's listing id -> the highest version it got a 202 for."""
-    rows = await fetch_rows(
-        stack,
-        "SELECT external_id, id, version, source_version, asset_id FROM listing.listings "
-        "WHERE exchange = $1",
-        exchange,
-    )
-    stored = {r["external_id"]: r for r in rows}
-    missing = duplicated = 0
-    duplicated += sum(1 for ext in stored if ext not in acknowledged)
-    duplicated += sum(n - 1 for n in Counter(r["asset_id"] for r in rows).values() if n > 1)
-    stored_ok = {
-        ext
-        for ext, version in acknowledged.items()
-        if ext in stored and stored[ext]["source_version"] == version
-    }
-    missing += len(acknowledged) - len(stored_ok)
-    gaps = [f"stored:{ext}" for ext in sorted(set(acknowledged) - stored_ok)]
-
-    indexed_ok: set[str] | None = None
-    if indexed:
-        documents: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for doc in await index_documents(stack, exchange):
-            documents[str(doc["offer_id"]).split(":", 1)[1]].append(doc)
-        recorded = {
-            r["listing_id"]: r["version"]
-            for r in await fetch_rows(
-                stack,
-                "SELECT listing_id, version FROM matching.indexed_listings "
-                "WHERE listing_id = ANY($1::uuid[]) AND searchable",
-                [r["id"] for r in rows],
-            )
-        }
-        duplicated += sum(len(docs) - 1 for docs in documents.values() if len(docs) > 1)
-        duplicated += sum(len(docs) for ext, docs in documents.items() if ext not in acknowledged)
-        indexed_ok = {
-            ext
-            for ext in stored_ok
-            if len(documents.get(ext, [])) == 1
-            and documents[ext][0]["version"] == stored[ext]["version"]
-            and recorded.get(stored[ext]["id"]) == stored[ext]["version"]
-        }
-        missing += len(acknowledged) - len(indexed_ok)
-        gaps += [f"indexed:{ext}" for ext in sorted(stored_ok - indexed_ok)]
-
-    delivered_ok: set[str] | None = None
-    out_of_order = total = 0
-    if receiver is not None:
-        # Per offer, each distinct webhook-id answered 200, in order of arrival.
-        firsts: dict[str, dict[str, int]] = defaultdict(dict)
-        for request in receiver.delivered():
-            data = request.json()["data"]
-            if not str(data.get("offer_id", "")).startswith(f"{exchange}:"):
-                continue
-            total += 1
-            seen = firsts[str(data["source"]["listing_id"])]
-            seen.setdefault(request.webhook_id, int(data["source"]["version"]))
-        delivered_ok = set()
-        for ext, by_id in firsts.items():
-            versions = list(by_id.values())  # dicts keep insertion (arrival) order
-            duplicated += sum(n - 1 for n in Counter(versions).values() if n > 1)
-            out_of_order += sum(1 for a, b in itertools.pairwise(versions) if b <= a)
-            if ext not in acknowledged:
-                duplicated += len(versions)
-            elif acknowledged[ext] in versions:
-                delivered_ok.add(ext)
-        missing += len(acknowledged) - len(delivered_ok)
-        gaps += [f"delivered:{ext}" for ext in sorted(set(acknowledged) - delivered_ok)]
-
-    return Ledger(
-        fault=fault,
-        acknowledged=len(acknowledged),
-        stored=len(stored_ok),
-        indexed=None if indexed_ok is None else len(indexed_ok),
-        delivered=None if delivered_ok is None else len(delivered_ok),
-        missing=missing,
-        duplicated=duplicated,
-        out_of_order=out_of_order,
-        delivered_total=total,
-        gaps=tuple(gaps[:10]),
-    )
-
-
-async def unsettled(stack: Stack, exchange: str) -> str:
-    """What is still moving ("" when nothing): the partner's inbox not drained, the index
-    behind the feed, a webhook pending. Once settled the ledger cannot change but by a bug."""
-    pending = await fetch_rows(
-        stack,
-        "SELECT (SELECT count(*) FROM gateway.inbound_events "
-        "        WHERE partner_code = $1 AND status = 'pending') AS inbox, "
-        "       (SELECT count(*) FROM gateway.deliveries WHERE status = 'pending') AS outbox",
-        exchange,
-    )
-    if pending[0]["inbox"] or pending[0]["outbox"]:
-        return f"pending: {dict(pending[0])}"
-    async with httpx.AsyncClient(timeout=10) as http:
-        status = await http.get(
-            f"{stack.url('matching')}/v1/index/status", headers=bearer(stack.operator_key)
-        )
-    if status.status_code != 200:
-        return f"index status {status.status_code}"
-    body = status.json()
-    caught_up = body["lag_events"] == 0 and body["cursor"] == body["feed_head"]
-    return "" if caught_up else f"index behind: {body}"
-
-
-async def final_ledger(
-    stack: Stack,
-    fault: str,
-    exchange: str,
-    acknowledged: Mapping[str, int],
-    receiver: Receiver | None,
-    *,
-    indexed: bool = True,
-) -> Ledger:
-    """Waits (bounded) until the ledger is complete and the pipeline idle, then takes it once
-    more (late duplicates show there), prints it and checks it."""
-    began = time.monotonic()
-    deadline = began + SETTLE_SECONDS
-    while True:
-        ledger = await take_ledger(stack, fault, exchange, acknowledged, receiver, indexed=indexed)
-        moving = (
-            f"ledger incomplete: {ledger} {ledger.gaps}"
-            if not ledger.complete
-            else await unsettled(stack, exchange)
-        )
-        if not moving:
-            break
-        if time.monotonic() > deadline:
-            print(stack.log_tail())
-            if not ledger.complete:
-                moving += f" / {await unsettled(stack, exchange) or 'pipeline idle'}"
-            raise AssertionError(f"{fault}: not settled after {SETTLE_SECONDS:g}s: {moving}")
-        await asyncio.sleep(0.25)
-    print(f"{fault}: settled in {time.monotonic() - began:.1f}s")
-    await asyncio.sleep(0.5)
-    ledger = await take_ledger(stack, fault, exchange, acknowledged, receiver, indexed=indexed)
-    print(ledger)
-    assert ledger.missing == 0, ledger
-    assert ledger.duplicated == 0, ledger
-    assert ledger.out_of_order == 0, ledger
-    assert ledger.stored == ledger.acknowledged, ledger
-    return ledger
 
 
 # --------------------------------------------------------------------------- 1. Meilisearch
@@ -547,50 +128,6 @@ async def test_meilisearch_killed_and_restarted_while_indexing(stack: Stack) -> 
 
 
 # --------------------------------------------------------------------------- 2. PostgreSQL
-
-
-@dataclass
-class Outcomes:
-    """What clients saw while PostgreSQL went away and came back."""
-
-    statuses: Counter[int] = field(default_factory=Counter)
-    unexpected: list[str] = field(default_factory=list)
-    hangs: int = 0
-    slowest: float = 0.0
-    replayed: int = 0
-
-
-async def until_acknowledged(
-    send: Callable[[], Awaitable[httpx.Response]], outcomes: Outcomes, seconds: float = 60.0
-) -> httpx.Response:
-    """A client's retry loop: the same request (same Idempotency-Key or webhook-id) until it
-    is acknowledged; 503 is expected during the outage, anything else is noted."""
-    deadline = time.monotonic() + seconds
-    while True:
-        started = time.monotonic()
-        try:
-            answer = await send()
-        except httpx.TimeoutException:
-            outcomes.hangs += 1
-            answer = None
-        except httpx.TransportError as exc:
-            outcomes.unexpected.append(f"transport error {type(exc).__name__}")
-            answer = None
-        outcomes.slowest = max(outcomes.slowest, time.monotonic() - started)
-        if answer is not None:
-            outcomes.statuses[answer.status_code] += 1
-            if answer.is_success:
-                if answer.headers.get("Idempotent-Replayed") == "true":
-                    outcomes.replayed += 1
-                return answer
-            if answer.status_code == 503:
-                assert_problem(answer, 503)
-                assert "retry-after" in answer.headers, answer.headers
-            else:
-                outcomes.unexpected.append(f"{answer.status_code} {answer.text[:300]}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never acknowledged; saw {outcomes}")
-        await asyncio.sleep(0.2)
 
 
 async def test_postgres_restarted_under_load(stack: Stack) -> None:
