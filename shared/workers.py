@@ -46,6 +46,7 @@ logger = logging.getLogger("ipx.worker")
 SHUTDOWN_SECONDS = 1.5  # a step still running after this is cancelled (the launcher stops in 3 s)
 LEASE_RETRY_SECONDS = 2.0  # how often a replica without the lease asks for it again
 LEASE_CHECK_SECONDS = 5.0  # how often the lease's connection is asked whether it is alive
+PROGRESS_SECONDS = 30.0  # a step that fails after running this long starts the back-off anew
 # Failures that say a dependency is away, not that the code is wrong: logged without a trace.
 OUTAGES: tuple[type[BaseException], ...] = (
     httpx.HTTPError,
@@ -224,11 +225,16 @@ class _Loop:
                 continue
             mark = self.notifier.mark() if self.notifier is not None else 0
             self.worker._nudged.clear()
+            began = time.monotonic()
             try:
                 done = await self._step()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if time.monotonic() - began >= PROGRESS_SECONDS:
+                    # A step that ran this long worked before it failed (the indexer's runs
+                    # until it fails): this failure is a first one, not the n-th in a row.
+                    self.failures = 0
                 if self.lease is not None:
                     # Given back while it backs off: a replica, or a rebuild that cancelled
                     # the step to take the lease, goes on meanwhile.

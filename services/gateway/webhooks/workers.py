@@ -235,15 +235,15 @@ class DeliveryWorker:
         )
 
     async def claim(self, limit: int) -> list[tuple[Claimed, AllowList]]:
-        async with self.sessionmaker() as session:
-            async with session.begin():
-                claimed = await repository.claim(
-                    session,
-                    limit=limit,
-                    per_subscription=self.per_subscription,
-                    lease_seconds=self.lease_seconds,
-                )
-            # Each subscriber's allow-list as of this batch (read after the claim's commit).
+        async with self.sessionmaker() as session, session.begin():
+            claimed = await repository.claim(
+                session,
+                limit=limit,
+                per_subscription=self.per_subscription,
+                lease_seconds=self.lease_seconds,
+            )
+            # Each subscriber's allow-list, in the claim's transaction: read after its commit,
+            # a connection lost in between left the claimed rows leased to nobody for a lease.
             organizations = [c.organization_id for c in claimed if c.organization_id is not None]
             entries = (
                 await repository.allowed_for_organizations(session, organizations)

@@ -16,6 +16,7 @@ import pytest
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
+from shared import workers
 from shared.db import asyncpg_connect_kwargs
 from shared.jitter import backoff_seconds, jittered
 from shared.settings import Settings
@@ -251,3 +252,26 @@ async def test_an_interruptible_step_is_cancelled_at_once_on_stop(settings: Sett
         await started.wait()
         began = time.monotonic()
     assert time.monotonic() - began < 0.5  # not the 5 s a step may take to finish
+
+
+async def test_a_long_step_that_fails_starts_the_back_off_anew(
+    settings: Settings, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The indexer's step runs until it fails: each failure after a long run is a first one,
+    not the n-th in a row (its back-off grew to the cap over a process's life)."""
+    monkeypatch.setattr(workers, "PROGRESS_SECONDS", 0.2)
+    app = worker_host(settings)
+    calls: list[float] = []
+
+    async def runs_then_fails() -> int:
+        calls.append(time.monotonic())
+        await asyncio.sleep(0.25 if len(calls) <= 3 else 0)  # three long runs, then quick ones
+        raise ConnectionResetError("Meilisearch went away")
+
+    worker = Worker("long", runs_then_fails, backoff=Backoff(base=0.05, cap=0.1))
+    with caplog.at_level(logging.WARNING, logger="ipx.worker"):
+        async with running(app, worker):
+            await until(lambda: len(calls) >= 6)
+    counted = [getattr(r, "failures", None) for r in caplog.records if r.name == "ipx.worker"]
+    assert counted[:3] == [1, 1, 1]  # after long runs
+    assert counted[3:5] == [2, 3]  # quick failures in a row count up
