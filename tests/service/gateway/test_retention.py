@@ -19,8 +19,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from receiver import Receiver, receiving
-from sqlalchemy import text
 
+from service.retention import replica_while_leased, run, sample, steps_until_done
 from services.gateway.retention.rules import (
     TABLES,
     GatewayRetention,
@@ -30,10 +30,9 @@ from services.gateway.retention.rules import (
 )
 from services.gateway.retention.workers import GatewayRetentionJob
 from shared.db import asyncpg_connect_kwargs, utcnow
-from shared.retention import RetentionMetrics, retention_round, retention_workers
+from shared.retention import RetentionMetrics, retention_round
 from shared.settings import Settings
-from shared.workers import lease_key, run_workers
-from support import allowed_target, bearer, new_organization, worker_host
+from support import allowed_target, bearer, new_organization
 
 KEEP = 3
 BATCH = 4
@@ -89,12 +88,6 @@ async def subscribe(gateway: httpx.AsyncClient, key: str, url: str) -> str:
 
 def job(app: FastAPI, policy: GatewayRetention = POLICY) -> GatewayRetentionJob:
     return GatewayRetentionJob(app.state.sessionmaker, policy)
-
-
-async def run(app: FastAPI, sql: str, **params: Any) -> list[Any]:
-    async with app.state.sessionmaker() as session, session.begin():
-        result = await session.execute(text(sql), params)
-        return list(result.all()) if result.returns_rows else []
 
 
 @dataclass(frozen=True)
@@ -174,14 +167,6 @@ async def add_inbox(app: FastAPI, now: datetime, partner: str, status: str, ages
 
 async def ids(app: FastAPI, table: str) -> set[str]:
     return {str(r.id) for r in await run(app, f"SELECT id FROM gateway.{table}")}
-
-
-async def steps_until_done(retention: GatewayRetentionJob) -> list[dict[str, int]]:
-    counts = []
-    while True:
-        counts.append(await retention.step())
-        if not any(counts[-1].values()):
-            return counts
 
 
 OLD = Ages(created=OLD_DELIVERY, tried=OLD_DELIVERY, done=OLD_DELIVERY)
@@ -398,15 +383,7 @@ async def test_a_round_counts_in_metrics_and_runs_on_one_replica(
         await add_delivery(gateway_app, now, subscription, "delivered", FRESH)
     metrics = RetentionMetrics.of(gateway_app, TABLES)
 
-    other = await asyncpg.connect(**asyncpg_connect_kwargs(settings.database_url))
-    try:  # another replica holds the lease: this one runs no round
-        key = lease_key("gateway-retention")
-        assert await other.fetchval("SELECT pg_try_advisory_lock($1)", key)
-        replica = worker_host(settings.model_copy(update={"retention_interval_seconds": 3600}))
-        async with run_workers(replica, retention_workers(replica, "gateway", job(gateway_app))):
-            await asyncio.sleep(1.0)
-    finally:
-        await other.close()
+    await replica_while_leased(settings, "gateway", job(gateway_app))
     assert len(await ids(gateway_app, "deliveries")) >= 5 + KEEP
 
     totals = await retention_round(job(gateway_app), metrics, now)
@@ -417,10 +394,3 @@ async def test_a_round_counts_in_metrics_and_runs_on_one_replica(
         == sample(before, 'ipx_retention_deleted_total{table="deliveries"}') + 5
     )
     assert sample(after, "ipx_retention_last_run_timestamp_seconds") >= now.timestamp() - 1
-
-
-def sample(exposition: str, name: str) -> float:
-    for line in exposition.splitlines():
-        if line.startswith(name + " "):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"{name} is not in /metrics")

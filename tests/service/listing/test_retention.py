@@ -8,21 +8,19 @@ import asyncio
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
-from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import text
 
+from service.retention import replica_while_leased, run, sample, steps_until_done
 from services.listing.retention.rules import TABLES, ListingRetention, idempotency_expired
 from services.listing.retention.workers import ListingRetentionJob
 from shared.db import asyncpg_connect_kwargs, utcnow
-from shared.retention import RetentionMetrics, retention_round, retention_workers
+from shared.retention import RetentionMetrics, retention_round
 from shared.settings import Settings
-from shared.workers import lease_key, run_workers
-from support import bearer, new_organization, patent, real_application_numbers, terms, worker_host
+from support import bearer, new_organization, patent, real_application_numbers, terms
 
 BATCH = 5
 POLICY = ListingRetention(idempotency=timedelta(hours=24), batch=BATCH)
@@ -46,12 +44,6 @@ def job(app: FastAPI) -> ListingRetentionJob:
     return ListingRetentionJob(app.state.sessionmaker, POLICY)
 
 
-async def run(app: FastAPI, sql: str, **params: Any) -> list[Any]:
-    async with app.state.sessionmaker() as session, session.begin():
-        result = await session.execute(text(sql), params)
-        return list(result.all()) if result.returns_rows else []
-
-
 async def add_keys(app: FastAPI, organization: str, ages: list[timedelta]) -> list[str]:
     """Records as a keyed create leaves them, created `ages` ago: their keys."""
     keys = [f"retention-{uuid.uuid4().hex[:12]}" for _ in ages]
@@ -71,14 +63,6 @@ async def add_keys(app: FastAPI, organization: str, ages: list[timedelta]) -> li
 
 async def keys(app: FastAPI) -> set[str]:
     return {r.key for r in await run(app, "SELECT key FROM listing.idempotency_keys")}
-
-
-async def steps_until_done(retention: ListingRetentionJob) -> list[dict[str, int]]:
-    counts = []
-    while True:
-        counts.append(await retention.step())
-        if not any(counts[-1].values()):
-            return counts
 
 
 async def test_keys_past_their_window_go_and_a_repeat_creates_again(
@@ -159,16 +143,8 @@ async def test_a_round_counts_in_metrics_and_runs_on_one_replica(
     old = await add_keys(listing_app, organization, [timedelta(days=3)] * 7)
     metrics = RetentionMetrics.of(listing_app, TABLES)
 
-    other = await asyncpg.connect(**asyncpg_connect_kwargs(settings.database_url))
-    try:  # another replica holds the lease: this one runs no round
-        key = lease_key("listing-retention")
-        assert await other.fetchval("SELECT pg_try_advisory_lock($1)", key)
-        replica = worker_host(settings.model_copy(update={"retention_interval_seconds": 3600}))
-        async with run_workers(replica, retention_workers(replica, "listing", job(listing_app))):
-            await asyncio.sleep(1.0)
-        assert set(old) <= await keys(listing_app)
-    finally:
-        await other.close()
+    await replica_while_leased(settings, "listing", job(listing_app))
+    assert set(old) <= await keys(listing_app)
 
     started = utcnow()
     totals = await retention_round(job(listing_app), metrics)
@@ -176,10 +152,3 @@ async def test_a_round_counts_in_metrics_and_runs_on_one_replica(
     after = (await listing.get("/metrics")).text
     assert sample(after, name) == sample(before, name) + 7
     assert sample(after, "ipx_retention_last_run_timestamp_seconds") >= started.timestamp() - 1
-
-
-def sample(exposition: str, name: str) -> float:
-    for line in exposition.splitlines():
-        if line.startswith(name + " "):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"{name} is not in /metrics")
