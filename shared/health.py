@@ -34,24 +34,22 @@ def database_check(engine: AsyncEngine, schema: str, expected_revision: str) -> 
 
 
 def meilisearch_check(client: httpx.AsyncClient, url: str) -> ReadinessCheck:
-    async def check() -> None:
-        try:
-            response = await client.get(f"{url}/health")
-        except httpx.HTTPError as exc:
-            raise NotReady(f"Meilisearch is unreachable ({type(exc).__name__})") from exc
-        if response.status_code != 200:
-            raise NotReady(f"Meilisearch answered {response.status_code}")
-
-    return check
+    return _answers_200(client, f"{url}/health", "Meilisearch")
 
 
 def http_check(client: httpx.AsyncClient, name: str, url: str) -> ReadinessCheck:
+    return _answers_200(client, f"{url}/healthz", f"the {name} service")
+
+
+def _answers_200(client: httpx.AsyncClient, url: str, subject: str) -> ReadinessCheck:
+    """Ready when a GET of `url` answers 200; `subject` names the peer in the reason."""
+
     async def check() -> None:
         try:
-            response = await client.get(f"{url}/healthz")
+            response = await client.get(url)
         except httpx.HTTPError as exc:
-            raise NotReady(f"the {name} service is unreachable ({type(exc).__name__})") from exc
+            raise NotReady(f"{subject} is unreachable ({type(exc).__name__})") from exc
         if response.status_code != 200:
-            raise NotReady(f"the {name} service answered {response.status_code}")
+            raise NotReady(f"{subject} answered {response.status_code}")
 
     return check
