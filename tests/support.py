@@ -6,11 +6,11 @@ import asyncio
 import csv
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import httpx
 from asgi_lifespan import LifespanManager
@@ -18,6 +18,9 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from infra.seed.records import SeedRecord
 
 
 def free_port() -> int:
@@ -42,6 +45,18 @@ def worker_host(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.metrics_registry = CollectorRegistry()
     return app
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], what: str, seconds: float = 30.0) -> Any:
+    """Until `await check()` returns something truthy (returned), failing after `seconds`."""
+    deadline = time.monotonic() + seconds
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"not within {seconds}s: {what} (last: {last!r})")
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -164,6 +179,54 @@ def real_application_numbers(kind: str) -> Iterator[str]:
                 yield number
 
 
+def seller_records(applicant: str, count: int) -> list[SeedRecord]:
+    """The first `count` real seed records, granted or pending, whose first applicant is
+    `applicant` (the data set must hold that many)."""
+    from infra.seed.records import load_records
+
+    lawful = [
+        r
+        for r in load_records()
+        if r.asset.legal_status in ("granted", "pending") and r.applicants[0] == applicant
+    ]
+    assert len(lawful) >= count
+    return lawful[:count]
+
+
+async def listing_changes(listing: httpx.AsyncClient, key: str) -> list[dict[str, Any]]:
+    """Every event in listing's change feed, in feed order."""
+    events: list[dict[str, Any]] = []
+    after = "0.0"
+    while True:
+        page = await listing.get(
+            "/v1/changes", params={"after": after, "limit": 1000}, headers=bearer(key)
+        )
+        assert page.status_code == 200, page.text
+        body = page.json()
+        if not body["events"]:
+            return events
+        events += body["events"]
+        after = body["next_cursor"]
+
+
+async def listing_offers(listing: httpx.AsyncClient, service_key: str) -> list[dict[str, Any]]:
+    """Every partner offer listing holds (every status), page by page, in its order."""
+    items: list[dict[str, Any]] = []
+    token = ""
+    while True:
+        response = await listing.get(
+            "/v1/offers",
+            params={"page_size": 1000, "page_token": token},
+            headers=bearer(service_key),
+        )
+        assert response.status_code == 200, response.text
+        page = response.json()
+        items += page["items"]
+        token = page["next_page_token"]
+        if not token:
+            return items
+
+
 async def wait_indexed(
     matching: httpx.AsyncClient, key: str, seconds: float = 30.0
 ) -> dict[str, object]:
@@ -185,20 +248,9 @@ async def publish_records(
 ) -> None:
     """Publish real seed records (infra.seed.records.SeedRecord) as the seller's listings,
     through the operator's publishing import (terms as the demo seed chooses them)."""
-    import json
+    from infra.seed.demo import demo_import_line
 
-    from infra.seed.demo import demo_terms
-
-    lines = [
-        json.dumps(
-            {
-                "asset": r.asset.model_dump(mode="json"),
-                "transaction": demo_terms(r.asset.identifier),
-            },
-            ensure_ascii=False,
-        )
-        for r in records
-    ]
+    lines = [demo_import_line(r) for r in records]
     report = await listing.post(
         "/v1/imports",
         params={"mode": "publish", "seller_id": seller_id},
@@ -215,10 +267,22 @@ async def publish_listing(
     created = await listing.post("/v1/listings", json=body, headers=bearer(seller_key))
     assert created.status_code == 201, created.text
     listing_id = str(created.json()["id"])
-    for step, key in (("submit", seller_key), ("approve", operator_key)):
-        moved = await listing.post(f"/v1/listings/{listing_id}/{step}", headers=bearer(key))
-        assert moved.status_code == 200, moved.text
+    await submit_and_approve(listing, seller_key, operator_key, listing_id)
     return listing_id
+
+
+async def submit_and_approve(
+    listing: httpx.AsyncClient, seller_key: str, operator_key: str, listing_id: str
+) -> dict[str, Any]:
+    """Submit a draft as its seller and approve it as the operator: the published listing."""
+    submitted = await listing.post(f"/v1/listings/{listing_id}/submit", headers=bearer(seller_key))
+    assert submitted.status_code == 200, submitted.text
+    approved = await listing.post(
+        f"/v1/listings/{listing_id}/approve", headers=bearer(operator_key)
+    )
+    assert approved.status_code == 200, approved.text
+    published: dict[str, Any] = approved.json()
+    return published
 
 
 def partner_document(

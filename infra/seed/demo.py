@@ -82,6 +82,17 @@ def demo_terms(identifier: str) -> dict[str, Any]:
     }
 
 
+def demo_import_line(record: SeedRecord) -> str:
+    """The record as one NDJSON line of a publishing import, with its demo terms."""
+    return json.dumps(
+        {
+            "asset": record.asset.model_dump(mode="json"),
+            "transaction": demo_terms(record.asset.identifier),
+        },
+        ensure_ascii=False,
+    )
+
+
 def demo_catalogue(limit: int = 5000) -> list[tuple[tuple[str, str], list[SeedRecord]]]:
     """The demo's listings by seller ((name, region), records), largest seller first: the
     lawful records of holders in Beijing, Tianjin or Hebei, at most `limit` in all."""
@@ -124,16 +135,7 @@ def seed_demo(
             signed_up.raise_for_status()
             org_id = signed_up.json()["organization"]["id"]
             client.patch(f"/v1/organizations/{org_id}", json={"verified": True}).raise_for_status()
-            lines = [
-                json.dumps(
-                    {
-                        "asset": r.asset.model_dump(mode="json"),
-                        "transaction": demo_terms(r.asset.identifier),
-                    },
-                    ensure_ascii=False,
-                )
-                for r in records
-            ]
+            lines = [demo_import_line(r) for r in records]
             report = client.post(
                 "/v1/imports",
                 params={"mode": "publish", "seller_id": org_id},

@@ -10,7 +10,6 @@ import asyncio
 import itertools
 import json
 import random
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -48,7 +47,9 @@ from support import (
     allowed_target,
     assert_problem,
     bearer,
+    eventually,
     free_port,
+    listing_offers,
     new_exchange,
     new_organization,
     partner_document,
@@ -63,7 +64,6 @@ FAST = PartnerSyncConfig(
     pull_request_timeout_seconds=2.0,
     pull_run_timeout_seconds=5.0,
 )
-DEADLINE = 30.0
 
 
 # ------------------------------------------------------------------------------ the gateway
@@ -225,20 +225,6 @@ async def partner_site() -> AsyncIterator[PartnerSite]:
 # ------------------------------------------------------------------------------ helpers
 
 
-async def eventually(
-    check: Callable[[], Awaitable[Any]], what: str, seconds: float = DEADLINE
-) -> Any:
-    """Until check() returns something truthy (returned), or fail after `seconds`."""
-    deadline = time.monotonic() + seconds
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"not within {seconds}s: {what} (last: {last!r})")
-
-
 def code() -> str:
     return "p" + uuid.uuid4().hex[:10]
 
@@ -251,6 +237,13 @@ async def register(
     assert response.status_code == 201, response.text
     created: dict[str, Any] = response.json()
     return created
+
+
+async def new_partner(gateway: Gateway, operator_key: str, **fields: Any) -> tuple[str, str]:
+    """A newly registered partner that pushes: its code and inbound secret."""
+    partner = code()
+    created = await register(gateway, operator_key, partner, **fields)
+    return partner, str(created["inbound_secret"])
 
 
 def tjipe(listing_id: str, number: str, version: int = 1, **extra: object) -> dict[str, Any]:
@@ -296,22 +289,11 @@ async def offers_of(
     listing: httpx.AsyncClient, service_key: str, exchange: str
 ) -> dict[str, dict[str, Any]]:
     """listing's current offers of one exchange, by offer id (every status)."""
-    found: dict[str, dict[str, Any]] = {}
-    token = ""
-    while True:
-        response = await listing.get(
-            "/v1/offers",
-            params={"page_size": 1000, "page_token": token},
-            headers=bearer(service_key),
-        )
-        assert response.status_code == 200, response.text
-        page = response.json()
-        for item in page["items"]:
-            if item["document"]["source"]["exchange"] == exchange:
-                found[item["document"]["offer_id"]] = item
-        token = page["next_page_token"]
-        if not token:
-            return found
+    return {
+        item["document"]["offer_id"]: item
+        for item in await listing_offers(listing, service_key)
+        if item["document"]["source"]["exchange"] == exchange
+    }
 
 
 async def inbox(gateway: Gateway, partner: str) -> list[InboundEvent]:
@@ -421,8 +403,7 @@ async def test_a_canonical_push_becomes_a_published_listing(
     listing: httpx.AsyncClient,
     numbers: Iterator[str],
 ) -> None:
-    partner = code()
-    secret = (await register(gateway, operator_key, partner))["inbound_secret"]
+    partner, secret = await new_partner(gateway, operator_key)
     number = next(numbers)
     response = await push(gateway, partner, secret, partner_document(partner, "L-1", number))
     assert response.status_code == 202, response.text
@@ -451,8 +432,7 @@ async def test_a_tjipe_push_in_an_envelope_is_converted_from_wan(
     listing: httpx.AsyncClient,
     numbers: Iterator[str],
 ) -> None:
-    partner = code()
-    secret = (await register(gateway, operator_key, partner, adapter="tjipe_v1"))["inbound_secret"]
+    partner, secret = await new_partner(gateway, operator_key, adapter="tjipe_v1")
     number = next(numbers)
     event = {
         "type": "listing.published",
@@ -474,8 +454,7 @@ async def test_a_tjipe_push_in_an_envelope_is_converted_from_wan(
 async def test_refused_pushes_store_nothing(
     gateway: Gateway, operator_key: str, numbers: Iterator[str]
 ) -> None:
-    partner = code()
-    secret = (await register(gateway, operator_key, partner))["inbound_secret"]
+    partner, secret = await new_partner(gateway, operator_key)
     body = json.dumps(partner_document(partner, "L-1", next(numbers))).encode()
     now = datetime.now(UTC)
     good = signed_headers(secret, "msg_1", body)
@@ -525,8 +504,7 @@ async def test_refused_pushes_store_nothing(
 async def test_a_rotated_secret_replaces_the_old_one(
     gateway: Gateway, operator_key: str, numbers: Iterator[str]
 ) -> None:
-    partner = code()
-    old = (await register(gateway, operator_key, partner))["inbound_secret"]
+    partner, old = await new_partner(gateway, operator_key)
     rotated = await gateway.client.patch(
         f"/v1/partners/{partner}", json={"rotate_secret": True}, headers=bearer(operator_key)
     )
@@ -540,8 +518,7 @@ async def test_a_rotated_secret_replaces_the_old_one(
 async def test_the_same_webhook_id_twice_is_accepted_once(
     gateway: Gateway, operator_key: str, numbers: Iterator[str]
 ) -> None:
-    partner = code()
-    secret = (await register(gateway, operator_key, partner))["inbound_secret"]
+    partner, secret = await new_partner(gateway, operator_key)
     payload = partner_document(partner, "L-1", next(numbers))
     first = await push(gateway, partner, secret, payload, event_id="msg_same")
     again = await push(gateway, partner, secret, payload, event_id="msg_same")
@@ -560,10 +537,9 @@ async def test_invalid_payloads_are_422_with_every_error_and_visible_to_the_part
     org_id, admin_key, partner_key = await new_exchange(
         listing, operator_key, name="天津知识产权交易中心"
     )
-    partner = code()
-    secret = (
-        await register(gateway, operator_key, partner, adapter="tjipe_v1", organization_id=org_id)
-    )["inbound_secret"]
+    partner, secret = await new_partner(
+        gateway, operator_key, adapter="tjipe_v1", organization_id=org_id
+    )
     number = next(numbers)
     bad = {**tjipe("TJ-9", number, 版本="v2", 状态="上架"), "价格(万元)": "-3"}
     bad["专利号"] = bad["专利号"][:-1] + ("0" if bad["专利号"][-1] != "0" else "1")
@@ -615,8 +591,7 @@ async def test_invalid_payloads_are_422_with_every_error_and_visible_to_the_part
 async def test_offers_listing_refuses_are_rejected_events_too(
     gateway: Gateway, operator_key: str, numbers: Iterator[str]
 ) -> None:
-    partner = code()
-    secret = (await register(gateway, operator_key, partner))["inbound_secret"]
+    partner, secret = await new_partner(gateway, operator_key)
     negotiable_open = partner_document(
         partner, "L-open", next(numbers), transaction_type="open_license", price_mode="negotiable"
     )
@@ -636,8 +611,7 @@ async def test_listing_down_is_retried_with_backoff_until_applied(
     listing: httpx.AsyncClient,
     numbers: Iterator[str],
 ) -> None:
-    partner = code()
-    secret = (await register(gateway, operator_key, partner))["inbound_secret"]
+    partner, secret = await new_partner(gateway, operator_key)
     gateway.listing.failures = 3
     response = await push(gateway, partner, secret, partner_document(partner, "L-r", next(numbers)))
     assert response.status_code == 202, response.text
@@ -682,8 +656,7 @@ async def test_a_flood_out_of_order_with_duplicates_ends_in_the_final_state(
     listing: httpx.AsyncClient,
     numbers: Iterator[str],
 ) -> None:
-    partner = code()
-    secret = (await register(gateway, operator_key, partner))["inbound_secret"]
+    partner, secret = await new_partner(gateway, operator_key)
     offers = {f"F-{i:02d}": next(numbers) for i in range(20)}
     final_status = {
         listing_id: (
@@ -752,8 +725,7 @@ async def test_one_asset_on_three_exchanges_is_one_asset_with_three_offers(
         (number, "tjipe_v1"),
         ("ZL" + number, "canonical"),
     ):
-        partner = code()
-        secret = (await register(gateway, operator_key, partner, adapter=adapter))["inbound_secret"]
+        partner, secret = await new_partner(gateway, operator_key, adapter=adapter)
         payload = (
             tjipe("X-1", number)
             if adapter == "tjipe_v1"
@@ -969,8 +941,7 @@ async def test_a_nul_in_a_refused_push_is_stored_as_a_replacement_character(
 ) -> None:
     # Found by the fuzzer: PostgreSQL refuses NUL in text and jsonb, so recording the refusal
     # of a body "\x00" (or of a key holding one) was a 500.
-    partner = code()
-    secret = (await register(gateway, operator_key, partner))["inbound_secret"]
+    partner, secret = await new_partner(gateway, operator_key)
     not_json, nul_key = b"\x00", json.dumps({"\x00": 1}).encode()
     assert_problem(await push(gateway, partner, secret, not_json), 400)
     assert_problem(await push(gateway, partner, secret, nul_key), 422)

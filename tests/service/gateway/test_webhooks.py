@@ -39,6 +39,7 @@ from support import (
     bearer,
     new_organization,
     patent,
+    publish_listing,
     real_application_numbers,
     serve_in_process,
     terms,
@@ -187,18 +188,8 @@ async def publish(
         kind=kind,
         holders=[{"name": holder, "region": region}],
     )
-    created = await listing.post(
-        "/v1/listings", json={"asset": asset, "transaction": deal or terms()}, headers=bearer(key)
-    )
-    assert created.status_code == 201, created.text
-    listing_id = str(created.json()["id"])
-    submitted = await listing.post(f"/v1/listings/{listing_id}/submit", headers=bearer(key))
-    assert submitted.status_code == 200, submitted.text
-    approved = await listing.post(
-        f"/v1/listings/{listing_id}/approve", headers=bearer(operator_key)
-    )
-    assert approved.status_code == 200, approved.text
-    return listing_id
+    body = {"asset": asset, "transaction": deal or terms()}
+    return await publish_listing(listing, key, operator_key, body)
 
 
 async def update_price(listing: httpx.AsyncClient, key: str, listing_id: str, amount: str) -> None:

@@ -16,10 +16,12 @@ from services.listing.dependencies import today_in_china
 from support import (
     assert_problem,
     bearer,
+    listing_changes,
     new_organization,
     partner_document,
     patent,
     real_application_numbers,
+    submit_and_approve,
     terms,
 )
 
@@ -83,12 +85,7 @@ async def published_listing(
     listing: httpx.AsyncClient, key: str, operator_key: str, **kwargs: Any
 ) -> dict[str, Any]:
     lid = (await new_listing(listing, key, **kwargs))["id"]
-    submitted = await listing.post(f"/v1/listings/{lid}/submit", headers=bearer(key))
-    assert submitted.status_code == 200, submitted.text
-    approved = await listing.post(f"/v1/listings/{lid}/approve", headers=bearer(operator_key))
-    assert approved.status_code == 200, approved.text
-    result: dict[str, Any] = approved.json()
-    return result
+    return await submit_and_approve(listing, key, operator_key, lid)
 
 
 async def close(
@@ -131,22 +128,6 @@ async def deal_in(
     assert response.status_code == 201, response.text
     created: dict[str, Any] = response.json()
     return created
-
-
-async def feed(listing: httpx.AsyncClient, operator_key: str) -> list[dict[str, Any]]:
-    """Every event in the change feed, in feed order."""
-    events: list[dict[str, Any]] = []
-    after = "0.0"
-    while True:
-        page = await listing.get(
-            "/v1/changes", params={"after": after, "limit": 1000}, headers=bearer(operator_key)
-        )
-        assert page.status_code == 200, page.text
-        body = page.json()
-        if not body["events"]:
-            return events
-        events += body["events"]
-        after = body["next_cursor"]
 
 
 async def listing_state(listing: httpx.AsyncClient, key: str, listing_id: str) -> tuple[str, int]:
@@ -257,7 +238,7 @@ async def test_the_buyer_flow(
     read = await listing.get(f"/v1/inquiries/{iid}", headers=bearer(buyer[1]))
     assert read.json()["status"] == "accepted"
     # The feed: the listing closes, then the deal is announced (the public announcement).
-    events = await feed(listing, operator_key)
+    events = await listing_changes(listing, operator_key)
     ours = [(e["type"], e["entity_id"]) for e in events if e["entity_id"] in (lid, deal["id"])]
     assert ours[-2:] == [("listing.closed", lid), ("deal.closed", deal["id"])]
     announced = next(
@@ -538,7 +519,7 @@ async def test_a_refused_deal_writes_nothing(
     iid = opened.json()["id"]
     before = await listing_state(listing, seller[1], lid)
     assert before == ("under_negotiation", 4)
-    events_before = len(await feed(listing, operator_key))
+    events_before = len(await listing_changes(listing, operator_key))
     key = {"Idempotency-Key": "deal-refused-1"}
     refusals = [
         await close(
@@ -555,7 +536,7 @@ async def test_a_refused_deal_writes_nothing(
     assert [r.status_code for r in refusals] == [422, 403, 422]
     assert await listing_state(listing, seller[1], lid) == before
     assert await deals_in(listing, region, operator_key) == []
-    assert len(await feed(listing, operator_key)) == events_before
+    assert len(await listing_changes(listing, operator_key)) == events_before
     thread = (await listing.get(f"/v1/inquiries/{iid}", headers=bearer(buyer[1]))).json()
     assert thread["status"] == "open"
     # Even the Idempotency-Key claim was rolled back: the key is free for another body.
@@ -600,7 +581,7 @@ async def test_confidential_amounts(
     for key in (seller[1], buyer[1], operator_key):
         [shown] = await deals_in(listing, region, key)
         assert shown["amount"] == "2000000.00"
-    events = await feed(listing, operator_key)
+    events = await listing_changes(listing, operator_key)
     announced = next(e for e in events if e["entity_id"] == deal["id"])
     assert announced["type"] == "deal.closed"
     assert announced["data"]["amount"] is None and announced["data"]["confidential"] is True
@@ -778,7 +759,7 @@ async def test_an_inquiry_on_a_partner_offer_is_sent_to_its_exchange(
 ) -> None:
     offer = await partner_offer(listing, service_key, "T-INQ-1")
     lid = offer["listing_id"]
-    events_before = len(await feed(listing, operator_key))
+    events_before = len(await listing_changes(listing, operator_key))
     headers = {**bearer(buyer[1]), "Idempotency-Key": "partner-inquiry-1"}
     body = {"message": "我司希望获得许可，报价如下。", "offer_amount": "950000.00"}
     for _ in range(2):  # nothing was claimed either: the same key is refused the same way
@@ -789,7 +770,7 @@ async def test_an_inquiry_on_a_partner_offer_is_sent_to_its_exchange(
     # Nothing stored: no thread, no message, no negotiation, no event.
     assert await stored_for(listing_app, lid) == (0, 0, 0)
     assert await listing_state(listing, operator_key, lid) == ("published", 1)
-    assert len(await feed(listing, operator_key)) == events_before
+    assert len(await listing_changes(listing, operator_key)) == events_before
     threads = await listing.get(
         "/v1/inquiries", params={"listing_id": lid}, headers=bearer(buyer[1])
     )
@@ -834,7 +815,7 @@ async def test_nobody_closes_a_deal_or_moves_a_partner_offer_here(
 ) -> None:
     published = await partner_offer(listing, service_key, "T-DEAL-1")
     negotiating = await partner_offer(listing, service_key, "T-DEAL-2", "under_negotiation")
-    events_before = len(await feed(listing, operator_key))
+    events_before = len(await listing_changes(listing, operator_key))
     for offer, external_id in ((published, "T-DEAL-1"), (negotiating, "T-DEAL-2")):
         lid = offer["listing_id"]
         # The operator: every deal transition the exchange's own seller would make is the
@@ -869,4 +850,4 @@ async def test_nobody_closes_a_deal_or_moves_a_partner_offer_here(
     )
     for offer in (published, negotiating):
         assert await stored_for(listing_app, offer["listing_id"]) == (0, 0, 0)
-    assert len(await feed(listing, operator_key)) == events_before
+    assert len(await listing_changes(listing, operator_key)) == events_before

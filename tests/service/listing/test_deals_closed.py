@@ -19,6 +19,7 @@ from support import (
     allowed_target,
     assert_problem,
     bearer,
+    listing_changes,
     new_organization,
     patent,
     publish_listing,
@@ -49,21 +50,6 @@ async def greenhouse_listing(listing: httpx.AsyncClient, seller: str, operator_k
         "transaction": terms(),
     }
     return await publish_listing(listing, seller, operator_key, body)
-
-
-async def listing_events(listing: httpx.AsyncClient, key: str) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = []
-    after = "0.0"
-    while True:
-        page = await listing.get(
-            "/v1/changes", params={"after": after, "limit": 1000}, headers=bearer(key)
-        )
-        assert page.status_code == 200, page.text
-        body = page.json()
-        if not body["events"]:
-            return events
-        events += body["events"]
-        after = body["next_cursor"]
 
 
 async def match_events(matching: httpx.AsyncClient, key: str, after: str) -> list[dict[str, Any]]:
@@ -132,7 +118,7 @@ async def test_a_listing_closed_by_a_deal_leaves_the_index_and_is_never_matched(
     assert taken_back.status_code == 200, taken_back.text
 
     # The listing feed: the deal's listing is closed, not withdrawn.
-    events = await listing_events(listing, service_key)
+    events = await listing_changes(listing, service_key)
     ends = {
         e["entity_id"]: (e["type"], e["data"]["status"])
         for e in events

@@ -14,6 +14,7 @@ from support import (
     new_organization,
     patent,
     real_application_numbers,
+    submit_and_approve,
     terms,
 )
 
@@ -46,19 +47,6 @@ async def new_listing(
     return created
 
 
-async def publish(
-    listing: httpx.AsyncClient, key: str, operator_key: str, listing_id: str
-) -> dict[str, Any]:
-    submitted = await listing.post(f"/v1/listings/{listing_id}/submit", headers=bearer(key))
-    assert submitted.status_code == 200, submitted.text
-    approved = await listing.post(
-        f"/v1/listings/{listing_id}/approve", headers=bearer(operator_key)
-    )
-    assert approved.status_code == 200, approved.text
-    result: dict[str, Any] = approved.json()
-    return result
-
-
 async def test_create_submit_approve_and_read(
     listing: httpx.AsyncClient, seller: str, operator_key: str
 ) -> None:
@@ -70,7 +58,7 @@ async def test_create_submit_approve_and_read(
     # A draft is private: 404 to anyone else.
     assert_problem(await listing.get(f"/v1/listings/{lid}"), 404)
     assert_problem(await listing.post(f"/v1/listings/{lid}/approve", headers=bearer(seller)), 403)
-    published = await publish(listing, seller, operator_key, lid)
+    published = await submit_and_approve(listing, seller, operator_key, lid)
     assert published["status"] == "published" and published["version"] == 3
     assert published["published_at"]
     public = await listing.get(f"/v1/listings/{lid}")
@@ -204,7 +192,7 @@ async def test_no_second_exclusive_licence(
     listing: httpx.AsyncClient, seller: str, operator_key: str
 ) -> None:
     first = await new_listing(listing, seller)
-    await publish(listing, seller, operator_key, first["id"])
+    await submit_and_approve(listing, seller, operator_key, first["id"])
     second = await listing.post(
         "/v1/listings",
         json={"asset_id": first["asset_id"], "transaction": terms()},
@@ -221,7 +209,7 @@ async def test_no_second_exclusive_licence(
         json={"asset_id": first["asset_id"], "transaction": terms("nonexclusive_license")},
         headers=bearer(seller),
     )
-    await publish(listing, seller, operator_key, third.json()["id"])
+    await submit_and_approve(listing, seller, operator_key, third.json()["id"])
 
 
 async def test_pledged_assets_are_sold_only_with_the_pledge_disclosed(
@@ -246,7 +234,7 @@ async def test_pledged_assets_are_sold_only_with_the_pledge_disclosed(
         },
         headers=bearer(seller),
     )
-    await publish(listing, seller, operator_key, disclosed.json()["id"])
+    await submit_and_approve(listing, seller, operator_key, disclosed.json()["id"])
 
 
 async def test_lists_and_the_review_queue(
@@ -295,7 +283,7 @@ async def test_listings_of_ended_rights_expire_by_themselves(
     from services.listing.listings.workers import expire_lapsed
 
     published = await new_listing(listing, seller)
-    await publish(listing, seller, operator_key, published["id"])
+    await submit_and_approve(listing, seller, operator_key, published["id"])
     draft = await new_listing(listing, seller)
     async with listing_app.state.sessionmaker() as session, session.begin():
         await session.execute(

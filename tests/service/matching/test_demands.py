@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from infra.seed.records import SeedRecord, load_records
+from infra.seed.records import SeedRecord
 from support import (
     assert_problem,
     bearer,
@@ -19,6 +19,7 @@ from support import (
     publish_listing,
     publish_records,
     real_application_numbers,
+    seller_records,
     terms,
     wait_indexed,
     wait_matched,
@@ -31,13 +32,7 @@ SELLER = "京东方科技集团股份有限公司"
 
 @pytest.fixture(scope="module")
 def vr_records() -> list[SeedRecord]:
-    lawful = [
-        r
-        for r in load_records()
-        if r.asset.legal_status in ("granted", "pending") and r.applicants[0] == SELLER
-    ]
-    assert len(lawful) >= 40
-    return lawful[:40]
+    return seller_records(SELLER, 40)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import services.matching.demands.queue
-from infra.seed.records import SeedRecord, load_records
+from infra.seed.records import SeedRecord
 from services.matching.demands.matcher import QUEUED_FIELDS, Matcher
 from services.matching.demands.queue import MatchWorker, enqueue, retry_delay
 from services.matching.demands.repository import Claimed, complete
@@ -31,6 +31,7 @@ from support import (
     publish_listing,
     publish_records,
     real_application_numbers,
+    seller_records,
     terms,
     wait_matched,
 )
@@ -45,13 +46,7 @@ DEMAND = {
 
 @pytest.fixture(scope="module")
 def vr_records() -> list[SeedRecord]:
-    lawful = [
-        r
-        for r in load_records()
-        if r.asset.legal_status in ("granted", "pending") and r.applicants[0] == SELLER
-    ]
-    assert len(lawful) >= 20
-    return lawful[:20]
+    return seller_records(SELLER, 20)
 
 
 @pytest.fixture(scope="module")
@@ -143,6 +138,31 @@ def created_for(events: list[dict[str, Any]], demand_id: str) -> list[str]:
     return [e["listing_id"] for e in events if e["demand_id"] == demand_id]
 
 
+async def matches_pending(matching: httpx.AsyncClient, operator_key: str) -> int:
+    status = (await matching.get("/v1/index/status", headers=bearer(operator_key))).json()
+    pending: int = status["matches_pending"]
+    return pending
+
+
+async def announced_once(
+    matching: httpx.AsyncClient,
+    operator_key: str,
+    service_key: str,
+    buyer: str,
+    demand: Demand,
+    before: int,
+) -> list[Any]:
+    """Once the running worker has caught up: the demand's matches, found and each announced
+    exactly once after the `before` events the match feed had."""
+    await wait_matched(matching, operator_key)
+    found = await matches_of(matching, buyer, str(demand.id))
+    assert found
+    events = await feed_events(matching, service_key)
+    assert sorted(created_for(events, str(demand.id))) == sorted(m["listing_id"] for m in found)
+    assert len(events) == before + len(found)
+    return found
+
+
 async def test_a_published_listing_is_queued_matched_and_announced_once(
     listing: httpx.AsyncClient,
     matching: httpx.AsyncClient,
@@ -189,17 +209,10 @@ async def test_a_worker_that_dies_after_claiming_loses_no_match(
     await put_leased(matching_app, docs, seconds=2.0)
     await asyncio.sleep(1.0)
     assert await matches_of(matching, market["buyer"], str(demand.id)) == []
-    status = (await matching.get("/v1/index/status", headers=bearer(operator_key))).json()
-    assert status["matches_pending"] == 10
+    assert await matches_pending(matching, operator_key) == 10
 
     # Once the lease has run out, the running worker matches them.
-    await wait_matched(matching, operator_key)
-    found = await matches_of(matching, market["buyer"], str(demand.id))
-    assert found
-    events = await feed_events(matching, service_key)
-    announced = created_for(events, str(demand.id))
-    assert sorted(announced) == sorted(m["listing_id"] for m in found)
-    assert len(events) == before + len(found)
+    await announced_once(matching, operator_key, service_key, market["buyer"], demand, before)
 
 
 class CrashAfterStoring(MatchWorker):
@@ -231,16 +244,12 @@ async def test_a_crash_inside_the_store_transaction_stores_nothing_and_a_rerun_n
     # Rolled back whole: no match, no event, the listings still queued.
     assert await matches_of(matching, market["buyer"], str(demand.id)) == []
     assert len(await feed_events(matching, service_key)) == before
-    status = (await matching.get("/v1/index/status", headers=bearer(operator_key))).json()
-    assert status["matches_pending"] == 10
+    assert await matches_pending(matching, operator_key) == 10
 
     # The lease runs out and the running worker matches them, each announced once.
-    await wait_matched(matching, operator_key)
-    found = await matches_of(matching, market["buyer"], str(demand.id))
-    assert found
-    events = await feed_events(matching, service_key)
-    assert sorted(created_for(events, str(demand.id))) == sorted(m["listing_id"] for m in found)
-    assert len(events) == before + len(found)
+    found = await announced_once(
+        matching, operator_key, service_key, market["buyer"], demand, before
+    )
 
     # A batch matched again (a lease that ran out under a slow worker): re-scored, not
     # announced again.
@@ -327,8 +336,7 @@ async def test_a_listing_that_always_fails_holds_back_neither_its_batch_nor_the_
     found = await matches_of(matching, market["buyer"], str(demand.id))
     assert found, "the other listings of the batch were not matched"
     assert str(poison.listing_id) not in {m["listing_id"] for m in found}
-    status = (await matching.get("/v1/index/status", headers=bearer(operator_key))).json()
-    assert status["matches_pending"] == 1
+    assert await matches_pending(matching, operator_key) == 1
 
     # Its back-off over, the running worker (which can match it) takes it again.
     await wait_matched(matching, operator_key, seconds=10.0)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import subprocess
 import sys
@@ -31,7 +30,7 @@ from pytest_postgresql.janitor import DatabaseJanitor
 from infra.meili import MeiliHandle, start_meilisearch
 from infra.postgres import PostgresHandle
 from infra.processes import ServiceProcess, start_service, wait_ready
-from infra.seed.demo import demo_terms
+from infra.seed.demo import demo_import_line
 from infra.seed.records import SeedRecord, load_records
 from services.matching.catalogue import SEARCHABLE, SETTINGS, search_document
 from services.matching.repair import check, rebuild
@@ -123,7 +122,7 @@ async def publish(env: Env, name: str, found: list[SeedRecord], keys: dict[str, 
         f"/v1/organizations/{org_id}", json={"verified": True}, headers=bearer(env.operator_key)
     )
     assert verified.status_code == 200, verified.text
-    lines = [ndjson_line(r) for r in found]
+    lines = [demo_import_line(r) for r in found]
     report = await env.listing.post(
         "/v1/imports",
         params={"mode": "publish", "seller_id": org_id},
@@ -132,16 +131,6 @@ async def publish(env: Env, name: str, found: list[SeedRecord], keys: dict[str, 
     )
     assert report.status_code == 201 and report.json()["created"] == len(found), report.text
     keys[str(org_id)] = str(signup.json()["api_key"]["key"])
-
-
-def ndjson_line(record: SeedRecord) -> str:
-    return json.dumps(
-        {
-            "asset": record.asset.model_dump(mode="json"),
-            "transaction": demo_terms(record.asset.identifier),
-        },
-        ensure_ascii=False,
-    )
 
 
 async def offers(env: Env) -> list[dict[str, Any]]:
@@ -560,7 +549,7 @@ def test_the_cli_checks_repairs_and_rebuilds(
             client.patch(
                 f"/v1/organizations/{org_id}", json={"verified": True}, headers=bearer(operator_key)
             ).raise_for_status()
-            lines = [ndjson_line(r) for r in records[first]]
+            lines = [demo_import_line(r) for r in records[first]]
             imported = client.post(
                 "/v1/imports",
                 params={"mode": "publish", "seller_id": org_id},

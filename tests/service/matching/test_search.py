@@ -10,10 +10,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from infra.seed.demo import demo_terms
 from infra.seed.records import SeedRecord, load_records
 from shared.settings import Settings
-from support import assert_problem, bearer, new_organization, wait_indexed
+from support import assert_problem, bearer, new_organization, publish_records, wait_indexed
 
 SELLERS = ("中科寒武纪科技股份有限公司", "北京航空航天大学", "天津大学")
 
@@ -36,23 +35,7 @@ async def catalogue(
     for name, found in records.items():
         region = {"天津大学": "120104"}.get(name, "110108")
         org_id, key = await new_organization(listing, operator_key, name=name, region=region)
-        lines = [
-            json.dumps(
-                {
-                    "asset": r.asset.model_dump(mode="json"),
-                    "transaction": demo_terms(r.asset.identifier),
-                },
-                ensure_ascii=False,
-            )
-            for r in found
-        ]
-        report = await listing.post(
-            "/v1/imports",
-            params={"mode": "publish", "seller_id": org_id},
-            content="\n".join(lines).encode(),
-            headers={**bearer(operator_key), "Content-Type": "application/x-ndjson"},
-        )
-        assert report.json()["created"] == len(found), report.text
+        await publish_records(listing, operator_key, org_id, found)
         sellers[name] = {"id": org_id, "key": key}
     await wait_indexed(matching, operator_key)
     return sellers

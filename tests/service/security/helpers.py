@@ -3,9 +3,7 @@ conftest.py), and helpers that publish, wait, scan the database and register par
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -16,11 +14,10 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from shared.settings import Settings
 from shared.webhooks import signed_headers
-from support import allowed_target, bearer, patent, terms
+from support import allowed_target, bearer, listing_offers, patent, submit_and_approve, terms
 
 SELLER = "北京理工大学"
 SCHEMAS = ("listing", "matching", "gateway")
-DEADLINE = 30.0
 
 
 @dataclass
@@ -54,27 +51,7 @@ async def publish(
         headers=bearer(key),
     )
     assert created.status_code == 201, created.text
-    listing_id = created.json()["id"]
-    submitted = await listing.post(f"/v1/listings/{listing_id}/submit", headers=bearer(key))
-    assert submitted.status_code == 200, submitted.text
-    approved = await listing.post(
-        f"/v1/listings/{listing_id}/approve", headers=bearer(operator_key)
-    )
-    assert approved.status_code == 200, approved.text
-    body: dict[str, Any] = approved.json()
-    return body
-
-
-async def eventually(check: Any, what: str, seconds: float = DEADLINE) -> Any:
-    """Until `await check()` returns something truthy (returned), failing after `seconds`."""
-    deadline = time.monotonic() + seconds
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"not within {seconds}s: {what} (last: {last!r})")
+    return await submit_and_approve(listing, key, operator_key, created.json()["id"])
 
 
 async def scan_database(settings: Settings, needles: list[str]) -> list[str]:
@@ -162,18 +139,5 @@ async def offer_of(
     listing: httpx.AsyncClient, service_key: str, offer_id: str
 ) -> dict[str, Any] | None:
     """listing's current snapshot of one partner offer, by offer id (None: not there)."""
-    token = ""
-    while True:
-        response = await listing.get(
-            "/v1/offers",
-            params={"page_size": 1000, "page_token": token},
-            headers=bearer(service_key),
-        )
-        assert response.status_code == 200, response.text
-        for item in response.json()["items"]:
-            if item["document"]["offer_id"] == offer_id:
-                found: dict[str, Any] = item
-                return found
-        token = response.json()["next_page_token"]
-        if not token:
-            return None
+    items = await listing_offers(listing, service_key)
+    return next((i for i in items if i["document"]["offer_id"] == offer_id), None)

@@ -18,7 +18,6 @@ from service.security.helpers import (
     World,
     allow_local,
     disallow_local,
-    eventually,
     offer_of,
     publish,
     push,
@@ -27,7 +26,7 @@ from service.security.helpers import (
 )
 from shared.logging import configure_logging
 from shared.settings import Settings
-from support import assert_problem, bearer, new_organization, nonexclusive_offer
+from support import assert_problem, bearer, eventually, new_organization, nonexclusive_offer
 
 
 class Capture(logging.Handler):

@@ -10,8 +10,8 @@ from datetime import date
 
 import httpx
 
-from service.security.helpers import World, eventually, offer_of, push, register_partner
-from support import assert_problem, bearer, nonexclusive_offer, terms
+from service.security.helpers import World, offer_of, push, register_partner
+from support import assert_problem, bearer, eventually, nonexclusive_offer, terms
 
 
 async def test_a_partner_touches_only_its_own_offers(
