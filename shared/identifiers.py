@@ -38,6 +38,7 @@ from typing import Final, Literal, get_args
 __all__ = [
     "ASSET_KINDS",
     "CN_PUBLICATION_KIND_CODES",
+    "KIND_BY_CODE_LETTER",
     "PROVINCE_CODES",
     "RULES",
     "AssetKind",
@@ -317,7 +318,7 @@ CN_PUBLICATION_KIND_CODES: Final[frozenset[str]] = frozenset(
 invention (B8/B9 its corrections), C1-C7 partial invalidations, U/U8/U9 and Y1-Y7 utility model,
 S/S1-S9 design; older documents use C (granted invention), Y (utility model), D (design)."""
 
-_KIND_BY_CODE_LETTER: Final[dict[str, str]] = {
+KIND_BY_CODE_LETTER: Final[dict[str, AssetKind]] = {
     "A": "invention_patent",
     "B": "invention_patent",
     "C": "invention_patent",
@@ -326,6 +327,8 @@ _KIND_BY_CODE_LETTER: Final[dict[str, str]] = {
     "S": "design_patent",
     "D": "design_patent",
 }
+"""The letter of a CNIPA document kind code -> the kind of right the document publishes."""
+
 _CN_PUBLICATION = re.compile(r"(?:CN)?([0-9]{9}|[0-9]{7})([A-Z][0-9]?)")
 
 
@@ -550,7 +553,7 @@ def looks_like_identifier(query: str) -> tuple[str, str] | None:
             publication = normalize_cn_publication_number(text)
         except IdentifierError:
             return None
-        return _KIND_BY_CODE_LETTER[publication.rstrip("0123456789")[-1]], publication
+        return KIND_BY_CODE_LETTER[publication.rstrip("0123456789")[-1]], publication
     return None
 
 

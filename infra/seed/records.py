@@ -63,6 +63,7 @@ from shared.contracts.catalogue import (
     LocalizedText,
 )
 from shared.identifiers import (
+    KIND_BY_CODE_LETTER,
     IdentifierError,
     expiry_date,
     normalize_cn_publication_number,
@@ -168,15 +169,6 @@ _KIND_BY_TYPE: Final[dict[str, AssetKind]] = {
     "发明授权": "invention_patent",
     "实用新型": "utility_model",
     "外观设计": "design_patent",
-}
-_KIND_BY_CODE: Final[dict[str, AssetKind]] = {
-    "A": "invention_patent",
-    "B": "invention_patent",
-    "C": "invention_patent",
-    "U": "utility_model",
-    "Y": "utility_model",
-    "S": "design_patent",
-    "D": "design_patent",
 }
 _GRANT_CODES: Final[frozenset[str]] = frozenset({"B", "C", "U", "Y", "S", "D"})
 _KIND_CODE = re.compile(r"([A-Z])[0-9]?$")
@@ -391,7 +383,7 @@ def _to_record(row: _Row, source: str, stats: SeedStats, today: date) -> SeedRec
         return None
     code = _kind_code(row.publication)
     kind = _KIND_BY_TYPE.get(row.kind_text or "") or (
-        _KIND_BY_CODE.get(code) if code is not None else None
+        KIND_BY_CODE_LETTER.get(code) if code is not None else None
     )
     if kind is None:
         stats.skipped["no_kind"] += 1
