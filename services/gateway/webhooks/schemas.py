@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from uuid import UUID
 
 from pydantic import BaseModel, Field, field_validator, model_validator
@@ -25,14 +25,7 @@ WebhookEventType = Literal[
     "deal.closed",
     "match.created",
 ]
-WEBHOOK_EVENT_TYPES: tuple[WebhookEventType, ...] = (
-    "listing.published",
-    "listing.updated",
-    "listing.withdrawn",
-    "listing.closed",
-    "deal.closed",
-    "match.created",
-)
+WEBHOOK_EVENT_TYPES: tuple[WebhookEventType, ...] = get_args(WebhookEventType)
 DeliveryStatus = Literal["pending", "delivered", "failed"]
 
 # Section, class, subclass, main group, subgroup: H, H01, H01M, H01M 10, H01M 10/0525.
