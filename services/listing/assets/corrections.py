@@ -22,13 +22,8 @@ from services.listing.listings import service as listings
 from services.listing.listings.repository import serialize_writers
 from services.listing.models import Asset
 from shared.db import utcnow
-from shared.errors import (
-    Conflict,
-    FieldError,
-    Forbidden,
-    PreconditionRequired,
-    UnprocessableEntity,
-)
+from shared.errors import FieldError, Forbidden, UnprocessableEntity
+from shared.etags import check_version
 
 __all__ = ["correct", "merge_update"]
 
@@ -66,18 +61,6 @@ def merge_update(stored: Mapping[str, Any], data: AssetUpdate) -> tuple[dict[str
     if stated:
         merged["legal_status"] = data.legal_status
     return merged, stated
-
-
-def _check_version(asset: Asset, expected: int | None) -> None:
-    if expected is None:
-        raise PreconditionRequired("send If-Match with the asset's ETag (or `version` in the body)")
-    if expected != asset.version:
-        raise Conflict(
-            f"the asset is at version {asset.version}, not {expected}: reload and retry",
-            slug="version-conflict",
-            title="The asset changed since it was read",
-            extra={"current_version": asset.version},
-        )
 
 
 async def _ensure_may_correct(ctx: listings.Context, asset: Asset) -> None:
@@ -124,7 +107,7 @@ async def correct(
     locked = await repo.locked(asset_id)
     assert locked is not None  # assets are never deleted
     asset = locked
-    _check_version(asset, if_match if if_match is not None else data.version)
+    check_version("asset", asset.version, if_match if if_match is not None else data.version)
     before = asset.model_dump()
     merged, stated = merge_update(before, data)
     try:

@@ -53,9 +53,9 @@ from shared.errors import (
     FieldError,
     Forbidden,
     NotFound,
-    PreconditionRequired,
     UnprocessableEntity,
 )
+from shared.etags import check_version
 from shared.schemas import (
     Page,
     created_after,
@@ -312,29 +312,14 @@ def _ensure_seller(ctx: Context, listing: Listing) -> None:
         raise Forbidden("this listing is not the caller's")
 
 
-def _check_version(listing: Listing, expected: int | None, *, required: bool) -> None:
-    if expected is None:
-        if required:
-            raise PreconditionRequired(
-                "send If-Match with the listing's ETag (or `version` in the body)"
-            )
-        return
-    if expected != listing.version:
-        raise Conflict(
-            f"the listing is at version {listing.version}, not {expected}: reload and retry",
-            slug="version-conflict",
-            title="The listing changed since it was read",
-            extra={"current_version": listing.version},
-        )
-
-
 async def update(
     ctx: Context, listing_id: UUID, data: ListingUpdate, if_match: int | None
 ) -> tuple[Listing, Asset, Organization]:
     listing, asset, seller = await _locked(ctx, listing_id)
     _ensure_seller(ctx, listing)
     ensure_our_offer(listing, "an edit")  # the partner's next version would undo it
-    _check_version(listing, if_match if if_match is not None else data.version, required=True)
+    expected = if_match if if_match is not None else data.version
+    check_version("listing", listing.version, expected)
     if listing.status not in EDITABLE:
         raise Conflict(
             f"a listing that is {listing.status} cannot be edited",
@@ -383,7 +368,7 @@ async def transition(
         if action in SELLER_ACTIONS:
             _ensure_seller(ctx, listing)
             ensure_our_offer(listing, f"a transition ({action})")  # the seller does it there
-    _check_version(listing, expected_version, required=False)
+    check_version("listing", listing.version, expected_version, required=False)
     current: ListingStatus = listing.status  # type: ignore[assignment]
     target = next_status(action, current)
     if action == "submit" and not seller.verified:
