@@ -40,6 +40,7 @@ from services.listing.listings.rules import VISIBLE, next_status
 from services.listing.listings.service import Context, may_see_everything
 from services.listing.models import Deal, Inquiry, InquiryMessage, Listing, Organization
 from services.listing.offers.rules import ensure_our_offer
+from services.listing.organizations.service import region_prefix
 from shared.auth import Principal
 from shared.contracts.catalogue import ListingStatus, offer_id
 from shared.contracts.deals import DealPublic
@@ -395,11 +396,8 @@ def deal_filters(
     all of Beijing, `130600` all of Baoding, `110108` Haidian only)."""
     if since is not None and until is not None and since > until:
         raise UnprocessableEntity.single("since", "since_after_until", "since is after until")
-    prefix = region
-    if region is not None and len(region) == 6:
-        prefix = region[:2] if region.endswith("0000") else region.removesuffix("00")
     return DealFilters(
-        region_prefix=prefix,
+        region_prefix=region_prefix(region) if region is not None else None,
         kind=kind,
         transaction_type=transaction_type,
         since=since,

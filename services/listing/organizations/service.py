@@ -126,7 +126,7 @@ def region_prefix(region: str) -> str:
     """The leading digits of the region codes that lie in `region` (2 to 6 digits). A six-digit
     GB/T 2260 code is read hierarchically: `110000` is all of Beijing (prefix `11`), `130600`
     all of Baoding (`1306`), `110108` Haidian only. Fewer digits are a prefix as they stand
-    (`13`: all of Hebei). The same reading as the deal announcements' `region` filter."""
+    (`13`: all of Hebei). The deal announcements' `region` filter reads it the same way."""
     if len(region) == 6:
         return region[:2] if region.endswith("0000") else region.removesuffix("00")
     return region
