@@ -91,6 +91,18 @@ def allowed_target(
     return body
 
 
+async def allow_local(
+    gateway: httpx.AsyncClient, operator_key: str, organization_id: str, url: str
+) -> None:
+    """The operator allow-lists a test's receiver (its host and port) for one organisation."""
+    added = await gateway.post(
+        "/v1/webhook-targets",
+        json=allowed_target(url, organization_id=organization_id),
+        headers=bearer(operator_key),
+    )
+    assert added.status_code == 201, added.text
+
+
 async def new_organization(
     listing: httpx.AsyncClient,
     operator_key: str,

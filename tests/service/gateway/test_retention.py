@@ -32,7 +32,7 @@ from services.gateway.retention.workers import GatewayRetentionJob
 from shared.db import asyncpg_connect_kwargs, utcnow
 from shared.retention import RetentionMetrics, retention_round
 from shared.settings import Settings
-from support import allowed_target, bearer, new_organization
+from support import allow_local, bearer, new_organization
 
 KEEP = 3
 BATCH = 4
@@ -67,12 +67,7 @@ async def receiver(
     gateway: httpx.AsyncClient, operator_key: str, member_organization: tuple[str, str]
 ) -> AsyncIterator[Receiver]:
     async with receiving(Receiver()) as running:
-        added = await gateway.post(
-            "/v1/webhook-targets",
-            json=allowed_target(running.url, organization_id=member_organization[0]),
-            headers=bearer(operator_key),
-        )
-        assert added.status_code == 201, added.text
+        await allow_local(gateway, operator_key, member_organization[0], running.url)
         yield running
 
 

@@ -34,6 +34,7 @@ from shared.settings import Settings
 from shared.webhooks import new_secret
 from shared.workers import run_workers
 from support import (
+    allow_local,
     allowed_target,
     assert_problem,
     bearer,
@@ -120,9 +121,7 @@ async def local_allowed(
     organisation of the key that subscribes it."""
 
     async def allow(key: str, url: str) -> None:
-        body = allowed_target(url, organization_id=market.organization_of[key])
-        added = await gateway.post("/v1/webhook-targets", json=body, headers=bearer(operator_key))
-        assert added.status_code == 201, added.text
+        await allow_local(gateway, operator_key, market.organization_of[key], url)
 
     return allow
 

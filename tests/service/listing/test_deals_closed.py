@@ -16,7 +16,7 @@ from services.listing.dependencies import today_in_china
 from services.matching.catalogue import search_document
 from services.matching.demands import queue
 from support import (
-    allowed_target,
+    allow_local,
     assert_problem,
     bearer,
     listing_changes,
@@ -190,12 +190,7 @@ async def test_subscribers_may_choose_listing_closed(
         listing, operator_key, name="北京某数据服务有限公司", kind="enterprise"
     )
     url = "http://127.0.0.1:9/hooks/ipx"
-    allowed = await gateway.post(
-        "/v1/webhook-targets",
-        json=allowed_target(url, organization_id=member_org),
-        headers=bearer(operator_key),
-    )
-    assert allowed.status_code == 201, allowed.text
+    await allow_local(gateway, operator_key, member_org, url)
     only = await gateway.post(
         "/v1/subscriptions",
         json={"url": url, "event_types": ["listing.closed"]},

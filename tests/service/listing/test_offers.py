@@ -18,6 +18,7 @@ from shared.settings import Settings
 from support import (
     assert_problem,
     bearer,
+    listing_changes,
     new_organization,
     patent,
     real_application_numbers,
@@ -104,18 +105,7 @@ async def upsert(
 
 
 async def events_of(listing: httpx.AsyncClient, key: str, entity_id: str) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = []
-    after = "0.0"
-    while True:
-        page = (
-            await listing.get(
-                "/v1/changes", params={"after": after, "limit": 1000}, headers=bearer(key)
-            )
-        ).json()
-        events += [e for e in page["events"] if e["entity_id"] == entity_id]
-        if not page["events"]:
-            return events
-        after = page["next_cursor"]
+    return [e for e in await listing_changes(listing, key) if e["entity_id"] == entity_id]
 
 
 async def stored(

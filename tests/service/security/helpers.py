@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from shared.settings import Settings
 from shared.webhooks import signed_headers
-from support import allowed_target, bearer, listing_offers, patent, submit_and_approve, terms
+from support import bearer, listing_offers, patent, submit_and_approve, terms
 
 SELLER = "北京理工大学"
 SCHEMAS = ("listing", "matching", "gateway")
@@ -85,18 +85,6 @@ def secret_part(key: str) -> str:
     if key.startswith("ipx_"):
         return key.split("_", 2)[-1]
     return key.removeprefix("whsec_")
-
-
-async def allow_local(
-    gateway: httpx.AsyncClient, operator_key: str, organization_id: str, url: str
-) -> None:
-    """The operator allow-lists a test's receiver (its host and port) for one organisation."""
-    added = await gateway.post(
-        "/v1/webhook-targets",
-        json=allowed_target(url, organization_id=organization_id),
-        headers=bearer(operator_key),
-    )
-    assert added.status_code == 201, added.text
 
 
 async def disallow_local(

@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 from receiver import Receiver, receiving
 
-from service.security.helpers import World, allow_local, disallow_local, publish
-from support import bearer, wait_indexed
+from service.security.helpers import World, disallow_local, publish
+from support import allow_local, bearer, wait_indexed
 
 
 async def all_events(client: httpx.AsyncClient, path: str, key: str | None) -> list[dict[str, Any]]:

@@ -19,14 +19,13 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from service.security.helpers import (
     SCHEMAS,
     World,
-    allow_local,
     disallow_local,
     publish,
     register_partner,
 )
 from shared.schemas import encode_page_token
 from shared.settings import Settings
-from support import bearer, patent, terms, wait_indexed
+from support import allow_local, bearer, patent, terms, wait_indexed
 
 INJECTIONS = [
     "' OR 1=1 --",

@@ -16,7 +16,6 @@ from sqlalchemy import text
 
 from service.security.helpers import (
     World,
-    allow_local,
     disallow_local,
     offer_of,
     publish,
@@ -26,7 +25,14 @@ from service.security.helpers import (
 )
 from shared.logging import configure_logging
 from shared.settings import Settings
-from support import assert_problem, bearer, eventually, new_organization, nonexclusive_offer
+from support import (
+    allow_local,
+    assert_problem,
+    bearer,
+    eventually,
+    new_organization,
+    nonexclusive_offer,
+)
 
 
 class Capture(logging.Handler):

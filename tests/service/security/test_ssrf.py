@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 from receiver import Receiver, receiving
 
-from service.security.helpers import World, allow_local, disallow_local, publish
+from service.security.helpers import World, disallow_local, publish
 from services.gateway.webhooks.ssrf import forbidden_reason
-from support import allowed_target, assert_problem, bearer, eventually
+from support import allow_local, allowed_target, assert_problem, bearer, eventually
 
 
 def own_host_name() -> tuple[str, bool]:

@@ -12,7 +12,7 @@ from receiver import Receiver, receiving
 
 from shared.webhooks import verify
 from support import (
-    allowed_target,
+    allow_local,
     bearer,
     new_organization,
     patent,
@@ -68,12 +68,7 @@ async def test_an_amount_is_written_one_way_everywhere(
     assert {d["transaction"]["price"]["amount"] for d in documents} == {"20000.00"}
 
     async with receiving(Receiver()) as receiver:
-        allowed = await gateway.post(
-            "/v1/webhook-targets",
-            json=allowed_target(receiver.url, organization_id=watcher_org),
-            headers=bearer(operator_key),
-        )
-        assert allowed.status_code == 201, allowed.text
+        await allow_local(gateway, operator_key, watcher_org, receiver.url)
         subscribed = await gateway.post(
             "/v1/subscriptions",
             json={"url": receiver.url, "event_types": ["deal.closed"]},
