@@ -25,7 +25,7 @@ from shared.encryption import SEALED, SecretBox, new_key, secret_box
 from shared.settings import Settings, get_settings
 from shared.webhooks import new_secret, signed_headers
 from support import (
-    allowed_target,
+    allow_local,
     bearer,
     new_organization,
     partner_document,
@@ -110,12 +110,7 @@ async def test_a_database_dump_holds_no_usable_secret(
         listing, operator_key, name="天津某材料有限公司", kind="enterprise", region="120000"
     )
     hook = "http://127.0.0.1:9/hooks"
-    allowed = await gateway.post(
-        "/v1/webhook-targets",
-        json=allowed_target(hook, organization_id=member_org),
-        headers=bearer(operator_key),
-    )
-    assert allowed.status_code == 201, allowed.text
+    await allow_local(gateway, operator_key, member_org, hook)
     subscribed = await gateway.post(
         "/v1/subscriptions",
         json={"url": hook, "event_types": ["match.created"]},
