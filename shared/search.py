@@ -10,6 +10,8 @@ I/O: a `CatalogueIndex` that sends a body to the catalogue index's search or doc
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
 import re
 from dataclasses import dataclass, field
@@ -29,18 +31,23 @@ from shared.contracts.catalogue import (
 )
 from shared.errors import FieldError, ServiceUnavailable, UnprocessableEntity
 from shared.identifiers import PROVINCE_CODES, looks_like_identifier
+from shared.schemas import PageToken, encode_page_token, page_position, token_int, token_str
 
 __all__ = [
+    "EXACT_COUNT_BUDGET",
     "MAX_HITS",
     "CatalogueIndex",
     "MeiliError",
     "MeiliUnavailable",
     "SearchParams",
     "catalogue_search",
+    "count_body",
+    "next_page_token",
     "normalize_ipc_prefix",
     "offer_summary",
     "offers_body",
     "quote",
+    "read_total",
     "region_filter_errors",
     "search_body",
     "search_hit",
@@ -50,6 +57,12 @@ __all__ = [
 logger = logging.getLogger("ipx.search")
 
 SortOrder = Literal["relevance", "price_asc", "price_desc", "newest", "oldest", "filed"]
+# How `total` relates to the true number of results: equal, an estimate (never below it), or a
+# floor (the count stops at MAX_HITS).
+TotalRelation = Literal["eq", "about", "gte"]
+# Why the total is what it is: estimated (the default), counted exactly (asked for, or the
+# last page was reached), or not counted although asked: too broad, or over the time budget.
+Count = Literal["estimated", "exact", "too_broad", "over_budget"]
 FACETS = ("kind", "transaction_type", "province", "legal_status", "exchange", "nice", "price_mode")
 SORTS: dict[str, list[str]] = {
     "relevance": [],
@@ -105,9 +118,12 @@ class SearchParams:
     sort: SortOrder = "relevance"
     facets: bool = True
     highlight: bool = True
+    snippet: bool = False
     group_by_asset: bool = True
     page: int = 1
     page_size: int = 20
+    offset: int = 0  # the first result's position: (page - 1) x page_size, or a page token's
+    exact_total: bool = False
 
 
 def quote(value: str) -> str:
@@ -159,15 +175,24 @@ def filters(params: SearchParams, identifier: tuple[str, str] | None) -> list[st
     return clauses
 
 
-def search_body(params: SearchParams) -> dict[str, Any]:
-    """The Meilisearch search request for these parameters."""
+def _query(params: SearchParams) -> tuple[str, tuple[str, str] | None]:
+    """The text Meilisearch searches for, and the identifier the query is, if it is one (then
+    the text is empty and a filter matches the identifier exactly)."""
     identifier = looks_like_identifier(params.q) if params.q else None
-    q = "" if identifier else params.q
+    return ("" if identifier else params.q), identifier
+
+
+def search_body(params: SearchParams) -> dict[str, Any]:
+    """The Meilisearch search request for these parameters: a page by offset and limit, which
+    counts hits by estimate. `page`/`hitsPerPage` would make Meilisearch group every matching
+    offer by asset to count them exactly, 9x the cost of a page at 100,000 listings
+    (docs/DECISIONS.md, "Search at scale"); count_body() does that when asked."""
+    q, identifier = _query(params)
     body: dict[str, Any] = {
         "q": q,
         "filter": filters(params, identifier),
-        "page": params.page,
-        "hitsPerPage": params.page_size,
+        "offset": params.offset,
+        "limit": params.page_size,
         "attributesToRetrieve": RETRIEVED,
         "showRankingScore": True,
     }
@@ -175,10 +200,13 @@ def search_body(params: SearchParams) -> dict[str, Any]:
         body["sort"] = SORTS[params.sort]
     if params.facets:
         body["facets"] = list(FACETS)
-    if params.highlight and q:
-        body["attributesToHighlight"] = ["title_zh", "title_en", "abstract_zh", "abstract_en"]
-        body["attributesToCrop"] = ["abstract_zh", "abstract_en"]
-        body["cropLength"] = 60
+    if (params.highlight or params.snippet) and q:
+        # Titles by default; the abstract's snippet on request: cropping it around the matches
+        # is the dearest part of a default search (DECISIONS, "Search at scale").
+        body["attributesToHighlight"] = list(highlighted(params))
+        if params.snippet:
+            body["attributesToCrop"] = list(ABSTRACTS)
+            body["cropLength"] = 60
         body["highlightPreTag"] = "<em>"
         body["highlightPostTag"] = "</em>"
     if params.group_by_asset:
@@ -186,6 +214,44 @@ def search_body(params: SearchParams) -> dict[str, Any]:
     if CJK.search(q):
         body["locales"] = ["cmn"]
     return body
+
+
+def highlighted(params: SearchParams) -> tuple[str, ...]:
+    """The attributes a hit's `highlight` shows."""
+    return (TITLES if params.highlight else ()) + (ABSTRACTS if params.snippet else ())
+
+
+def count_body(params: SearchParams) -> dict[str, Any]:
+    """The exhaustive count of what search_body() finds (no hits): its total and facet counts
+    group offers by asset over every match, up to MAX_HITS results."""
+    q, identifier = _query(params)
+    body: dict[str, Any] = {
+        "q": q,
+        "filter": filters(params, identifier),
+        "page": 1,
+        "hitsPerPage": 0,
+    }
+    if params.facets:
+        body["facets"] = list(FACETS)
+    if params.group_by_asset:
+        body["distinct"] = "asset_id"
+    if CJK.search(q):
+        body["locales"] = ["cmn"]
+    return body
+
+
+def read_total(
+    offset: int, page_size: int, returned: int, estimate: int
+) -> tuple[int, TotalRelation]:
+    """The total a page of results shows. A page shorter than asked for ends the results, so
+    its end is the exact total; otherwise Meilisearch's estimate, which counts matching offers
+    before grouping them by asset (never fewer than the assets), stopping at MAX_HITS.
+    An empty page past the end has no total of its own: the caller counts it."""
+    if returned < page_size and (returned or offset == 0):
+        return offset + returned, "eq"
+    if estimate >= MAX_HITS:
+        return MAX_HITS, "gte"
+    return max(estimate, offset + returned), "about"
 
 
 # Parameters --------------------------------------------------------------------------------
@@ -211,8 +277,14 @@ def region_filter_errors(field: str, codes: list[str]) -> list[FieldError]:
     return errors
 
 
-# page x page_size may not pass this (the index's pagination.maxTotalHits).
+# No result past this position is served, and counts stop here (the index's
+# pagination.maxTotalHits): a frontend pages through the first 10,000 results; a consumer that
+# wants every listing reads the change feed.
 MAX_HITS = 10_000
+# The longest an exact count asked for may take before the answer falls back to the estimate.
+# Counting stops at MAX_HITS, so it costs at most ~150 ms at 100,000 listings on one core, and
+# broader queries (estimate at MAX_HITS) are not counted at all (DECISIONS, "Search at scale").
+EXACT_COUNT_BUDGET = 0.5
 
 
 async def search_params(
@@ -253,12 +325,34 @@ async def search_params(
     ] = None,
     sort: Annotated[SortOrder, Query(examples=["price_asc"])] = "relevance",
     facets: Annotated[bool, Query(description="facet counts", examples=[True])] = True,
-    highlight: Annotated[bool, Query(description="matches in <em>", examples=[True])] = True,
+    highlight: Annotated[
+        bool, Query(description="matches in the titles in <em>", examples=[True])
+    ] = True,
+    snippet: Annotated[
+        bool,
+        Query(
+            description="the abstracts cropped to about 60 words around the matches, in <em> "
+            "(costs a third more per search)",
+            examples=[False],
+        ),
+    ] = False,
     group: Annotated[
         bool, Query(description="one result per asset, with its offers", examples=[True])
     ] = True,
-    page: Annotated[int, Query(ge=1, le=500, examples=[1])] = 1,
+    page: Annotated[
+        int,
+        Query(ge=1, le=500, description="page × page_size may not pass 10,000", examples=[1]),
+    ] = 1,
     page_size: Annotated[int, Query(ge=1, le=100, examples=[20])] = 20,
+    page_token: PageToken = "",
+    exact_total: Annotated[
+        bool,
+        Query(
+            description="count every result exactly (slower; counts stop at 10,000, and a "
+            "query with more is answered with total_relation `gte`)",
+            examples=[False],
+        ),
+    ] = False,
 ) -> SearchParams:
     """The search's query parameters, checked (a FastAPI dependency: one definition for both
     services' endpoints and their OpenAPI). Async only so that FastAPI runs it inline: a sync
@@ -296,17 +390,9 @@ async def search_params(
                 field="price_min", rule="price_range", message="price_min is above price_max"
             )
         )
-    if page * page_size > MAX_HITS:
-        errors.append(
-            FieldError(
-                field="page",
-                rule="max_hits",
-                message=f"page × page_size may not pass {MAX_HITS}: narrow the search",
-            )
-        )
     if errors:
         raise UnprocessableEntity("; ".join(e.message for e in errors), errors=errors)
-    return SearchParams(
+    params = SearchParams(
         q=q.strip(),
         kinds=list(kind),
         transaction_types=list(transaction_type),
@@ -320,10 +406,59 @@ async def search_params(
         sort=sort,
         facets=facets,
         highlight=highlight,
+        snippet=snippet,
         group_by_asset=group,
         page=page,
         page_size=page_size,
+        offset=(page - 1) * page_size,
+        exact_total=exact_total,
     )
+    if page_token:
+        if page != 1:
+            raise UnprocessableEntity.single(
+                "page_token", "page_or_token", "give page or page_token, not both"
+            )
+        params.offset = _token_offset(page_token, params)
+        params.page = params.offset // page_size + 1
+    if params.offset + page_size > MAX_HITS:
+        field = "page_token" if page_token else "page"
+        raise UnprocessableEntity.single(
+            field,
+            "max_hits",
+            f"results past the first {MAX_HITS} are not served (page × page_size may not pass "
+            f"{MAX_HITS}): narrow the search, or read the change feed for every listing",
+        )
+    return params
+
+
+def _fingerprint(params: SearchParams) -> str:
+    """What a page token is tied to: the query, its filters and its order (a token used with
+    another search would land at an arbitrary position of it)."""
+    q, identifier = _query(params)
+    parts = [q, *filters(params, identifier), params.sort, str(params.group_by_asset)]
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
+
+
+def next_page_token(params: SearchParams, returned: int, total: int) -> str:
+    """The token of the page after this one: empty at the end of the results, and at the last
+    page served (MAX_HITS)."""
+    following = params.offset + returned
+    if returned < params.page_size or following >= total or following >= MAX_HITS:
+        return ""
+    return encode_page_token({"offset": following, "query": _fingerprint(params)})
+
+
+def _token_offset(token: str, params: SearchParams) -> int:
+    position = page_position(token, offset=token_int, query=token_str)
+    assert position is not None  # a non-empty token
+    if position["query"] != _fingerprint(params):
+        raise UnprocessableEntity.single(
+            "page_token",
+            "page_token_query",
+            "page_token belongs to another search: keep q, the filters and sort as they were",
+        )
+    offset: int = position["offset"]
+    return offset
 
 
 # Running it --------------------------------------------------------------------------------
@@ -366,7 +501,8 @@ OFFER_FIELDS = [
     "status",
     "source_url",
 ]
-HIGHLIGHTED = ("title_zh", "title_en", "abstract_zh", "abstract_en")
+TITLES = ("title_zh", "title_en")
+ABSTRACTS = ("abstract_zh", "abstract_en")
 
 
 def offers_body(asset_ids: list[str], fields: list[str] = OFFER_FIELDS) -> dict[str, Any]:
@@ -397,8 +533,9 @@ def offer_summary(doc: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def search_hit(doc: dict[str, Any]) -> dict[str, Any]:
-    """A SearchHit (shared/contracts/search.py) as a dict."""
+def search_hit(doc: dict[str, Any], shown: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A SearchHit (shared/contracts/search.py) as a dict; `shown`: the highlighted
+    attributes (Meilisearch formats every retrieved one)."""
     formatted = doc.get("_formatted") or {}
     return {
         "asset_id": doc["asset_id"],
@@ -421,19 +558,27 @@ def search_hit(doc: dict[str, Any]) -> dict[str, Any]:
         "exchange": doc["exchange"],
         "seller": doc.get("seller"),
         "score": doc.get("_rankingScore"),
-        "highlight": {k: v for k, v in formatted.items() if k in HIGHLIGHTED and v},
+        "highlight": {k: formatted[k] for k in shown if formatted.get(k)},
         "offers": [],
     }
 
 
-async def catalogue_search(index: CatalogueIndex, params: SearchParams) -> bytes:
+async def catalogue_search(
+    index: CatalogueIndex, params: SearchParams, count_budget: float = EXACT_COUNT_BUDGET
+) -> bytes:
     """The search result (SearchResult in shared/contracts/search.py) as JSON bytes: the page
     of hits and, when grouped by asset, every searchable offer on each hit's asset (one document
-    fetch more, for the whole page). Serialised here, once: both services answer these bytes."""
+    fetch more, for the whole page). Serialised here, once: both services answer these bytes.
+
+    The total is Meilisearch's estimate unless the page ends the results; an exact count
+    (count_body) runs when asked for and the estimate is under MAX_HITS, within
+    `count_budget` seconds, and for an empty page past the end, whose total must not be a
+    guess."""
     try:
         result = await index.search(search_body(params))
         docs: list[dict[str, Any]] = result["hits"]
-        hits = [search_hit(doc) for doc in docs]
+        shown = highlighted(params)
+        hits = [search_hit(doc, shown) for doc in docs]
         if params.group_by_asset and hits:
             found = await index.fetch(offers_body([hit["asset_id"] for hit in hits]))
             by_asset: dict[str, list[dict[str, Any]]] = {}
@@ -442,6 +587,25 @@ async def catalogue_search(index: CatalogueIndex, params: SearchParams) -> bytes
             for hit, doc in zip(hits, docs, strict=True):
                 # An offer that left the index between the two queries leaves the hit its own.
                 hit["offers"] = by_asset.get(hit["asset_id"]) or [offer_summary(doc)]
+        estimate = int(result.get("estimatedTotalHits", 0))
+        total, relation = read_total(params.offset, params.page_size, len(hits), estimate)
+        facets = result.get("facetDistribution") or {}
+        facets_exact = False
+        count: Count = "exact" if relation == "eq" else "estimated"
+        past_the_end = not hits and params.offset > 0
+        if (params.exact_total and relation == "about") or past_the_end:
+            try:
+                async with asyncio.timeout(count_budget):
+                    counted = await index.search(count_body(params))
+            except TimeoutError:
+                count = "over_budget"
+            else:
+                total = int(counted.get("totalHits", 0))
+                relation = "gte" if total >= MAX_HITS else "eq"
+                count = "exact" if relation == "eq" else "too_broad"
+                facets, facets_exact = counted.get("facetDistribution") or {}, True
+        elif params.exact_total and relation == "gte":
+            count = "too_broad"
     except MeiliUnavailable as exc:
         # The client sees a 503 with Retry-After; the log says which hop failed.
         logger.warning("catalogue search unavailable: %s", exc)
@@ -452,18 +616,23 @@ async def catalogue_search(index: CatalogueIndex, params: SearchParams) -> bytes
         raise UnprocessableEntity.single(
             "q", "search_refused", "the search engine refused this query"
         ) from exc
-    identifier = looks_like_identifier(params.q) if params.q else None
+    _, identifier = _query(params)
     answer = {
         "items": hits,
-        "total": int(result.get("totalHits", 0)),
+        "total": total,
+        "total_is_exact": relation == "eq",
+        "total_relation": relation,
         "page": params.page,
         "page_size": params.page_size,
-        "total_pages": int(result.get("totalPages", 0)),
-        "facets": result.get("facetDistribution") or {},
+        "total_pages": -(-min(total, MAX_HITS) // params.page_size),
+        "next_page_token": next_page_token(params, len(hits), total),
+        "facets": facets,
+        "facets_are_exact": facets_exact,
         "query": {
             "identifier": identifier[1] if identifier else None,
             "sort": params.sort,
             "grouped": params.group_by_asset,
+            "count": count,
         },
     }
     return to_json(answer)

@@ -15,7 +15,13 @@ from fastapi import FastAPI
 from infra.meili import MeiliHandle
 from infra.seed.records import SeedRecord, load_records
 from services.gateway.catalogue.engine import CatalogueEngine
-from shared.search import catalogue_search, search_params
+from shared.search import (
+    MAX_HITS,
+    SearchParams,
+    catalogue_search,
+    next_page_token,
+    search_params,
+)
 from shared.settings import Settings
 from support import assert_problem, bearer, new_organization, publish_records, wait_indexed
 
@@ -175,10 +181,86 @@ async def test_bad_parameters_are_the_same_422_on_both(
         {"price_min": "5", "price_max": "1"},
         {"page": "500", "page_size": "100"},
         {"kind": "spaceship"},
+        {"page_token": "not a token"},
     ):
         direct = assert_problem(await gateway.get("/v1/catalogue/search", params=params), 422)
         hop = assert_problem(await matching.get("/v1/search", params=params), 422)
         assert direct["errors"] == hop["errors"] and direct["detail"] == hop["detail"]
+
+
+async def test_totals_are_estimates_unless_counted_and_pages_follow_tokens(
+    gateway: httpx.AsyncClient, catalogue: dict[str, Any]
+) -> None:
+    """N assets, N + 1 offers (the shared right is offered twice): Meilisearch's estimate counts
+    offers, an exact count counts assets, and paging by token visits each asset once."""
+    assets = len(catalogue["seller"]) + 1
+
+    async def search(**params: Any) -> dict[str, Any]:
+        response = await gateway.get("/v1/catalogue/search", params=params)
+        assert response.status_code == 200, response.text
+        found: dict[str, Any] = response.json()
+        return found
+
+    estimated = await search(page_size=1)
+    assert estimated["total_relation"] == "about" and not estimated["total_is_exact"]
+    assert estimated["total"] >= assets and estimated["query"]["count"] == "estimated"
+    assert not estimated["facets_are_exact"]
+    exact = await search(page_size=1, exact_total="true")
+    assert (exact["total"], exact["total_relation"], exact["total_is_exact"]) == (
+        assets,
+        "eq",
+        True,
+    )
+    assert exact["facets_are_exact"] and sum(exact["facets"]["kind"].values()) == assets
+    assert exact["total_pages"] == assets and exact["query"]["count"] == "exact"
+
+    seen: list[str] = []
+    page = await search(page_size=3, sort="newest")
+    while True:
+        seen += [hit["asset_id"] for hit in page["items"]]
+        if not page["next_page_token"]:
+            break
+        page = await search(page_size=3, sort="newest", page_token=page["next_page_token"])
+    assert len(seen) == len(set(seen)) == assets
+    assert page["total"] == assets and page["total_is_exact"]
+    assert page["page"] == -(-assets // 3) > 2
+
+    # A page past the end is empty, and says how many results there are: it is counted.
+    beyond = await search(page_size=3, page=assets)
+    assert beyond["items"] == [] and (beyond["total"], beyond["total_is_exact"]) == (assets, True)
+    assert beyond["next_page_token"] == ""
+
+
+async def test_bad_pages_and_tokens_name_the_parameter(
+    gateway: httpx.AsyncClient, catalogue: dict[str, Any]
+) -> None:
+    deep = assert_problem(
+        await gateway.get("/v1/catalogue/search", params={"page": "101", "page_size": "100"}),
+        422,
+    )
+    assert [(e["field"], e["rule"]) for e in deep["errors"]] == [("page", "max_hits")]
+    assert "10000" in deep["detail"]
+    first = await gateway.get("/v1/catalogue/search", params={"q": "虚拟现实", "page_size": 2})
+    token = first.json()["next_page_token"]
+    assert token
+    for params, rule in (
+        ({"q": "显示", "page_token": token}, "page_token_query"),
+        ({"q": "虚拟现实", "sort": "newest", "page_token": token}, "page_token_query"),
+        ({"q": "虚拟现实", "page": "2", "page_token": token}, "page_or_token"),
+        ({"q": "虚拟现实", "page_token": "eyJvZmZzZXQiOi0xfQ"}, "page_token_invalid"),
+    ):
+        problem = assert_problem(await gateway.get("/v1/catalogue/search", params=params), 422)
+        assert [(e["field"], e["rule"]) for e in problem["errors"]] == [("page_token", rule)]
+    # A token walks the same bounded window as pages: page_size may not push it past 10,000.
+    near_the_end = SearchParams(q="虚拟现实", offset=9970, page_size=20)
+    last = next_page_token(near_the_end, returned=20, total=MAX_HITS)  # offset 9,990
+    problem = assert_problem(
+        await gateway.get(
+            "/v1/catalogue/search", params={"q": "虚拟现实", "page_size": 20, "page_token": last}
+        ),
+        422,
+    )
+    assert [(e["field"], e["rule"]) for e in problem["errors"]] == [("page_token", "max_hits")]
 
 
 async def test_a_deleted_search_key_is_provisioned_again(
@@ -225,6 +307,11 @@ async def test_the_engine_answers_as_matching_does(
             answer = await catalogue_search(engine, await search_params(**_typed(params)))
             hop = await matching.get("/v1/search", params=params)
             assert json.loads(answer) == hop.json()
+        # An exact count that cannot finish within its budget answers the estimate, saying so.
+        asked = await search_params(**_typed({"q": "", "page_size": 1, "exact_total": "true"}))
+        late = json.loads(await catalogue_search(engine, asked, count_budget=0))
+        assert (late["total_relation"], late["query"]["count"]) == ("about", "over_budget")
+        assert late["items"] and not late["total_is_exact"]
 
 
 def _typed(params: dict[str, Any]) -> dict[str, Any]:

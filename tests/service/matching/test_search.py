@@ -56,6 +56,10 @@ async def test_published_listings_are_searchable_in_chinese_and_english(
     zh = await search(matching, q="神经网络 处理器")
     assert zh["items"] and zh["items"][0]["holders"][0] == "中科寒武纪科技股份有限公司"
     assert "<em>" in json.dumps(zh["items"][0]["highlight"], ensure_ascii=False)
+    assert {k for i in zh["items"] for k in i["highlight"]} <= {"title_zh", "title_en"}
+    snippets = await search(matching, q="神经网络 处理器", snippet="true")
+    abstract = snippets["items"][0]["highlight"]["abstract_zh"]
+    assert "<em>" in abstract and len(abstract) < len(snippets["items"][0]["abstract"]["zh"])
     vr = await search(matching, q="虚拟现实")
     assert vr["items"] and any("虚拟现实" in (i["title"]["zh"] or "") for i in vr["items"][:5])
     en = await search(matching, q="virtual reality")  # a synonym of 虚拟现实
