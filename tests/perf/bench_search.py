@@ -43,9 +43,19 @@ from urllib.parse import urlencode, urlsplit
 import httpx
 import psutil
 from datasets import import_csv  # tests/perf is this script's folder
-from stack import Infra, Stack
+from stack import (
+    HOLDER,
+    Infra,
+    RssSampler,
+    Stack,
+    database_bytes,
+    meili_used_bytes,
+    publish_import,
+    signup,
+    wait_caught_up,
+)
 
-HOLDER = "北京航空航天大学"
+MB = 1e6
 TARGETS = {"p50": 1.5, "p99": 2.0, "throughput": 0.5}  # gateway against the same body
 PLAIN_TARGETS = {"p99": 2.0, "throughput": 0.5}  # gateway against the plain query
 # Chinese titles are cut before the first joining word (一种X的Y -> X) or at 8 characters.
@@ -238,18 +248,6 @@ def load(url: str, requests: list[bytes], **options: Any) -> dict[str, Any]:
 # The scenario -----------------------------------------------------------------------------
 
 
-def wait_caught_up(stack: Stack, rows: int, timeout: float = 1800) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = httpx.get(
-            f"{stack.url('matching')}/v1/index/status", headers=stack.operator, timeout=10
-        ).json()
-        if status.get("lag_events") == 0 and (status.get("documents") or 0) >= rows:
-            return
-        time.sleep(0.2)
-    raise RuntimeError("the index did not catch up")
-
-
 def search_as_a_client(url: str, q: str, attempts: int = 3) -> tuple[httpx.Response, int]:
     """A search as the API asks clients to: a 503 is retried after its Retry-After (at most
     `attempts` requests). Returns the answer and how many 503s came first (reported, not hidden)."""
@@ -260,26 +258,30 @@ def search_as_a_client(url: str, q: str, attempts: int = 3) -> tuple[httpx.Respo
     return response, retried
 
 
-def publish(stack: Stack, listings: int) -> int:
-    """`listings` rows of the real records published through listing's import (not timed) and
-    indexed; the number published (the records hold a few duplicate rights)."""
-    org = httpx.post(
-        f"{stack.url('listing')}/v1/organizations",
-        json={"name": HOLDER, "kind": "university", "region": "110108"},
-        timeout=30,
-    ).json()
-    report = httpx.post(
-        f"{stack.url('listing')}/v1/imports",
-        content=import_csv(listings, HOLDER),
-        params={"mode": "publish", "seller_id": org["organization"]["id"]},
-        headers={**stack.operator, "Content-Type": "text/csv"},
-        timeout=httpx.Timeout(30, read=3600),
-    ).json()
+def publish(stack: Stack, listings: int) -> dict[str, Any]:
+    """`listings` rows of the real records published through listing's import and indexed:
+    how many (the records hold a few duplicate rights), how long the import took, how long
+    until every listing was searchable (from the import's start: the indexer tails the feed
+    while the import runs), and the disk each store used for them."""
+    seller, _ = signup(stack, HOLDER)
+    meili_before = meili_used_bytes(stack)
+    began = time.perf_counter()
+    report, import_s = publish_import(stack, import_csv(listings, HOLDER), seller)
     created = int(report.get("created") or 0)
     if created < listings * 0.99:
         raise RuntimeError(f"the import published {created} of {listings}: {report}")
     wait_caught_up(stack, created)
-    return created
+    searchable_s = time.perf_counter() - began
+    return {
+        "published": created,
+        "import_s": round(import_s, 2),
+        "searchable_s": round(searchable_s, 2),
+        "indexed_per_s": round(created / searchable_s, 1),
+        "disk_mb": {
+            "postgresql": round(database_bytes(stack) / MB, 1),
+            "meilisearch": round((meili_used_bytes(stack) - meili_before) / MB, 1),
+        },
+    }
 
 
 def run(
@@ -295,7 +297,26 @@ def run(
     """On a stack running listing, matching and gateway: publish `listings`, then raw
     Meilisearch (one and two generator processes), gateway and matching, in turn; ratios of
     each to raw."""
-    published = publish(stack, listings)
+    pids = {"meilisearch": stack.infra.meili.process.pid}
+    pids |= {name: stack.pid(name) for name in stack.services}
+    with RssSampler(pids, interval=0.5) as rss:
+        result = _publish_and_load(stack, listings, queries, connections, warmup, seconds, rounds)
+    # Meilisearch serves the whole run (every scenario's index): its peak is the run's so far.
+    result["peak_rss_mb"] = {name: round(rss.peak(name) / MB, 1) for name in pids}
+    return result
+
+
+def _publish_and_load(
+    stack: Stack,
+    listings: int,
+    queries: int,
+    connections: int,
+    warmup: float,
+    seconds: float,
+    rounds: int,
+) -> dict[str, Any]:
+    build = publish(stack, listings)
+    published = build["published"]
     texts = queries_from_titles(queries, listings)
     gateway_url, matching_url = stack.url("gateway"), stack.url("matching")
     raw = raw_requests(stack.meili_url, stack.master_key, stack.index, texts)
@@ -352,6 +373,7 @@ def run(
     return {
         "scenario": "catalogue search, distinct queries",
         "listings": published,
+        "build": build,
         "queries": len(texts),
         # 503s (with Retry-After) answered to the check before the load, then retried.
         "unavailable_before_load": unavailable,
@@ -434,6 +456,14 @@ def report(result: dict[str, Any]) -> str:
             f" {result['targets'][k]}x)"
             for k, ok in met.items()
         )
+    )
+    build = result["build"]
+    lines.append(
+        f"built: import {build['import_s']:.1f} s, all searchable after {build['searchable_s']:.1f}"
+        f" s ({build['indexed_per_s']:,.0f} listings/s); disk "
+        + ", ".join(f"{k} {v:,.0f} MB" for k, v in build["disk_mb"].items())
+        + "; peak RSS "
+        + ", ".join(f"{k} {v:,.0f} MB" for k, v in result["peak_rss_mb"].items())
     )
     lines.append(
         f"generator check: raw with one generator process / two = "

@@ -276,6 +276,26 @@ def wait_caught_up(
     raise RuntimeError(f"the index did not catch up in {timeout:.0f} s")
 
 
+def meili_used_bytes(stack: Stack) -> int:
+    """The bytes Meilisearch's database holds (every index of the run)."""
+    response = httpx.get(f"{stack.meili_url}/stats", headers=bearer(stack.master_key), timeout=30)
+    response.raise_for_status()
+    return int(response.json()["usedDatabaseSize"])
+
+
+def database_bytes(stack: Stack) -> int:
+    """The size of the scenario's PostgreSQL database."""
+
+    async def size() -> int:
+        conn = await asyncpg.connect(**stack.connect_kwargs())
+        try:
+            return int(await conn.fetchval("SELECT pg_database_size(current_database())"))
+        finally:
+            await conn.close()
+
+    return run_blocking(size)
+
+
 def wait_matched(stack: Stack, timeout: float = 3600) -> None:
     """Until the match worker has matched every listing the indexer queued."""
     deadline = time.perf_counter() + timeout
