@@ -7,22 +7,36 @@ through listing's import API (timed separately: the growth table uses it), then 
 as a real process on an empty index and times the indexer from start to caught-up. Baseline in
 the same run: the same search documents added straight to another Meilisearch index in batches
 of the same size (1,000), waiting for the last task, once the match worker has matched the
-listings the indexer queued (it would otherwise run beside the baseline). Finally prints five
-Chinese and English queries with their top hits.
+listings the indexer queued (it would otherwise run beside the baseline). Also prints matching's
+peak RSS while it indexes (sampled every 0.1 s) and how many tasks and documents Meilisearch took
+per batch for each index (what bounds the indexer: docs/DECISIONS.md, Matching, "Indexer").
+Finally prints five Chinese and English queries with their top hits.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import statistics
 import time
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 import httpx
+import psutil
 from datasets import import_csv  # tests/perf is this script's folder
-from stack import HOLDER, Infra, Stack, publish_import, signup, wait_caught_up, wait_matched
+from stack import (
+    HOLDER,
+    Infra,
+    RssSampler,
+    Stack,
+    publish_import,
+    signup,
+    wait_caught_up,
+    wait_matched,
+)
 
 QUERIES = [
     "虚拟现实 头戴显示",
@@ -32,9 +46,79 @@ QUERIES = [
     "speech recognition neural network",
 ]
 BATCH = 1000  # the indexer's page size
+MB = 1024 * 1024
 
 
-async def baseline(meili_url: str, master_key: str, documents: list[dict[str, Any]]) -> float:
+def cpu_seconds(process: psutil.Process) -> float:
+    """CPU time of `process` and its children, ended or running (PostgreSQL's backends)."""
+    with process.oneshot():
+        times = process.cpu_times()
+        total = times.user + times.system + times.children_user + times.children_system
+    for child in process.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            child_times = child.cpu_times()
+            total += child_times.user + child_times.system
+    return float(total)
+
+
+def postmaster(stack: Stack) -> psutil.Process | None:
+    pg = stack.infra.pg
+    if pg.process is not None:
+        return psutil.Process(pg.process.pid)
+    for process in psutil.process_iter(["cmdline"]):
+        if str(pg.data_dir) in " ".join(process.info["cmdline"] or []):
+            return process
+    return None
+
+
+def cpu_use(stack: Stack) -> dict[str, psutil.Process]:
+    """The processes whose CPU time the indexer's run is charged with, by name."""
+    processes = {
+        "listing": psutil.Process(stack.pid("listing")),
+        "matching": psutil.Process(stack.pid("matching")),
+        "meilisearch": psutil.Process(stack.infra.meili.process.pid),
+    }
+    found = postmaster(stack)
+    if found is not None:
+        processes["postgres"] = found
+    return processes
+
+
+def batch_sizes(meili_url: str, master_key: str, uid: str) -> dict[str, Any]:
+    """Meilisearch's document batches of `uid`: how many, and the tasks and documents in each
+    (median and largest)."""
+    tasks: list[int] = []
+    docs: list[int] = []
+    params: dict[str, Any] = {"indexUids": uid, "limit": 1000}
+    while True:
+        response = httpx.get(
+            f"{meili_url}/batches",
+            params=params,
+            headers={"Authorization": f"Bearer {master_key}"},
+            timeout=30,
+        )
+        response.raise_for_status()
+        body = response.json()
+        for batch in body["results"]:
+            stats = batch["stats"]
+            if "documentAdditionOrUpdate" in stats.get("types", {}):
+                tasks.append(int(stats["totalNbTasks"]))
+                docs.append(int(batch["details"].get("receivedDocuments", 0)))
+        if body.get("next") is None:
+            break
+        params["from"] = body["next"]
+    return {
+        "batches": len(tasks),
+        "tasks_median": statistics.median(tasks) if tasks else 0,
+        "tasks_max": max(tasks, default=0),
+        "docs_median": statistics.median(docs) if docs else 0,
+        "docs_max": max(docs, default=0),
+    }
+
+
+async def baseline(
+    meili_url: str, master_key: str, documents: list[dict[str, Any]]
+) -> tuple[float, dict[str, Any]]:
     from services.matching.catalogue import SETTINGS
     from services.matching.meili import MeiliClient
 
@@ -51,8 +135,9 @@ async def baseline(meili_url: str, master_key: str, documents: list[dict[str, An
         for task in tasks:
             await meili.wait_task(task, seconds=3600)
         elapsed = time.perf_counter() - began
+        batches = batch_sizes(meili_url, master_key, uid)
         await meili.wait_task(await meili.delete_index(uid))
-        return elapsed
+        return elapsed, batches
 
 
 async def all_documents(meili_url: str, master_key: str, uid: str) -> list[dict[str, Any]]:
@@ -111,8 +196,13 @@ def run(stack: Stack, rows: int) -> dict[str, Any]:
     # Polled twice a second, not ten times: each poll is a status request to matching, which
     # asks listing and Meilisearch in turn (8 % of matching's CPU while indexing at 0.1 s). The
     # end is read from the indexer's own record, not from the poll.
-    wait_caught_up(stack, published, interval=0.5)
+    processes = cpu_use(stack)
+    cpu_before = {name: cpu_seconds(p) for name, p in processes.items()}
+    with RssSampler({"matching": stack.pid("matching")}, interval=0.1) as rss:
+        wait_caught_up(stack, published, interval=0.5)
     caught_up = time.time()
+    cpu = {name: round(cpu_seconds(p) - cpu_before[name], 1) for name, p in processes.items()}
+    batches = batch_sizes(stack.meili_url, stack.master_key, stack.index)
     # The indexer's own time, from its first batch (the rest was the process starting) to its
     # record of the last page.
     indexed = asyncio.run(last_commit(stack.connect_kwargs(), stack.index)) - first_addition(stack)
@@ -120,15 +210,27 @@ def run(stack: Stack, rows: int) -> dict[str, Any]:
     # the listings just indexed.
     wait_matched(stack)
     docs = asyncio.run(all_documents(stack.meili_url, stack.master_key, stack.index))
-    raw = asyncio.run(baseline(stack.meili_url, stack.master_key, docs))
+    raw, raw_batches = asyncio.run(baseline(stack.meili_url, stack.master_key, docs))
     n = len(docs)
     return {
         "rows": rows,
         "published": published,
         "publish_import_s": round(import_s, 3),
         "launch_to_caught_up_s": round(caught_up - launched, 3),
-        "indexer": {"seconds": round(indexed, 3), "docs_per_s": round(n / indexed, 1)},
-        "baseline": {"seconds": round(raw, 3), "docs_per_s": round(n / raw, 1)},
+        "indexer": {
+            "seconds": round(indexed, 3),
+            "docs_per_s": round(n / indexed, 1),
+            "matching_peak_rss_mb": round(rss.peak("matching") / MB, 1),
+            "matching_ready_rss_mb": round(rss.samples["matching"][0] / MB, 1),
+            # From matching's start to caught up, each process with its children.
+            "cpu_seconds": cpu,
+            "batches": batches,
+        },
+        "baseline": {
+            "seconds": round(raw, 3),
+            "docs_per_s": round(n / raw, 1),
+            "batches": raw_batches,
+        },
         "documents": n,
         "ratio": round(raw / indexed, 3),
     }
@@ -154,6 +256,19 @@ def main() -> None:
             f"{result['baseline']['seconds']:.1f} s = {result['baseline']['docs_per_s']:,.0f} "
             f"docs/s; indexer/raw throughput ratio {result['ratio']:.2f}"
         )
+        print(
+            f"matching's peak RSS while indexing: {result['indexer']['matching_peak_rss_mb']} MB "
+            f"(ready: {result['indexer']['matching_ready_rss_mb']} MB)"
+        )
+        cpu = ", ".join(f"{k} {v:.1f}" for k, v in result["indexer"]["cpu_seconds"].items())
+        print(f"CPU seconds from matching's start to caught up: {cpu}")
+        for name in ("indexer", "baseline"):
+            b = result[name]["batches"]
+            print(
+                f"Meilisearch batches ({name}): {b['batches']}, tasks per batch median "
+                f"{b['tasks_median']} max {b['tasks_max']}, documents median {b['docs_median']} "
+                f"max {b['docs_max']}"
+            )
         for q in QUERIES:
             hits = httpx.get(
                 f"{stack.url('matching')}/v1/search",
