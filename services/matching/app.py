@@ -45,8 +45,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             http=client,
             meili=app.state.meili,
             index_uid=settings.meili_index,
-            # Queued in the indexer's transaction; the match worker searches the demands.
-            on_published=queue.enqueue,
+            # Queued held as the indexer sends a page, released in its commit; the match
+            # worker searches the demands.
+            match_queue=queue.IndexerQueue(),
         )
         app.state.feed_notifier = FeedNotifier(settings.database_url, channel="matching_changes")
         await app.state.feed_notifier.start()

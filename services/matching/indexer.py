@@ -4,20 +4,24 @@
 - Idempotent by (listing id, version): the version indexed is kept in PostgreSQL and an event
   that is not newer is skipped, so replays and reorders never put an older version back.
 - The cursor advances only after Meilisearch confirms the tasks and in the same transaction as
-  the versions and the matches of newly published listings: a crash or an outage anywhere
+  the versions and the release of the page's match queue rows: a crash or an outage anywhere
   replays the page, nothing is lost.
+- A page's newly searchable listings are queued for matching, held by the page, as it is sent
+  (not kept in memory until its commit): the pages in flight cost little memory, so enough of
+  them fit for Meilisearch to index large batches. A run starts by dropping the held rows (no
+  page is in flight; the replay queues them again).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import zlib
 from collections import deque
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 import httpx
@@ -31,17 +35,33 @@ from shared.settings import Settings
 
 logger = logging.getLogger("ipx.matching.indexer")
 
-# Called with the search documents of a page that are searchable in a new version (newly
-# published, or changed while published: a new price is scored again), inside the transaction
-# that records the page (so matches are computed exactly when the cursor moves).
-OnPublished = Callable[[AsyncSession, list[dict[str, Any]]], Awaitable[None]]
+
+class MatchQueue(Protocol):
+    """Where the search documents of a page that are searchable in a new version go (newly
+    published, or changed while published: a new price is scored again): queued held by the
+    page as it is sent, released in the transaction that records the page (so they are matched
+    exactly when the cursor moves)."""
+
+    async def enqueue(
+        self, session: AsyncSession, docs: list[dict[str, Any]], held_by: str | None
+    ) -> None:
+        """Queue `docs`, held by the page `held_by` (None: claimable once this commits)."""
+
+    async def release(self, session: AsyncSession, pages: list[str]) -> None:
+        """Make the rows held by `pages` claimable, in the transaction that records them."""
+
+    async def drop_held(self, session: AsyncSession, prefix: str) -> int:
+        """Delete the rows held by the pages whose names start with `prefix` (an indexer's,
+        none of them in flight); how many."""
 
 
 # Pages sent to Meilisearch and not yet committed, and their events: enough that Meilisearch
 # always has the next pages queued while it indexes a batch (it merges queued tasks into one
-# batch), and that a trickle of small pages is never held back; the events bound the memory.
+# batch, and a batch costs more the larger the index: docs/DECISIONS.md, Matching,
+# "Indexer"), and that a trickle of small pages is never held back; the events bound the
+# memory (a page in flight keeps its versions, not its documents).
 IN_FLIGHT_PAGES = 64
-IN_FLIGHT_EVENTS = 8000
+IN_FLIGHT_EVENTS = 32000
 # The longest pause between two polls of a page's tasks (a finished task is seen this soon).
 TASK_POLL_SECONDS = 0.05
 
@@ -55,6 +75,7 @@ class Plan:
     deletes: list[str] = field(default_factory=list)
     records: list[dict[str, Any]] = field(default_factory=list)
     to_match: list[dict[str, Any]] = field(default_factory=list)
+    held_by: str | None = None  # the page's name in the match queue, once its rows are queued
     tasks: list[int] = field(default_factory=list)
     upserted: int = 0
     deleted: int = 0
@@ -125,7 +146,7 @@ class Indexer:
         http: httpx.AsyncClient,
         meili: MeiliClient,
         index_uid: str,
-        on_published: OnPublished | None = None,
+        match_queue: MatchQueue | None = None,
         page_size: int = 1000,
     ) -> None:
         self.settings = settings
@@ -133,7 +154,7 @@ class Indexer:
         self.http = http
         self.meili = meili
         self.index_uid = index_uid
-        self.on_published = on_published
+        self.match_queue = match_queue
         self.page_size = page_size
         self.lease_key = lease_key(index_uid)
         self._flight: Flight | None = None  # the pages in flight, while the pipeline runs
@@ -214,28 +235,51 @@ class Indexer:
             plan.tasks.append(await self.meili.add_documents(self.index_uid, plan.upserts))
         if plan.deletes:
             plan.tasks.append(await self.meili.delete_documents(self.index_uid, plan.deletes))
-        # Only the counts are needed from here on (the new documents stay for `on_published`).
+        # Only the counts are needed from here on.
         plan.upserted, plan.deleted = len(plan.upserts), len(plan.deletes)
         plan.upserts, plan.deletes = [], []
 
+    async def hold(self, plan: Plan, run: str) -> None:
+        """Queue the page's newly searchable listings for matching, held by the page until it
+        commits (a transaction of its own), and let go of their documents."""
+        if plan.to_match and self.match_queue is not None:
+            held_by = f"{self.index_uid}/{run}/{plan.cursor}"
+            async with self.sessionmaker() as session, session.begin():
+                await self.match_queue.enqueue(session, plan.to_match, held_by)
+            plan.held_by = held_by
+        plan.to_match = []
+
+    async def send_and_hold(self, plan: Plan, run: str) -> None:
+        """`send` and `hold` at once (Meilisearch and PostgreSQL); the first failure ends both
+        and is raised as it is (the worker tells outages by their type)."""
+        both = [asyncio.create_task(self.send(plan)), asyncio.create_task(self.hold(plan, run))]
+        try:
+            await asyncio.gather(*both)
+        finally:
+            for task in both:
+                task.cancel()
+            await asyncio.gather(*both, return_exceptions=True)
+
     async def commit(self, plan: Plan) -> PageResult:
-        """Once the page's tasks succeeded: its versions, its matches and the cursor, in one
-        transaction."""
+        """Once the page's tasks succeeded: its versions, its match queue rows and the cursor,
+        in one transaction."""
         await self.meili.wait_tasks(plan.tasks, poll_cap=TASK_POLL_SECONDS)
         await self.record([plan])
         return PageResult(plan.events, plan.upserted, plan.deleted, plan.cursor)
 
     async def record(self, plans: list[Plan]) -> None:
-        """Consecutive pages whose tasks succeeded: their versions, their matches and the
-        cursor after the last one, in one transaction."""
+        """Consecutive pages whose tasks succeeded: their versions, the release of their match
+        queue rows (or their queueing, if not held) and the cursor after the last one, in one
+        transaction."""
         records: dict[UUID, dict[str, Any]] = {}
         published: dict[str, dict[str, Any]] = {}
+        held = [plan.held_by for plan in plans if plan.held_by is not None]
         for plan in plans:  # one row per listing: its newest version (an upsert takes a row once)
             for record in plan.records:
                 seen = records.get(record["listing_id"])
                 if seen is None or record["version"] > seen["version"]:
                     records[record["listing_id"]] = record
-            for doc in plan.to_match:
+            for doc in plan.to_match:  # not held (`apply`)
                 found = published.get(doc["listing_id"])
                 if found is None or doc["version"] > found["version"]:
                     published[doc["listing_id"]] = doc
@@ -243,12 +287,17 @@ class Indexer:
         async with self.sessionmaker() as session, session.begin():
             if records:
                 await repository.record_indexed(session, list(records.values()), only_newer=True)
-            if published and self.on_published is not None:
-                await self.on_published(session, list(published.values()))
+            if self.match_queue is not None:
+                if published:
+                    await self.match_queue.enqueue(session, list(published.values()), None)
+                if held:
+                    await self.match_queue.release(session, held)
             await repository.save_cursor(session, self.index_uid, plans[-1].cursor, last_at)
 
     async def apply(self, page: ChangeFeedPage) -> PageResult:
-        """Index one page and record it (cursor, versions, matches) atomically."""
+        """Index one page and record it (cursor, versions, match queue) atomically: its listings
+        are queued in the commit, not held (another run may be in flight: its held rows
+        stay)."""
         plan = await self.plan(page, {})
         await self.send(plan)
         return await self.commit(plan)
@@ -263,10 +312,17 @@ class Indexer:
 
         Pages commit in order, each after its own tasks succeeded (consecutive finished pages
         in one transaction); on any failure both loops end and the caller restarts from the
-        committed cursor (nothing is skipped)."""
+        committed cursor (nothing is skipped). Match queue rows held by pages of an earlier run
+        are dropped first: those pages are replayed and queue them again."""
+        if self.match_queue is not None:
+            async with self.sessionmaker() as session, session.begin():
+                dropped = await self.match_queue.drop_held(session, f"{self.index_uid}/")
+            if dropped:
+                logger.info("dropped %d match queue rows of uncommitted pages", dropped)
         flight = self._flight = Flight()
+        run = secrets.token_hex(4)  # names this run's pages in the match queue
         loops = [
-            asyncio.create_task(self._send_pages(flight, wait), name="indexer-send"),
+            asyncio.create_task(self._send_pages(flight, wait, run), name="indexer-send"),
             asyncio.create_task(self._commit_pages(flight), name="indexer-commit"),
         ]
         try:
@@ -281,8 +337,9 @@ class Indexer:
             await asyncio.gather(*loops, *sends, return_exceptions=True)
             self._flight = None
 
-    async def _send_pages(self, flight: Flight, wait: float) -> None:
-        """Read the feed and send each page, the next page read while one is being sent."""
+    async def _send_pages(self, flight: Flight, wait: float, run: str) -> None:
+        """Read the feed and send each page (and queue its listings for matching, held), the
+        next page read while one is being sent."""
         cursor = await self.cursor()
         sending: asyncio.Task[None] | None = None
         while True:
@@ -299,7 +356,7 @@ class Indexer:
             plan = await self.plan(page, flight.overlay)
             if sending is not None:
                 await sending  # Meilisearch applies tasks in the order they are sent
-            sending = plan.sent = asyncio.create_task(self.send(plan))
+            sending = plan.sent = asyncio.create_task(self.send_and_hold(plan, run))
             await flight.add(plan)
             cursor = page.next_cursor
 

@@ -134,12 +134,28 @@ class MatchEvent(SQLModel, table=True):
 class MatchQueueItem(SQLModel, table=True):
     """A listing that became searchable and still has to be matched against the demands.
 
-    The indexer inserts it in the transaction that moves its cursor (so none is lost or
-    queued twice); the match worker claims it with a lease and deletes it in the transaction
-    that stores its matches."""
+    The indexer inserts it held by the page that made it searchable (`held_by`) when it plans
+    that page, and releases it in the transaction that moves its cursor past the page (so none
+    is lost or queued twice, and the pages in flight keep no documents in memory); the match
+    worker claims released rows with a lease and deletes them in the transaction that stores
+    their matches."""
 
     __tablename__ = "match_queue"
-    __table_args__ = {"schema": SCHEMA}
+    __table_args__ = (
+        # The claim reads claimable rows only, oldest first.
+        Index(
+            "ix_matching_match_queue_claimable",
+            "enqueued_at",
+            postgresql_where=text("held_by IS NULL"),
+        ),
+        # The rows of the pages a commit releases (a few pages' worth at any time).
+        Index(
+            "ix_matching_match_queue_held_by",
+            "held_by",
+            postgresql_where=text("held_by IS NOT NULL"),
+        ),
+        {"schema": SCHEMA},
+    )
 
     listing_id: UUID = Field(primary_key=True)
     version: int
@@ -149,3 +165,5 @@ class MatchQueueItem(SQLModel, table=True):
     enqueued_at: datetime = created_now()
     lease_until: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     attempts: int = 0
+    # The indexer page that queued the row and has not committed yet (NULL: claimable).
+    held_by: str | None = Field(default=None, sa_type=Text)

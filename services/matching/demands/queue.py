@@ -1,8 +1,11 @@
 """The match queue: listings that became searchable, matched against the demands by a worker.
 
-- The indexer queues a page's newly searchable listings in the transaction that moves its
-  cursor (`enqueue`, its `on_published` hook): a page is queued exactly once, and the cursor
-  does not wait for the demand searches.
+- The indexer queues a page's newly searchable listings held by that page when it plans it,
+  and releases them in the transaction that moves its cursor past the page (`IndexerQueue`):
+  a page is released exactly once, the cursor does not wait for the demand searches, and the
+  pages in flight keep no documents in memory (so more of them fit: larger Meilisearch
+  batches). Only released rows are claimed; when the indexer starts, no page is in flight, so
+  it drops the held rows and the replay from its cursor queues them again.
 - The worker claims a batch with a lease (`FOR UPDATE SKIP LOCKED` only for the claim: no row
   lock and no transaction is held across the Meilisearch call, NOTES.md), searches the demands,
   then stores the matches, their events and the removal of the batch in one transaction. A crash
@@ -52,7 +55,7 @@ CLAIM_BATCH = 8 * MULTI_SEARCH_BATCH
 CONCURRENCY = 2
 # An idle loop looks at the queue this often without a NOTIFY (leases that ran out).
 IDLE_WAIT_SECONDS = 2.0
-CHANNEL = "matching_queue"  # NOTIFY of the queue's insert trigger (migration 0003)
+CHANNEL = repository.CHANNEL  # notified by the statements that make rows claimable
 # A listing whose matching failed on its own is retried after RETRY_BASE_SECONDS * 2**(attempts
 # - 1), at most RETRY_MAX_SECONDS.
 RETRY_BASE_SECONDS = 1.0
@@ -61,9 +64,11 @@ RETRY_MAX_SECONDS = 600.0
 YIELD_SECONDS = 10.0
 
 
-async def enqueue(session: AsyncSession, docs: list[dict[str, Any]]) -> None:
-    """Queue listings that became searchable (search documents), in the caller's transaction
-    (the indexer's `on_published` hook)."""
+async def enqueue(
+    session: AsyncSession, docs: list[dict[str, Any]], held_by: str | None = None
+) -> None:
+    """Queue listings that became searchable (search documents), in the caller's transaction:
+    claimable once it commits or, `held_by` an indexer page, once that page is released."""
     if not docs:
         return
     await repository.enqueue(
@@ -72,7 +77,23 @@ async def enqueue(session: AsyncSession, docs: list[dict[str, Any]]) -> None:
         [int(doc["version"]) for doc in docs],
         # One JSON array for the page (one encoder call instead of one per listing).
         to_json([{name: doc.get(name) for name in QUEUED_FIELDS} for doc in docs]).decode(),
+        held_by,
     )
+
+
+class IndexerQueue:
+    """The match queue as the indexer uses it (`services.matching.indexer.MatchQueue`)."""
+
+    async def enqueue(
+        self, session: AsyncSession, docs: list[dict[str, Any]], held_by: str | None
+    ) -> None:
+        await enqueue(session, docs, held_by)
+
+    async def release(self, session: AsyncSession, pages: list[str]) -> None:
+        await repository.release_held(session, pages)
+
+    async def drop_held(self, session: AsyncSession, prefix: str) -> int:
+        return await repository.drop_held(session, prefix)
 
 
 def retry_delay(attempts: int) -> float:

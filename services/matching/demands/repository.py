@@ -36,6 +36,7 @@ from shared.db import by_creation
 from shared.outbox import read_page
 
 __all__ = [
+    "CHANNEL",
     "ActiveDemand",
     "Claimed",
     "active_demands",
@@ -43,12 +44,14 @@ __all__ = [
     "complete",
     "demand",
     "demands_of",
+    "drop_held",
     "enqueue",
     "insert_match_events",
     "match_events_after",
     "matches_of",
     "queued",
     "release",
+    "release_held",
     "upsert_matches",
 ]
 
@@ -261,40 +264,84 @@ class Claimed:
     attempts: int = 1  # this one included
 
 
+# The channel the worker listens on: the statements that make rows claimable notify it (an
+# insert of released rows, a release), delivered when their transaction commits.
+CHANNEL = "matching_queue"
+_NOTIFY = f"SELECT pg_notify('{CHANNEL}', '') WHERE EXISTS (SELECT 1 FROM changed)"
+
 # Arrays through unnest, as the indexer records its versions: a multi-row VALUES is dear to
-# build inside the indexer's commit (docs/DECISIONS.md, Matching, "Match queue").
+# build inside the indexer's commit (docs/DECISIONS.md, Matching, "Match queue"). A newer
+# version takes the row, held or not (its hold, and the end of any lease on the older one).
 _ENQUEUE = text(
-    f"INSERT INTO {SCHEMA}.match_queue "
-    "(listing_id, version, document, enqueued_at, lease_until, attempts) "
-    "SELECT page.id, page.version, doc.document, :at, NULL, 0 "
+    f"WITH changed AS (INSERT INTO {SCHEMA}.match_queue AS q "
+    "(listing_id, version, document, enqueued_at, lease_until, attempts, held_by) "
+    "SELECT page.id, page.version, doc.document, :at, NULL, 0, CAST(:held_by AS text) "
     "FROM unnest(CAST(:ids AS uuid[]), CAST(:versions AS integer[])) "
     "WITH ORDINALITY AS page(id, version, n) "
     "JOIN jsonb_array_elements(CAST(:documents AS jsonb)) WITH ORDINALITY AS doc(document, n) "
     "USING (n) "
     "ON CONFLICT (listing_id) DO UPDATE SET version = excluded.version, "
     "document = excluded.document, enqueued_at = excluded.enqueued_at, lease_until = NULL, "
-    f"attempts = 0 WHERE {SCHEMA}.match_queue.version < excluded.version"
-)
+    "attempts = 0, held_by = excluded.held_by "
+    "WHERE q.version < excluded.version "
+    "RETURNING 1) "
+    f"{_NOTIFY} AND CAST(:held_by AS text) IS NULL"
+).bindparams(bindparam("held_by", type_=Text()))
+_RELEASE = text(
+    f"WITH changed AS (UPDATE {SCHEMA}.match_queue SET held_by = NULL "
+    "WHERE held_by = ANY(CAST(:pages AS text[])) RETURNING 1) "
+    f"{_NOTIFY}"
+).bindparams(bindparam("pages", type_=ARRAY(Text())))
 
 
 async def enqueue(
-    session: AsyncSession, listing_ids: list[UUID], versions: list[int], documents: str
+    session: AsyncSession,
+    listing_ids: list[UUID],
+    versions: list[int],
+    documents: str,
+    held_by: str | None = None,
 ) -> None:
-    """Queue listings (`documents`: their documents as one JSON array, in the same order). A
-    listing already queued takes the newer version (and any lease on the older one ends)."""
+    """Queue listings (`documents`: their documents as one JSON array, in the same order),
+    claimable at the commit or, `held_by` a page, once `release_held` releases it. A listing
+    already queued takes the newer version (and any lease on the older one ends)."""
     await session.execute(
         _ENQUEUE,
-        {"ids": listing_ids, "versions": versions, "documents": documents, "at": datetime.now(UTC)},
+        {
+            "ids": listing_ids,
+            "versions": versions,
+            "documents": documents,
+            "at": datetime.now(UTC),
+            "held_by": held_by,
+        },
     )
 
 
+async def release_held(session: AsyncSession, pages: list[str]) -> None:
+    """Make the rows held by `pages` claimable (the worker is woken at the commit)."""
+    await session.execute(_RELEASE, {"pages": pages})
+
+
+async def drop_held(session: AsyncSession, prefix: str) -> int:
+    """Delete the rows held by pages named `prefix`... (an indexer's, none of them in flight:
+    its replay queues them again); how many."""
+    held_by = col(MatchQueueItem.held_by)
+    result = await session.execute(
+        # IS NOT NULL: the partial index of held rows.
+        delete(MatchQueueItem).where(
+            held_by.is_not(None), held_by.startswith(prefix, autoescape=True)
+        )
+    )
+    return int(getattr(result, "rowcount", 0))
+
+
 async def claim(session: AsyncSession, limit: int, lease_seconds: float) -> list[Claimed]:
-    """Lease up to `limit` queued listings nobody holds (oldest first)."""
+    """Lease up to `limit` released listings nobody holds (oldest first)."""
     now = datetime.now(UTC)
     free = (
         select(col(MatchQueueItem.listing_id))
         .where(
-            (col(MatchQueueItem.lease_until).is_(None)) | (col(MatchQueueItem.lease_until) < now)
+            col(MatchQueueItem.held_by).is_(None),  # the partial index of claimable rows
+            (col(MatchQueueItem.lease_until).is_(None)) | (col(MatchQueueItem.lease_until) < now),
         )
         .order_by(col(MatchQueueItem.enqueued_at))
         .limit(limit)
@@ -340,6 +387,11 @@ async def release(
 
 
 async def queued(session: AsyncSession) -> int:
-    """Listings queued and not matched yet."""
-    count = await session.execute(select(func.count()).select_from(MatchQueueItem))
+    """Listings queued and not matched yet (not those held by pages in flight: they are not
+    searchable yet)."""
+    count = await session.execute(
+        select(func.count())
+        .select_from(MatchQueueItem)
+        .where(col(MatchQueueItem.held_by).is_(None))
+    )
     return int(count.scalar_one())

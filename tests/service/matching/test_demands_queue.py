@@ -1,7 +1,8 @@
 """The match queue: the indexer queues newly searchable listings, the match worker matches them
-against the demands. A worker that dies after claiming, or inside the transaction that stores
-the matches, loses no match and writes no `match.created` twice; a listing that fails every
-time holds back neither its batch nor the queue; an outage gives a batch back at once."""
+against the demands. Rows held by an indexer page wait for its release (which wakes the
+worker). A worker that dies after claiming, or inside the transaction that stores the matches,
+loses no match and writes no `match.created` twice; a listing that fails every time holds back
+neither its batch nor the queue; an outage gives a batch back at once."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -20,10 +22,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 import services.matching.demands.queue
 from infra.seed.records import SeedRecord
 from services.matching.demands.matcher import QUEUED_FIELDS, Matcher
-from services.matching.demands.queue import MatchWorker, enqueue, retry_delay
-from services.matching.demands.repository import Claimed, complete
+from services.matching.demands.queue import (
+    CHANNEL,
+    IDLE_WAIT_SECONDS,
+    MatchWorker,
+    enqueue,
+    retry_delay,
+)
+from services.matching.demands.repository import Claimed, complete, release_held
 from services.matching.meili import MeiliUnavailable
 from services.matching.models import Demand, MatchQueueItem
+from shared.db import asyncpg_connect_kwargs
+from shared.settings import Settings
 from support import (
     bearer,
     new_organization,
@@ -281,6 +291,43 @@ async def test_a_newer_version_queued_meanwhile_stays_queued(
         assert row.lease_until is None  # the newer version is free to claim at once
     # ... and the running worker matches it without waiting for the old lease.
     await wait_matched(matching, operator_key, seconds=10.0)
+
+
+async def test_held_rows_wait_for_their_release_which_wakes_the_worker(
+    matching_app: FastAPI,
+    matching: httpx.AsyncClient,
+    market: dict[str, Any],
+    operator_key: str,
+    service_key: str,
+    matching_settings: Settings,
+) -> None:
+    """Rows an indexer page queued held (its commit not yet made) are neither claimed nor
+    pending, and wake no worker; their release wakes it, and it matches them, each announced
+    once."""
+    await wait_matched(matching, operator_key)
+    demand = await posted_before(matching_app, market["buyer_id"])
+    docs = await queued_documents(matching_app, 10)
+    before = len(await feed_events(matching, service_key))
+    page = "an_index/a_run/1.0"
+    listener = await asyncpg.connect(**asyncpg_connect_kwargs(matching_settings.database_url))
+    woken: asyncio.Queue[str] = asyncio.Queue()
+    await listener.add_listener(CHANNEL, lambda *args: woken.put_nowait(str(args[2])))
+    try:
+        async with matching_app.state.sessionmaker() as session, session.begin():
+            await enqueue(session, docs, held_by=page)
+        # The running worker looks at the queue at least once meanwhile (no NOTIFY needed).
+        await asyncio.sleep(IDLE_WAIT_SECONDS + 0.5)
+        assert woken.empty()
+        assert await matches_pending(matching, operator_key) == 0
+        assert await matches_of(matching, market["buyer"], str(demand.id)) == []
+        assert {row.held_by for row in await queue_rows(matching_app)} == {page}
+
+        async with matching_app.state.sessionmaker() as session, session.begin():
+            await release_held(session, [page])
+        assert await asyncio.wait_for(woken.get(), 5.0) == CHANNEL
+    finally:
+        await listener.close()
+    await announced_once(matching, operator_key, service_key, market["buyer"], demand, before)
 
 
 class FailsOn(MatchWorker):

@@ -1,6 +1,9 @@
 """The indexer's pipeline against the real listing feed, PostgreSQL and Meilisearch: many small
 pages in flight, committed in order (consecutive finished pages together), a trickle indexed
-while pages are pending, and no cursor move past a page whose task failed. Also: the feed page
+while pages are pending, and no cursor move past a page whose task failed. The match queue rows
+a page queues are held (not claimable) until its commit releases them; those of a page that
+never committed are dropped when the pipeline starts again and queued again by the replay.
+Also: the feed page
 that PostgreSQL renders as JSON is the ChangeEvent contract, field for field, and a long-poll
 hands out events held back by an older transaction soon after that transaction ends."""
 
@@ -17,11 +20,14 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlmodel import col
 
 from infra.seed.records import SeedRecord, load_records
+from services.matching.demands.queue import IndexerQueue
+from services.matching.demands.repository import claim
 from services.matching.indexer import Indexer, ensure_index
 from services.matching.meili import MeiliClient, MeiliTaskFailed
-from services.matching.models import IndexedListing, IndexerState
+from services.matching.models import IndexedListing, IndexerState, MatchQueueItem
 from shared.contracts.events import ChangeEvent
 from shared.db import create_engine, create_sessionmaker
 from shared.settings import Settings
@@ -33,7 +39,7 @@ DEADLINE = 60.0  # seconds any wait below may take on a loaded 2-core machine
 
 @pytest.fixture(scope="module")
 def records() -> list[SeedRecord]:
-    return [r for r in load_records() if r.asset.holders[0].name == SELLER][:13]
+    return [r for r in load_records() if r.asset.holders[0].name == SELLER][:16]
 
 
 @pytest.fixture(scope="module")
@@ -59,20 +65,37 @@ async def upstreams(listing_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-class Published:
-    """on_published: what became searchable, call by call, and whether the indexer (once set)
-    reported a backlog at each call."""
+class Published(IndexerQueue):
+    """The match queue, recording what the indexer asked of it: the listings each page held,
+    what became searchable commit by commit (`calls`: the listings the commit released), the
+    rows dropped at each start, and whether the indexer (once set) reported a backlog at each
+    commit."""
 
     def __init__(self) -> None:
+        self.held: dict[str, list[str]] = {}
         self.calls: list[list[str]] = []
+        self.dropped: list[int] = []
         self.indexer: Indexer | None = None
         self.backlog: list[bool] = []
 
-    async def __call__(self, session: AsyncSession, docs: list[dict[str, Any]]) -> None:
+    async def enqueue(
+        self, session: AsyncSession, docs: list[dict[str, Any]], held_by: str | None
+    ) -> None:
+        assert held_by is not None  # the pipeline holds what it queues until the commit
+        self.held[held_by] = [d["listing_id"] for d in docs]
+        await super().enqueue(session, docs, held_by)
+
+    async def release(self, session: AsyncSession, pages: list[str]) -> None:
         assert session.in_transaction()  # in the transaction that moves the cursor
-        self.calls.append([d["listing_id"] for d in docs])
+        self.calls.append([i for page in pages for i in self.held[page]])
         if self.indexer is not None:
             self.backlog.append(self.indexer.backlog())
+        await super().release(session, pages)
+
+    async def drop_held(self, session: AsyncSession, prefix: str) -> int:
+        dropped = await super().drop_held(session, prefix)
+        self.dropped.append(dropped)
+        return dropped
 
 
 def indexer(
@@ -89,7 +112,7 @@ def indexer(
         http=upstreams,
         meili=meili,
         index_uid=uid,
-        on_published=on_published,
+        match_queue=on_published,
         page_size=2,  # many pages in flight at once
     )
 
@@ -109,6 +132,19 @@ async def published_listings(sessionmaker: async_sessionmaker[AsyncSession]) -> 
     async with sessionmaker() as session:
         query = text("SELECT count(*) FROM listing.listings WHERE status = 'published'")
         return int((await session.execute(query)).scalar_one())
+
+
+async def queue_rows(
+    sessionmaker: async_sessionmaker[AsyncSession], listing_ids: list[str]
+) -> dict[str, str | None]:
+    """The match queue's rows of `listing_ids`: who holds each (None: released)."""
+    async with sessionmaker() as session:
+        rows = await session.execute(
+            select(MatchQueueItem).where(
+                col(MatchQueueItem.listing_id).in_([uuid.UUID(i) for i in listing_ids])
+            )
+        )
+        return {str(row.listing_id): row.held_by for row in rows.scalars()}
 
 
 async def index_versions(meili: MeiliClient, uid: str) -> dict[str, int]:
@@ -191,6 +227,8 @@ async def test_pages_in_flight_commit_in_order_and_a_trickle_is_indexed(
         assert len(recorded) == await published_listings(sessionmaker)
         flat = [i for call in published.calls for i in call]
         assert sorted(flat) == sorted(recorded)  # each became searchable once
+        # ... and each was released at its commit: nothing of this run is held any more.
+        assert set((await queue_rows(sessionmaker, flat)).values()) == {None}
 
         # A trickle while the pipeline runs: one more listing, searchable without a restart.
         await publish_records(listing, operator_key, seller_id, records[9:10])
@@ -236,6 +274,61 @@ async def test_a_failed_task_ends_the_pipeline_without_moving_the_cursor(
         async with sessionmaker() as session:
             assert (await session.execute(select(IndexedListing))).first() is None
         assert published.calls == []
+    finally:
+        await worker.meili.wait_task(await worker.meili.delete_index(uid))
+
+
+async def test_held_rows_of_a_page_that_never_committed_are_queued_again_by_the_replay(
+    settings: Settings,
+    listing: httpx.AsyncClient,
+    operator_key: str,
+    seller_id: str,
+    records: list[SeedRecord],
+    sessionmaker: async_sessionmaker[AsyncSession],
+    upstreams: httpx.AsyncClient,
+) -> None:
+    """A page whose task fails has queued its listings held: no worker claims them, and the
+    next start drops them; the replay from the committed cursor queues them again and its
+    commit releases them, each once."""
+    await publish_records(listing, operator_key, seller_id, records[13:16])
+    uid = f"pipeline_{uuid.uuid4().hex[:8]}"
+    published = Published()
+    worker = indexer(settings, sessionmaker, upstreams, published, uid)
+    # As above: every document task fails, and no listing counts as indexed yet (nor queued:
+    # all matched).
+    await worker.meili.wait_task(await worker.meili.create_index(uid, "listing_id"))
+    async with sessionmaker() as session, session.begin():
+        await session.execute(text("DELETE FROM matching.indexed_listings"))
+        await session.execute(text("DELETE FROM matching.match_queue"))
+    try:
+        with pytest.raises(MeiliTaskFailed):
+            await asyncio.wait_for(worker.pipeline(wait=1.0), DEADLINE)
+        held = {i for ids in published.held.values() for i in ids}
+        assert held and published.calls == []
+        rows = await queue_rows(sessionmaker, list(held))
+        assert set(rows) == held
+        assert all(page is not None and page.startswith(f"{uid}/") for page in rows.values())
+        async with sessionmaker() as session:
+            claimed = await claim(session, 10_000, 60.0)
+            await session.rollback()
+        assert not {str(item.listing_id) for item in claimed} & held  # held: not claimed
+
+        # Started again on a working index: the held rows go, the replay queues them again.
+        await worker.meili.wait_task(await worker.meili.delete_index(uid))
+        await ensure_index(worker.meili, uid)
+        published.held.clear()
+        head = await feed_head(listing, operator_key)
+        running = asyncio.create_task(worker.pipeline(wait=1.0))
+        try:
+            await until(lambda: _at(sessionmaker, uid, head, running), "the replay at the head")
+        finally:
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+        assert published.dropped == [0, len(held)]
+        released = [i for call in published.calls for i in call]
+        assert sorted(released) == sorted(set(released))  # each once
+        assert held <= set(released)
+        assert set((await queue_rows(sessionmaker, list(held))).values()) == {None}
     finally:
         await worker.meili.wait_task(await worker.meili.delete_index(uid))
 
