@@ -593,7 +593,8 @@ async def catalogue_search(
         facets_exact = False
         count: Count = "exact" if relation == "eq" else "estimated"
         past_the_end = not hits and params.offset > 0
-        if (params.exact_total and relation == "about") or past_the_end:
+        # Asked for, an exact count runs on a short page too: its facets are estimates.
+        if (params.exact_total and relation != "gte") or past_the_end:
             try:
                 async with asyncio.timeout(count_budget):
                     counted = await index.search(count_body(params))

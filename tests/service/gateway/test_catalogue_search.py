@@ -213,6 +213,14 @@ async def test_totals_are_estimates_unless_counted_and_pages_follow_tokens(
     )
     assert exact["facets_are_exact"] and sum(exact["facets"]["kind"].values()) == assets
     assert exact["total_pages"] == assets and exact["query"]["count"] == "exact"
+    # One short page is every result; asked for, its facets are counted exactly too.
+    short = await search(exact_total="true")
+    assert (short["total"], short["total_is_exact"], short["facets_are_exact"]) == (
+        assets,
+        True,
+        True,
+    )
+    assert short["facets"] == exact["facets"]
 
     seen: list[str] = []
     page = await search(page_size=3, sort="newest")
