@@ -302,8 +302,8 @@ async def test_held_rows_wait_for_their_release_which_wakes_the_worker(
     matching_settings: Settings,
 ) -> None:
     """Rows an indexer page queued held (its commit not yet made) are neither claimed nor
-    pending, and wake no worker; their release wakes it, and it matches them, each announced
-    once."""
+    pending, and wake no worker; a replay of the page takes them over; their release wakes the
+    worker, and it matches them, each announced once."""
     await wait_matched(matching, operator_key)
     demand = await posted_before(matching_app, market["buyer_id"])
     docs = await queued_documents(matching_app, 10)
@@ -322,8 +322,16 @@ async def test_held_rows_wait_for_their_release_which_wakes_the_worker(
         assert await matches_of(matching, market["buyer"], str(demand.id)) == []
         assert {row.held_by for row in await queue_rows(matching_app)} == {page}
 
+        # A later run replays the page (its first run never committed): the replay takes the
+        # rows over, so a hold that never commits cannot keep them from being matched.
+        replay = "an_index/another_run/1.0"
         async with matching_app.state.sessionmaker() as session, session.begin():
-            await release_held(session, [page])
+            await enqueue(session, docs, held_by=replay)
+        assert {row.held_by for row in await queue_rows(matching_app)} == {replay}
+        assert woken.empty()
+
+        async with matching_app.state.sessionmaker() as session, session.begin():
+            await release_held(session, [replay])
         assert await asyncio.wait_for(woken.get(), 5.0) == CHANNEL
     finally:
         await listener.close()
