@@ -45,6 +45,8 @@ class Xid8(UserDefinedType[int]):
 ischema_names["xid8"] = Xid8  # so reflection (migration checks) knows the type
 
 __all__ = [
+    "CLAIM_TIMEOUT_SECONDS",
+    "ClaimTimedOut",
     "SessionDep",
     "Xid8",
     "asyncpg_connect_kwargs",
@@ -154,6 +156,21 @@ async def statement_connection(engine: AsyncEngine) -> AsyncIterator[asyncpg.Con
             # fail the next checkout with "another operation is in progress".
             await connection.invalidate()
             raise
+
+
+# How long one claim of a work queue (webhook deliveries, partner inbox) may run. A healthy
+# claim reads pending rows only, through its partial index: milliseconds, tens of them under a
+# backlog (issue 21 measured 23-64 ms). One that runs longer has a wrong plan (issue 21's nested
+# loop over the delivered history ran at 100 % CPU for 6 minutes): cancelled at 5 s, it becomes
+# a failed step the worker logs and retries after its back-off, instead of holding a core and
+# its row locks. 5 s leaves a loaded 2-core machine 100 times a healthy claim's time, and stays
+# far under the leases a claim hands out (60 s), so a cancelled claim never strands work.
+CLAIM_TIMEOUT_SECONDS = 5.0
+
+
+class ClaimTimedOut(TimeoutError):
+    """A claim cancelled after CLAIM_TIMEOUT_SECONDS: a worker logs it as an outage (no trace)
+    and retries after its back-off."""
 
 
 def asyncpg_connect_kwargs(database_url: str) -> dict[str, Any]:

@@ -60,8 +60,22 @@ class InboundEvent(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("partner_code", "event_id"),
         Index("ix_gateway_inbound_events_due", "status", "next_attempt_at"),
+        # The claim's pending rows, in each offer's order: pending rows only, so a claim never
+        # reads the inbox's history, whatever the statistics say (migration 0007).
+        Index(
+            "ix_gateway_inbound_events_pending",
+            "offer_key",
+            "source_version",
+            "id",
+            postgresql_where=text("status = 'pending'"),
+        ),
         # "Is a newer version of this offer applied already?" on every claim.
-        Index("ix_gateway_inbound_events_offer", "offer_key", "source_version"),
+        Index(
+            "ix_gateway_inbound_events_applied",
+            "offer_key",
+            "source_version",
+            postgresql_where=text("status = 'applied'"),
+        ),
         {"schema": SCHEMA},
     )
 
@@ -132,7 +146,15 @@ class Delivery(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("subscription_id", "event_id"),
         Index("ix_gateway_deliveries_due", "status", "next_attempt_at"),
-        Index("ix_gateway_deliveries_order", "subscription_id", "ordering_key", "seq"),
+        # The claim's pending deliveries, in each ordering key's order: pending rows only, so
+        # a claim never walks the delivered history (migration 0007).
+        Index(
+            "ix_gateway_deliveries_pending",
+            "subscription_id",
+            "ordering_key",
+            "seq",
+            postgresql_where=text("status = 'pending'"),
+        ),
         # A subscription's newest deliveries: its list, and what retention keeps.
         Index("ix_gateway_deliveries_subscription_seq", "subscription_id", "seq"),
         {"schema": SCHEMA},

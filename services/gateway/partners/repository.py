@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlmodel import col
 
 from services.gateway.models import InboundEvent, Partner, RejectedEvent
-from shared.db import statement_connection
+from shared.db import CLAIM_TIMEOUT_SECONDS, ClaimTimedOut, statement_connection
 
 __all__ = [
     "ClaimedEvent",
@@ -124,20 +124,35 @@ class ClaimedEvent:
 # (never sent); the others leased. The leased rows come back with their partner's name and
 # region, and every row carries how many were marked stale. One statement, on its own: the
 # claim loop runs it whenever an inbox slot frees, and it is the loop's only step.
+#
+# The inbox's history is never read: the pending rows are read once (through
+# ix_gateway_inbound_events_pending, WHERE status = 'pending'), each offer's first one is its
+# only candidate (no subquery looks for "an earlier one" per row, which a stale-statistics plan
+# can turn into a nested loop over every row of the offer, issue 21), the candidates are locked
+# by primary key, and "newest applied version" is one probe of ix_gateway_inbound_events_applied.
 CLAIM = """
-WITH candidates AS (
+WITH pending AS MATERIALIZED (
+    SELECT id, offer_key, source_version, next_attempt_at, lease_until
+    FROM gateway.inbound_events
+    WHERE status = 'pending'
+    ORDER BY offer_key, source_version, id  -- the partial index's order: no sort
+),
+heads AS (
+    SELECT DISTINCT ON (offer_key) id, next_attempt_at, lease_until,
+           count(*) FILTER (WHERE lease_until >= $1) OVER (PARTITION BY offer_key) AS in_flight
+    FROM pending
+    ORDER BY offer_key, source_version, id
+),
+candidates AS (
     SELECT e.id, e.offer_key, e.source_version
     FROM gateway.inbound_events AS e
-    WHERE e.status = 'pending'
+    WHERE e.id = ANY(ARRAY(
+        SELECT h.id FROM heads AS h
+        WHERE h.in_flight = 0 AND h.next_attempt_at <= $1
+    ))
+      AND e.status = 'pending'
       AND e.next_attempt_at <= $1
       AND (e.lease_until IS NULL OR e.lease_until < $1)
-      AND NOT EXISTS (
-        SELECT 1 FROM gateway.inbound_events AS o
-        WHERE o.offer_key = e.offer_key
-          AND o.status = 'pending'
-          AND o.id <> e.id
-          AND ((o.source_version, o.id) < (e.source_version, e.id) OR o.lease_until >= $1)
-      )
     ORDER BY e.next_attempt_at, e.id
     LIMIT $2
     FOR UPDATE OF e SKIP LOCKED
@@ -179,9 +194,16 @@ async def claim_alone(
 ) -> tuple[list[ClaimedEvent], int]:
     """Due events (see CLAIM), leased for `lease`, and how many were marked stale on the way
     (their version is not newer than one already applied for their offer, so they are never
-    sent). One statement straight to the driver, with no transaction around it."""
-    async with statement_connection(engine) as connection:
-        rows = await connection.fetch(CLAIM, now, limit, now + lease)
+    sent). One statement straight to the driver, with no transaction around it, cancelled
+    after CLAIM_TIMEOUT_SECONDS (the driver sends PostgreSQL a cancel request): then raises
+    ClaimTimedOut, which the inbox worker logs and retries after its back-off."""
+    try:
+        async with statement_connection(engine) as connection:
+            rows = await connection.fetch(
+                CLAIM, now, limit, now + lease, timeout=CLAIM_TIMEOUT_SECONDS
+            )
+    except TimeoutError as exc:
+        raise ClaimTimedOut(f"inbox claim cancelled after {CLAIM_TIMEOUT_SECONDS:g}s") from exc
     stale = int(rows[0]["stale"]) if rows else 0
     claimed = [
         ClaimedEvent(

@@ -42,8 +42,8 @@ async def delete_inbox(session: AsyncSession, cutoff: datetime, batch: int) -> i
 
 # Per subscription, the (keep + 1)-th newest seq: what is at or below it may go. Read once per
 # round: a delivery that arrives later only adds to a subscription's newest, so a floor read
-# earlier keeps as much or more than one read now. Reads ix_gateway_deliveries_order
-# (subscription_id, ordering_key, seq) once through, keeping the top keep + 1 per subscription.
+# earlier keeps as much or more than one read now. Reads the newest keep + 1 of each
+# subscription from ix_gateway_deliveries_subscription_seq (subscription_id, seq).
 FLOORS = text(
     """
     SELECT s.id, f.seq

@@ -10,6 +10,7 @@ from uuid import UUID, uuid4
 
 from sqlalchemy import select, text, update
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -21,7 +22,7 @@ from services.gateway.models import (
     Partner,
     Subscription,
 )
-from shared.db import by_creation, utcnow
+from shared.db import CLAIM_TIMEOUT_SECONDS, ClaimTimedOut, by_creation, utcnow
 
 INSERT_CHUNK = 1000
 
@@ -152,35 +153,47 @@ class Claimed:
 # same ordering key (in order per listing; one given up no longer blocks), and at most
 # :per_subscription in flight per subscription across every replica (a slow subscriber cannot
 # take every slot). Locked with SKIP LOCKED, leased, and the lock released at commit.
+#
+# Every read of gateway.deliveries but the locking one is of pending rows only, once, through
+# ix_gateway_deliveries_pending (subscription_id, ordering_key, seq) WHERE status = 'pending':
+# the first pending row of each key is the only one that may go, so no subquery looks for
+# "an earlier one" (such a subquery walked every delivered row of the key, and a nested-loop
+# plan of it ran for minutes on stale statistics, issue 21). The rows to lock are then fetched
+# by primary key. CLAIM_SETTINGS keeps the planner off sequential scans, whatever the
+# statistics say, and bounds the claim's time.
 CLAIM = text(
     """
-    WITH busy AS (
-        SELECT subscription_id, count(*) AS n FROM gateway.deliveries
-        WHERE status = 'pending' AND lease_until > now()
+    WITH pending AS MATERIALIZED (
+        SELECT id, subscription_id, ordering_key, seq, next_attempt_at, lease_until
+        FROM gateway.deliveries
+        WHERE status = 'pending'
+        ORDER BY subscription_id, ordering_key, seq  -- the partial index's order: no sort
+    ), busy AS (
+        SELECT subscription_id, count(*) AS n FROM pending
+        WHERE lease_until > now()
         GROUP BY subscription_id
+    ), heads AS (
+        SELECT DISTINCT ON (subscription_id, ordering_key)
+               id, subscription_id, seq, next_attempt_at, lease_until
+        FROM pending
+        ORDER BY subscription_id, ordering_key, seq
     ), ready AS (
-        SELECT d.id, d.next_attempt_at, d.seq,
+        SELECT h.id,
                row_number() OVER (
-                   PARTITION BY d.subscription_id ORDER BY d.next_attempt_at, d.seq
+                   PARTITION BY h.subscription_id ORDER BY h.next_attempt_at, h.seq
                ) + coalesce(b.n, 0) AS slot
-        FROM gateway.deliveries d
-        JOIN gateway.subscriptions s ON s.id = d.subscription_id AND s.status = 'active'
-        LEFT JOIN busy b ON b.subscription_id = d.subscription_id
-        WHERE d.status = 'pending' AND d.next_attempt_at <= now()
-          AND (d.lease_until IS NULL OR d.lease_until <= now())
-          AND NOT EXISTS (
-              SELECT 1 FROM gateway.deliveries e
-              WHERE e.subscription_id = d.subscription_id
-                AND e.ordering_key = d.ordering_key
-                AND e.seq < d.seq
-                AND e.status = 'pending'
-          )
+        FROM heads h
+        JOIN gateway.subscriptions s ON s.id = h.subscription_id AND s.status = 'active'
+        LEFT JOIN busy b ON b.subscription_id = h.subscription_id
+        WHERE h.next_attempt_at <= now()
+          AND (h.lease_until IS NULL OR h.lease_until <= now())
     ), locked AS (
-        SELECT d.id FROM gateway.deliveries d JOIN ready r ON r.id = d.id
-        WHERE r.slot <= :per_subscription
+        SELECT d.id FROM gateway.deliveries d
+        WHERE d.id = ANY(ARRAY(SELECT id FROM ready WHERE slot <= :per_subscription))
           AND d.status = 'pending'
+          AND d.next_attempt_at <= now()
           AND (d.lease_until IS NULL OR d.lease_until <= now())
-        ORDER BY r.next_attempt_at, r.seq
+        ORDER BY d.next_attempt_at, d.seq
         LIMIT :limit
         FOR UPDATE OF d SKIP LOCKED
     )
@@ -194,15 +207,35 @@ CLAIM = text(
     """
 )
 
+QUERY_CANCELED = "57014"  # SQLSTATE of a statement cancelled by statement_timeout
+
+# For the rest of the claim's transaction: no sequential scan of the deliveries (the pending
+# rows come from the partial index even when statistics taken during a backlog say most rows
+# are pending), and the claim cancelled past CLAIM_TIMEOUT_SECONDS.
+CLAIM_SETTINGS = text(
+    "SELECT set_config('statement_timeout', :timeout, true),"
+    " set_config('enable_seqscan', 'off', true)"
+)
+
 
 async def claim(
     session: AsyncSession, *, limit: int, per_subscription: int, lease_seconds: float
 ) -> list[Claimed]:
-    result = await session.execute(
-        CLAIM,
-        {"limit": limit, "per_subscription": per_subscription, "lease_seconds": lease_seconds},
-    )
-    return [
+    """Due deliveries, leased (see CLAIM); raises ClaimTimedOut when the claim is cancelled
+    after CLAIM_TIMEOUT_SECONDS. CLAIM_SETTINGS hold until the caller's transaction ends."""
+    await session.execute(CLAIM_SETTINGS, {"timeout": f"{round(CLAIM_TIMEOUT_SECONDS * 1000)}ms"})
+    try:
+        result = await session.execute(
+            CLAIM,
+            {"limit": limit, "per_subscription": per_subscription, "lease_seconds": lease_seconds},
+        )
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) == QUERY_CANCELED:
+            raise ClaimTimedOut(
+                f"delivery claim cancelled after {CLAIM_TIMEOUT_SECONDS:g}s"
+            ) from exc
+        raise
+    claimed = [
         Claimed(
             id=r.id,
             subscription_id=r.subscription_id,
@@ -216,6 +249,7 @@ async def claim(
         )
         for r in result
     ]
+    return claimed
 
 
 async def record_attempt(
