@@ -54,7 +54,7 @@ LOAD = [
            status, created_at)
        SELECT gen_random_uuid(), gen_random_uuid(), 'https://hooks.example/' || n,
               ARRAY['listing.updated'], '{}', 's', 'active', now()
-       FROM generate_series(1, :subscriptions) AS n""",
+       FROM generate_series(1, CAST(:subscriptions AS integer)) AS n""",
     """INSERT INTO gateway.partners (code, name, region, status, inbound_secret, adapter,
            pull_interval_seconds, pull_failures, created_at, updated_at)
        VALUES ('tjipe', '天津', '120000', 'active', 's', 'canonical', 60, 0, now(), now())""",
@@ -67,14 +67,14 @@ LOAD = [
               jsonb_build_object('listing_id', 'L' || (n % :keys), 'title', repeat('专利', 40)),
               CAST(:status AS varchar), 1, now() - interval '1 day', now() - interval '1 day',
               CASE WHEN CAST(:status AS varchar) = 'delivered' THEN now() END
-       FROM generate_series(:first, :last) AS n""",
+       FROM generate_series(CAST(:first AS integer), CAST(:last AS integer)) AS n""",
     """INSERT INTO gateway.inbound_events (partner_code, event_id, source, received_at,
            source_version, offer_key, document, status, attempts, next_attempt_at, processed_at)
        SELECT 'tjipe', 'evt_' || n, 'push', now() - interval '1 day', n,
               'tjipe:' || (n % :keys), jsonb_build_object('title', repeat('专利', 40)),
               CAST(:status AS varchar), 0, now() - interval '1 day',
               CASE WHEN CAST(:status AS varchar) = 'applied' THEN now() END
-       FROM generate_series(:first, :last) AS n""",
+       FROM generate_series(CAST(:first AS integer), CAST(:last AS integer)) AS n""",
 ]
 
 
