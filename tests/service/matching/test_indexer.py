@@ -250,6 +250,17 @@ async def _at(
     return await cursor(sessionmaker, uid) == head
 
 
+async def failing_index(
+    worker: Indexer, uid: str, sessionmaker: async_sessionmaker[AsyncSession], *tables: str
+) -> None:
+    """Index `uid` with another primary key, so that every document task fails, and no
+    listing counted as indexed yet (`tables` emptied too)."""
+    await worker.meili.wait_task(await worker.meili.create_index(uid, "listing_id"))
+    async with sessionmaker() as session, session.begin():
+        for table in ("matching.indexed_listings", *tables):
+            await session.execute(text(f"DELETE FROM {table}"))
+
+
 async def test_a_failed_task_ends_the_pipeline_without_moving_the_cursor(
     settings: Settings,
     listing: httpx.AsyncClient,
@@ -263,10 +274,7 @@ async def test_a_failed_task_ends_the_pipeline_without_moving_the_cursor(
     uid = f"pipeline_{uuid.uuid4().hex[:8]}"
     published = Published()
     worker = indexer(settings, sessionmaker, upstreams, published, uid)
-    # An index whose primary key is another field: every document task fails.
-    await worker.meili.wait_task(await worker.meili.create_index(uid, "listing_id"))
-    async with sessionmaker() as session, session.begin():
-        await session.execute(text("DELETE FROM matching.indexed_listings"))
+    await failing_index(worker, uid, sessionmaker)
     try:
         with pytest.raises(MeiliTaskFailed):
             await asyncio.wait_for(worker.pipeline(wait=1.0), DEADLINE)
@@ -294,12 +302,7 @@ async def test_held_rows_of_a_page_that_never_committed_are_queued_again_by_the_
     uid = f"pipeline_{uuid.uuid4().hex[:8]}"
     published = Published()
     worker = indexer(settings, sessionmaker, upstreams, published, uid)
-    # As above: every document task fails, and no listing counts as indexed yet (nor queued:
-    # all matched).
-    await worker.meili.wait_task(await worker.meili.create_index(uid, "listing_id"))
-    async with sessionmaker() as session, session.begin():
-        await session.execute(text("DELETE FROM matching.indexed_listings"))
-        await session.execute(text("DELETE FROM matching.match_queue"))
+    await failing_index(worker, uid, sessionmaker, "matching.match_queue")  # none queued yet
     try:
         with pytest.raises(MeiliTaskFailed):
             await asyncio.wait_for(worker.pipeline(wait=1.0), DEADLINE)
