@@ -283,10 +283,12 @@ _ENQUEUE = text(
     "ON CONFLICT (listing_id) DO UPDATE SET version = excluded.version, "
     "document = excluded.document, enqueued_at = excluded.enqueued_at, lease_until = NULL, "
     "attempts = 0, held_by = excluded.held_by "
-    # A row still held at the same version is taken over: a replay's page (or apply()'s commit)
-    # holds or releases it, so a hold whose page never committed cannot strand it.
+    # A row still held at the same version by a page of the same index ("{index}/{run}/...")
+    # is taken over by the replay's page, so a hold whose page never committed cannot strand
+    # it; another index's indexer (tests, a rebuild) leaves it to its holder.
     "WHERE q.version < excluded.version "
-    "OR (q.version = excluded.version AND q.held_by IS NOT NULL) "
+    "OR (q.version = excluded.version "
+    "AND split_part(q.held_by, '/', 1) = split_part(excluded.held_by, '/', 1)) "
     "RETURNING 1) "
     f"{_NOTIFY} AND CAST(:held_by AS text) IS NULL"
 ).bindparams(bindparam("held_by", type_=Text()))
