@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from decimal import Decimal
 from functools import lru_cache
 from typing import Annotated, Literal, Self
 
@@ -88,6 +89,15 @@ class Settings(BaseSettings):
     retention_interval_seconds: float = Field(default=600.0, ge=0)
     # Rows deleted per table per transaction.
     retention_batch: int = Field(default=1000, gt=0)
+    # Listing, the incentives report (issue 23): the policy's rates as fractions, settings
+    # because the province revises them. Licences and transfers earn this share of their value,
+    # pledge loans this share of their interest, equity contributions this share of their
+    # valuation. Six decimal places at most (the API's rate format).
+    incentive_licence_rate: Decimal = Field(default=Decimal("0.01"), ge=0, le=1, decimal_places=6)
+    incentive_pledge_interest_rate: Decimal = Field(
+        default=Decimal("0.5"), ge=0, le=1, decimal_places=6
+    )
+    incentive_equity_rate: Decimal = Field(default=Decimal("0.1"), ge=0, le=1, decimal_places=6)
 
     @field_validator("cors_origins", mode="before")
     @classmethod
