@@ -89,6 +89,22 @@ class Settings(BaseSettings):
     retention_interval_seconds: float = Field(default=600.0, ge=0)
     # Rows deleted per table per transaction.
     retention_batch: int = Field(default=1000, gt=0)
+    # Open licences (Patent Law Art. 50-52; CNIPA's 2024 guidance). Terms outside the guidance
+    # are flagged to the reviewer, not refused: a fixed fee (lump sum or entry fee) above
+    # `open_licence_max_fixed_fee` yuan, a royalty above the rate for its basis.
+    open_licence_max_fixed_fee: Decimal = Field(default=Decimal("20000000"), ge=0)
+    open_licence_max_royalty_net_sales: Decimal = Field(default=Decimal("0.20"), ge=0, le=1)
+    open_licence_max_royalty_profit: Decimal = Field(default=Decimal("0.40"), ge=0, le=1)
+    # The shortest licence term a declaration may offer, in months.
+    open_licence_min_term_months: int = Field(default=12, ge=1)
+    # A licence taken is filed for recordal within this many months of the licensee's notice;
+    # the parties are reminded (webhook `licence.recordal_due`) these many days before.
+    open_licence_recordal_months: int = Field(default=3, ge=1)
+    open_licence_reminder_days: Annotated[list[int], NoDecode] = Field(
+        default_factory=lambda: [30, 7]
+    )
+    # How often listing looks for recordal deadlines to remind the parties of.
+    open_licence_reminder_interval_seconds: float = Field(default=3600.0, gt=0)
     # Listing, the incentives report (issue 23): the policy's rates as fractions, settings
     # because the province revises them. Licences and transfers earn this share of their value,
     # pledge loans this share of their interest, equity contributions this share of their
@@ -133,6 +149,13 @@ class Settings(BaseSettings):
     def _split_schedule(cls, value: object) -> object:
         if isinstance(value, str):
             return [float(step) for step in value.split(",") if step.strip()]
+        return value
+
+    @field_validator("open_licence_reminder_days", mode="before")
+    @classmethod
+    def _split_days(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [int(day) for day in value.split(",") if day.strip()]
         return value
 
     @field_validator("webhook_user_agent")
