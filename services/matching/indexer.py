@@ -69,6 +69,7 @@ TASK_POLL_SECONDS = 0.05
 @dataclass
 class Plan:
     events: int
+    after: str  # the cursor the page was read after: the commit checks it is still stored
     cursor: str
     last_at: datetime | None
     upserts: list[dict[str, Any]] = field(default_factory=list)
@@ -115,6 +116,14 @@ class Flight:
                 self.pending.popleft()
                 self.events -= plan.events
             self.changed.notify_all()
+
+
+class CursorMoved(Exception):
+    """The stored cursor is not where this run's pages began: someone else indexed meanwhile.
+    The run ends without recording; the next one starts from the stored cursor."""
+
+    def __init__(self, index_uid: str, expected: str, stored: str) -> None:
+        super().__init__(f"{index_uid}: the cursor moved from {expected} to {stored}")
 
 
 @dataclass
@@ -181,9 +190,11 @@ class Indexer:
         response.raise_for_status()
         return ChangeFeedPage.model_validate_json(response.content)
 
-    async def plan(self, page: ChangeFeedPage, overlay: dict[UUID, tuple[int, bool]]) -> Plan:
-        """What a page changes, against the versions indexed (PostgreSQL, then `overlay`: pages
-        sent but not yet committed)."""
+    async def plan(
+        self, page: ChangeFeedPage, after: str, overlay: dict[UUID, tuple[int, bool]]
+    ) -> Plan:
+        """What a page (read `after` a cursor) changes, against the versions indexed
+        (PostgreSQL, then `overlay`: pages sent but not yet committed)."""
         latest: dict[UUID, Any] = {}
         for event in page.events:
             if event.entity != "listing":
@@ -198,6 +209,7 @@ class Indexer:
             known = await repository.indexed_versions(session, list(latest))
         plan = Plan(
             events=len(page.events),
+            after=after,
             cursor=page.next_cursor,
             last_at=page.events[-1].occurred_at if page.events else None,
         )
@@ -285,6 +297,12 @@ class Indexer:
                     published[doc["listing_id"]] = doc
         last_at = next((p.last_at for p in reversed(plans) if p.last_at is not None), None)
         async with self.sessionmaker() as session, session.begin():
+            # Compared first, under the row's lock: a replica that lost its lease without
+            # noticing, an operator's replay or a rebuild's swap moved it, and this run's pages
+            # must not be recorded over theirs (issue 21).
+            stored = await repository.lock_cursor(session, self.index_uid)
+            if stored != plans[0].after:
+                raise CursorMoved(self.index_uid, plans[0].after, stored)
             if records:
                 await repository.record_indexed(session, list(records.values()), only_newer=True)
             if self.match_queue is not None:
@@ -294,17 +312,17 @@ class Indexer:
                     await self.match_queue.release(session, held)
             await repository.save_cursor(session, self.index_uid, plans[-1].cursor, last_at)
 
-    async def apply(self, page: ChangeFeedPage) -> PageResult:
-        """Index one page and record it (cursor, versions, match queue) atomically: its listings
-        are queued in the commit, not held (another run may be in flight: its held rows
-        stay)."""
-        plan = await self.plan(page, {})
+    async def apply(self, page: ChangeFeedPage, after: str) -> PageResult:
+        """Index one page (read `after` a cursor) and record it (cursor, versions, match queue)
+        atomically: its listings are queued in the commit, not held (another run may be in
+        flight: its held rows stay)."""
+        plan = await self.plan(page, after, {})
         await self.send(plan)
         return await self.commit(plan)
 
     async def step(self, wait: float) -> PageResult:
-        page = await self.fetch(await self.cursor(), wait)
-        return await self.apply(page)
+        after = await self.cursor()
+        return await self.apply(await self.fetch(after, wait), after)
 
     async def pipeline(self, wait: float) -> None:
         """Index continuously: one loop reads and sends pages (up to IN_FLIGHT_PAGES and
@@ -353,7 +371,7 @@ class Indexer:
             page = await self.fetch(cursor, wait)
             if not page.events:
                 continue
-            plan = await self.plan(page, flight.overlay)
+            plan = await self.plan(page, cursor, flight.overlay)
             if sending is not None:
                 await sending  # Meilisearch applies tasks in the order they are sent
             sending = plan.sent = asyncio.create_task(self.send_and_hold(plan, run))

@@ -60,6 +60,16 @@ async def cursor(session: AsyncSession, index_uid: str) -> str:
     return state.cursor if state else START
 
 
+async def lock_cursor(session: AsyncSession, index_uid: str) -> str:
+    """The stored cursor, its row locked until the transaction ends (the start if none yet)."""
+    stored = await session.execute(
+        select(col(IndexerState.cursor))
+        .where(col(IndexerState.index_uid) == index_uid)
+        .with_for_update()
+    )
+    return stored.scalar_one_or_none() or START
+
+
 async def save_cursor(
     session: AsyncSession, index_uid: str, cursor: str, last_event_at: datetime | None
 ) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from services.matching.indexer import Indexer, ensure_index
+from services.matching.indexer import CursorMoved, Indexer, ensure_index
 from services.matching.meili import MeiliError, MeiliUnavailable
 from shared.workers import Worker
 
@@ -29,7 +29,8 @@ def indexer_workers(app: FastAPI) -> list[Worker]:
             interval=0.0,
             exclusive=True,
             lease=indexer.lease_key,
-            outages=(MeiliUnavailable, MeiliError),
+            # Another writer moved the cursor: a lost lease, not a bug; the next run starts there.
+            outages=(MeiliUnavailable, MeiliError, CursorMoved),
             interruptible=True,
         )
     ]

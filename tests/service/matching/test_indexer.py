@@ -25,11 +25,13 @@ from sqlmodel import col
 from infra.seed.records import SeedRecord, load_records
 from services.matching.demands.queue import IndexerQueue
 from services.matching.demands.repository import claim
-from services.matching.indexer import Indexer, ensure_index
+from services.matching.indexer import CursorMoved, Indexer, ensure_index
 from services.matching.meili import MeiliClient, MeiliTaskFailed
 from services.matching.models import IndexedListing, IndexerState, MatchQueueItem
+from services.matching.repository import save_cursor
 from shared.contracts.events import ChangeEvent
 from shared.db import create_engine, create_sessionmaker
+from shared.outbox import START
 from shared.settings import Settings
 from support import bearer, new_organization, publish_records
 
@@ -39,7 +41,7 @@ DEADLINE = 60.0  # seconds any wait below may take on a loaded 2-core machine
 
 @pytest.fixture(scope="module")
 def records() -> list[SeedRecord]:
-    return [r for r in load_records() if r.asset.holders[0].name == SELLER][:16]
+    return [r for r in load_records() if r.asset.holders[0].name == SELLER][:20]
 
 
 @pytest.fixture(scope="module")
@@ -282,6 +284,40 @@ async def test_a_failed_task_ends_the_pipeline_without_moving_the_cursor(
         async with sessionmaker() as session:
             assert (await session.execute(select(IndexedListing))).first() is None
         assert published.calls == []
+    finally:
+        await worker.meili.wait_task(await worker.meili.delete_index(uid))
+
+
+async def test_a_page_is_not_recorded_once_someone_else_moved_the_cursor(
+    settings: Settings,
+    listing: httpx.AsyncClient,
+    operator_key: str,
+    seller_id: str,
+    records: list[SeedRecord],
+    sessionmaker: async_sessionmaker[AsyncSession],
+    upstreams: httpx.AsyncClient,
+) -> None:
+    """A replica that lost its lease without noticing (or raced an operator's replay) reads
+    a page after the cursor it knew; another writer moved it meanwhile: the page's commit
+    raises, and the cursor stays the other writer's."""
+    await publish_records(listing, operator_key, seller_id, records[16:20])
+    uid = f"pipeline_{uuid.uuid4().hex[:8]}"
+    worker = indexer(settings, sessionmaker, upstreams, Published(), uid)
+    worker.match_queue = None  # `apply` queues in its commit; Published expects held pages
+    await ensure_index(worker.meili, uid)
+    try:
+        first = await worker.fetch(START, wait=0)
+        second = await worker.fetch(first.next_cursor, wait=0)
+        assert first.events and second.events
+        async with sessionmaker() as session, session.begin():  # the other writer's commit
+            await save_cursor(session, uid, second.next_cursor, None)
+        with pytest.raises(CursorMoved):
+            await worker.apply(first, START)
+        assert await cursor(sessionmaker, uid) == second.next_cursor
+        # Read after the stored cursor, the next page commits.
+        third = await worker.fetch(second.next_cursor, wait=0)
+        await worker.apply(third, second.next_cursor)
+        assert await cursor(sessionmaker, uid) == third.next_cursor
     finally:
         await worker.meili.wait_task(await worker.meili.delete_index(uid))
 

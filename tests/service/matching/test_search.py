@@ -234,7 +234,8 @@ async def test_an_older_version_never_replaces_a_newer_one(
     async with app.state.sessionmaker() as session:
         state = await session.get(IndexerState, app.state.index_uid)
     # The old "published" event arrives again (a replay, or out of order): nothing changes.
-    result = await app.state.indexer.apply(ChangeFeedPage(events=stale, next_cursor=state.cursor))
+    page = ChangeFeedPage(events=stale, next_cursor=state.cursor)
+    result = await app.state.indexer.apply(page, state.cursor)
     assert (result.upserted, result.deleted) == (0, 0)
     assert await documents(app) == current
 
