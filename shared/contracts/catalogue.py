@@ -42,6 +42,8 @@ __all__ = [
     "ListingStatus",
     "LocalizedText",
     "Money",
+    "OpenLicenseFeeType",
+    "OpenLicenseTerms",
     "PlantTaxon",
     "Price",
     "PriceMode",
@@ -75,6 +77,10 @@ ListingStatus = Literal[
     "expired",
 ]
 PriceMode = Literal["fixed", "negotiable", "royalty"]
+# Open licence fees (Patent Law Art. 50): a lump sum, a royalty on net sales or on profit, or an
+# entry fee plus a royalty.
+OpenLicenseFeeType = Literal["lump_sum", "royalty", "entry_fee_plus_royalty"]
+RoyaltyBasis = Literal["net_sales", "profit"]
 OUR_EXCHANGE = "jjj"
 EXCHANGE_CODE_PATTERN = r"^[a-z][a-z0-9_-]{1,31}$"
 SCHEMA_V1: Literal["ipx.catalogue/v1"] = "ipx.catalogue/v1"
@@ -174,6 +180,32 @@ class Price(Contract):
     currency: Literal["CNY"] = "CNY"
 
 
+class OpenLicenseTerms(Contract):
+    """The typed terms of an open licence declaration (`transaction.type` `open_license`):
+    anyone may take a licence on them by written notice, from `starts_on` to `ends_on`."""
+
+    fee_type: OpenLicenseFeeType = Field(examples=["entry_fee_plus_royalty"])
+    lump_sum: Money | None = Field(default=None, examples=[None], description="lump_sum")
+    entry_fee: Money | None = Field(
+        default=None, examples=["50000.00"], description="entry_fee_plus_royalty"
+    )
+    royalty_rate: Rate | None = Field(default=None, examples=["0.030000"])
+    royalty_basis: RoyaltyBasis | None = Field(
+        default=None, examples=["net_sales"], description="what the royalty rate applies to"
+    )
+    starts_on: date = Field(examples=["2027-01-01"])
+    ends_on: date = Field(examples=["2029-12-31"], description="not after the patent expires")
+    evaluation_report: str | None = Field(
+        default=None,
+        max_length=100,
+        examples=[None],
+        description="utility models and designs: the number of the patent evaluation report",
+    )
+    payment: str | None = Field(
+        default=None, max_length=500, description="how and when fees are paid", examples=[None]
+    )
+
+
 class TransactionTerms(Contract):
     type: TransactionType = Field(examples=["exclusive_license"])
     price: Price
@@ -181,6 +213,9 @@ class TransactionTerms(Contract):
     term_months: int | None = Field(default=None, ge=1, le=1200, examples=[60])
     territory: str | None = Field(default=None, max_length=100, examples=["CN"])
     field_of_use: str | None = Field(default=None, max_length=500, examples=["medical devices"])
+    open_license: OpenLicenseTerms | None = Field(
+        default=None, description="`open_license` declarations: their typed terms"
+    )
 
 
 class Source(Contract):

@@ -12,6 +12,8 @@ from pydantic import BaseModel, Field
 # `listing.withdrawn` when its seller withdrew it, `listing.expired` when its right ended; each
 # carries the listing's document with that status (its tombstone). Readers that only keep the
 # market (the search index) go by the document's status, not by the type.
+# `licence.*` events are an open licence taken (`data` is its recordal package), a reminder of
+# its recordal deadline (`data` adds `days_left`), and its recordal entered.
 EventType = Literal[
     "listing.created",
     "listing.updated",
@@ -24,6 +26,9 @@ EventType = Literal[
     "listing.withdrawn",
     "listing.expired",
     "deal.closed",
+    "licence.taken",
+    "licence.recordal_due",
+    "licence.recorded",
 ]
 
 
@@ -33,7 +38,7 @@ class ChangeEvent(BaseModel):
 
     cursor: str = Field(description="pass as `after` to read what follows this event")
     type: EventType
-    entity: Literal["listing", "deal"]
+    entity: Literal["listing", "deal", "licence"]
     entity_id: UUID
     version: int
     occurred_at: datetime

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import date
 from typing import Literal
 
 from services.listing.assets.rules import can_be_offered
+from services.listing.open_licences.rules import check_declarable, check_exclusive_offer
 from shared.contracts.catalogue import ListingStatus, TransactionTerms
 from shared.errors import Conflict, FieldError
 
@@ -101,9 +103,23 @@ def check_publishable(
     pledge_disclosed: bool,
     other_exclusive_listing: bool,
     today: date,
+    offered_types: Collection[str] = (),
+    licences_in_force: Collection[str] = (),
 ) -> list[FieldError]:
-    """Why this offer cannot lawfully be published (empty when it can)."""
-    errors = []
+    """Why this offer cannot lawfully be published (empty when it can). `offered_types`: the
+    transaction types of the asset's other live offers; `licences_in_force`: the types of the
+    licences granted on it (deals) whose term runs. An open licence declaration (typed terms)
+    is checked by the open licence rules; no exclusive or sole licence while one stands."""
+    if terms.open_license is not None:
+        return check_declarable(
+            legal_status=legal_status,
+            expires_on=expires_on,
+            encumbrances=encumbrances,
+            offered_types=offered_types,
+            licences_in_force=licences_in_force,
+            today=today,
+        )
+    errors = check_exclusive_offer(terms.type, offered_types)
     ended = can_be_offered(legal_status, expires_on, today)
     if ended:
         errors.append(
