@@ -26,6 +26,7 @@ from typing import Any, Literal
 import httpx
 from receiver import Receiver
 
+from services.gateway.web.router import STATIC_URLS
 from shared.webhooks import signed_headers
 from support import bearer, patent, real_application_numbers, terms
 
@@ -870,6 +871,24 @@ GATEWAY_RULES: dict[tuple[Service, str, str], Rule] = {
     ),
     ("gateway", "GET", "/v1/catalogue/deals"): public(
         "public deal announcements", ("deals", at("/v1/catalogue/deals"), 200)
+    ),
+    ("gateway", "GET", "/v1/catalogue/deals/stats"): public(
+        "statistics over disclosed amounts, groups of three deals or more",
+        ("statistics", at("/v1/catalogue/deals/stats"), 200),
+    ),
+    # The web catalogue: pages built only on the public catalogue API above.
+    ("gateway", "GET", "/"): public(
+        "the web catalogue's search page", ("search page", at("/", params={"q": "电池"}), 200)
+    ),
+    ("gateway", "GET", "/assets/{asset_id}"): public(
+        "the web catalogue's page of an asset", ("asset page", at("/assets/{asset}"), 200)
+    ),
+    ("gateway", "GET", "/stats"): public(
+        "the web catalogue's deal statistics", ("statistics page", at("/stats"), 200)
+    ),
+    ("gateway", "GET", "/static/{name}"): public(
+        "the web catalogue's stylesheet and script",
+        ("stylesheet", at("/static/" + STATIC_URLS["site.css"]), 200),
     ),
     ("gateway", "GET", "/v1/catalogue/changes"): public(
         "the open change feed of public offers (no drafts, no reviews)",
