@@ -431,6 +431,8 @@ def fixed_body(value: Any) -> Callable[[World], Any]:
 MESSAGE = {"message": "请问是否包含技术指导？"}
 SERVICES_ONLY = keyed(other=403, member=403, admin=403, partner=403, operator=200, service=200)
 OPERATORS_ONLY = keyed(other=403, member=403, admin=403, partner=403, operator=200, service=403)
+# The incentives report's year: this one (never in the future, even on Beijing's calendar).
+YEAR = {"year": str(date.today().year)}
 # A draft or a listing in review is the seller's and the operators' only: 404 to outsiders.
 DRAFT_READ = keyed(other=404, member=200, admin=200, partner=404, operator=200, service=200)
 
@@ -745,6 +747,29 @@ LISTING_RULES: dict[tuple[Service, str, str], Rule] = {
     ("listing", "GET", "/v1/deals/stats"): public(
         "statistics over disclosed amounts, groups of three deals or more",
         ("statistics", at("/v1/deals/stats"), 200),
+    ),
+    ("listing", "GET", "/v1/incentives"): rule(
+        Case("the incentives report", at("/v1/incentives", params=YEAR), OPERATORS_ONLY)
+    ),
+    ("listing", "GET", "/v1/incentives/organizations"): rule(
+        Case(
+            "what organisations earn",
+            at("/v1/incentives/organizations", params=YEAR),
+            OPERATORS_ONLY,
+        )
+    ),
+    ("listing", "GET", "/v1/incentives/deals"): rule(
+        Case("what deals earn", at("/v1/incentives/deals", params=YEAR), OPERATORS_ONLY)
+    ),
+    ("listing", "GET", "/v1/incentives/export"): rule(
+        Case(
+            "the report as a spreadsheet",
+            at("/v1/incentives/export", params={**YEAR, "format": "xlsx"}),
+            OPERATORS_ONLY,
+        )
+    ),
+    ("listing", "GET", "/v1/incentives/charts/{chart}"): rule(
+        Case("a chart", at("/v1/incentives/charts/region", params=YEAR), OPERATORS_ONLY)
     ),
     ("listing", "GET", "/v1/changes"): rule(Case("the feed", at("/v1/changes"), SERVICES_ONLY)),
     ("listing", "GET", "/v1/changes/head"): rule(
