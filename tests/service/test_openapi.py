@@ -40,6 +40,7 @@ CLIENT_CONFIG = """\
 content_type_overrides:
   text/csv: application/octet-stream
   application/x-ndjson: application/octet-stream
+  image/svg+xml: application/octet-stream
 post_hooks: []
 """
 
