@@ -16,7 +16,9 @@ from shared.identifiers import AssetKind, normalize_full_width
 from shared.schemas import StrictModel
 
 # listing.closed: a listing that was public closed (a deal here, or its partner exchange closed
-# it); listing.withdrawn: it was withdrawn (or expired).
+# it); listing.withdrawn: it was withdrawn (or expired). licence.*: an open licence taken, its
+# recordal deadline near (30 and 7 days before), its recordal entered; only its two parties
+# receive them.
 WebhookEventType = Literal[
     "listing.published",
     "listing.updated",
@@ -24,6 +26,9 @@ WebhookEventType = Literal[
     "listing.closed",
     "deal.closed",
     "match.created",
+    "licence.taken",
+    "licence.recordal_due",
+    "licence.recorded",
 ]
 WEBHOOK_EVENT_TYPES: tuple[WebhookEventType, ...] = get_args(WebhookEventType)
 DeliveryStatus = Literal["pending", "delivered", "failed"]

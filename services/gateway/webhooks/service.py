@@ -109,6 +109,14 @@ def deal_facts(deal: Mapping[str, Any]) -> Facts:
     )
 
 
+def licence_facts(licence: Mapping[str, Any]) -> Facts:
+    """From an open licence's event (its patent's kind; no classifications or price)."""
+    return Facts(
+        kind=(licence.get("asset") or {}).get("kind"),
+        transaction_type=licence.get("transaction_type"),
+    )
+
+
 def match_facts(match: Mapping[str, Any]) -> Facts:
     """From a match (its listing summary: kind, type, region, amount)."""
     listing = match.get("listing") or {}
@@ -193,20 +201,24 @@ class OutboundEvent:
     occurred_at: datetime
     data: dict[str, Any]
     facts: Facts
-    # match.created: the organisation whose demand matched (the only one that receives it).
-    audience: UUID | None = None
+    # match.created: the organisation whose demand matched (the only one that receives it);
+    # licence.*: the licensor and the licensee.
+    audience: frozenset[UUID] | None = None
 
     def payload(self) -> dict[str, Any]:
         return {"type": self.type, "timestamp": self.occurred_at.isoformat(), "data": self.data}
 
 
 def listing_webhook_type(event: ChangeEvent) -> str | None:
-    """listing.published when a listing goes on the market; listing.updated for a change of a
-    public listing; listing.closed when a listing that was public is closed by a deal (here or
-    on its exchange), listing.withdrawn when it is withdrawn or expires; deal.closed. Drafts,
-    submissions and rejections are never delivered."""
+    """licence.* as they are (for the licence's parties); listing.published when a listing goes
+    on the market; listing.updated for a change of a public listing; listing.closed when a
+    listing that was public is closed by a deal (here or on its exchange), listing.withdrawn
+    when it is withdrawn or expires; deal.closed. Drafts, submissions and rejections are never
+    delivered."""
     if event.type == "deal.closed":
         return "deal.closed"
+    if event.entity == "licence":
+        return event.type
     status = event.data.get("status")
     if event.type == "listing.published":
         return "listing.published"
@@ -223,9 +235,14 @@ def from_listing_feed(event: ChangeEvent) -> OutboundEvent | None:
     kind = listing_webhook_type(event)
     if kind is None:
         return None
+    audience = None
     if event.entity == "deal":
         ordering_key = str(event.data.get("listing_id") or event.entity_id)
         facts = deal_facts(event.data)
+    elif event.entity == "licence":
+        ordering_key = str(event.entity_id)
+        facts = licence_facts(event.data)
+        audience = frozenset(UUID(str(party)) for party in event.data.get("parties") or ())
     else:
         ordering_key = str(event.entity_id)
         facts = listing_facts(event.data)
@@ -236,6 +253,7 @@ def from_listing_feed(event: ChangeEvent) -> OutboundEvent | None:
         occurred_at=event.occurred_at,
         data=event.data,
         facts=facts,
+        audience=audience,
     )
 
 
@@ -249,7 +267,7 @@ def from_match_feed(event: MatchChange) -> OutboundEvent | None:
         occurred_at=event.occurred_at,
         data={**event.data, "listing_id": str(event.listing_id)},
         facts=match_facts(event.data),
-        audience=event.organization_id,
+        audience=frozenset({event.organization_id}),
     )
 
 
@@ -260,7 +278,7 @@ def receives(subscription: Subscription, event: OutboundEvent) -> bool:
         return False
     if event.occurred_at < subscription.created_at:
         return False
-    if event.audience is not None and subscription.organization_id != event.audience:
+    if event.audience is not None and subscription.organization_id not in event.audience:
         return False
     return matches_filter(subscription.filter or {}, event.facts)
 
