@@ -19,6 +19,9 @@ from services.listing.listings.workers import expiry_workers
 from services.listing.models import SCHEMA
 from services.listing.offers.router import asset_offers_router
 from services.listing.offers.router import router as offers_router
+from services.listing.open_licences.router import licences_router
+from services.listing.open_licences.router import router as open_licences_router
+from services.listing.open_licences.workers import reminder_workers
 from services.listing.organizations.router import router as organizations_router
 from services.listing.retention.workers import listing_retention
 from shared.app import build_app, open_database
@@ -35,7 +38,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.feed_notifier = FeedNotifier(settings.database_url, channel="listing_changes")
         await app.state.feed_notifier.start()
         try:
-            async with run_workers(app, [*expiry_workers(app), *listing_retention(app)]):
+            workers = [*expiry_workers(app), *listing_retention(app), *reminder_workers(app)]
+            async with run_workers(app, workers):
                 yield
         finally:
             await app.state.feed_notifier.stop()
@@ -57,8 +61,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             offers_router,
             asset_offers_router,
             incentives_router,
+            open_licences_router,
+            licences_router,
         ],
         description="System of record: organisations, API keys, IP assets, listings, deals, "
         "and the change feed.",
-        body_limits=[("/v1/imports", settings.max_import_bytes)],
+        body_limits=[
+            ("/v1/imports", settings.max_import_bytes),
+            ("/v1/open-licences/gazette", settings.max_import_bytes),
+        ],
     )

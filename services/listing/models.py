@@ -123,6 +123,8 @@ class Listing(SQLModel, table=True):
     territory: str | None = Field(default=None, max_length=100)
     field_of_use: str | None = Field(default=None, max_length=500)
     pledge_disclosed: bool = False
+    # `open_license` declarations: their typed terms (OpenLicenseTerms as JSON).
+    open_license: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
     status: str = Field(max_length=24, index=True)
     rejection_reason: str | None = Field(default=None, sa_type=Text)
     version: int = 1
@@ -282,3 +284,54 @@ class ImportRowResult(SQLModel, table=True):
     line: int = Field(primary_key=True)
     outcome: str = Field(max_length=16)
     changed: list[str] = Field(sa_column=Column(ARRAY(Text), nullable=False))
+
+
+class OpenLicenceDeclaration(SQLModel, table=True):
+    """What a declaration of open licence adds to its listing (type `open_license`): the
+    co-holders' consent, and the terms outside CNIPA's guidance, flagged to the reviewer."""
+
+    __tablename__ = "open_licence_declarations"
+    __table_args__ = {"schema": SCHEMA}
+
+    listing_id: UUID = Field(foreign_key=f"{SCHEMA}.listings.id", primary_key=True)
+    asset_id: UUID = Field(foreign_key=f"{SCHEMA}.assets.id", index=True)
+    consents: list[dict[str, Any]] = Field(sa_column=Column(JSONB, nullable=False))
+    flags: list[dict[str, Any]] = Field(sa_column=Column(JSONB, nullable=False))
+    created_at: datetime = created_now()
+
+
+class OpenLicence(SQLModel, table=True):
+    """A licence taken on an open licence declaration by the licensee's written notice; it
+    exists from the notice and must be filed for recordal by `recordal_due_on`."""
+
+    __tablename__ = "open_licences"
+    __table_args__ = (
+        Index(
+            "ix_listing_open_licences_awaiting",
+            "recordal_due_on",
+            postgresql_where=text("status = 'awaiting_recordal'"),
+        ),
+        {"schema": SCHEMA},
+    )
+
+    id: UUID = Field(default_factory=uuid4, primary_key=True)
+    declaration_id: UUID = Field(foreign_key=f"{SCHEMA}.listings.id", index=True)
+    asset_id: UUID = Field(foreign_key=f"{SCHEMA}.assets.id")
+    licensor_id: UUID = Field(foreign_key=f"{SCHEMA}.organizations.id", index=True)
+    licensee_id: UUID = Field(foreign_key=f"{SCHEMA}.organizations.id", index=True)
+    notice: str = Field(sa_type=Text)
+    noticed_at: datetime = Field(sa_type=DateTime(timezone=True))
+    # The declared terms as they stood when the licence was taken (OpenLicenseTerms).
+    terms: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
+    starts_on: date = Field(sa_type=Date)
+    ends_on: date = Field(sa_type=Date)
+    recordal_due_on: date = Field(sa_type=Date)
+    status: str = Field(default="awaiting_recordal", max_length=24)
+    recordal_number: str | None = Field(default=None, max_length=100)
+    recorded_on: date | None = Field(default=None, sa_type=Date)
+    recorded_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    # The reminder days already sent (of open_licence_reminder_days).
+    reminders_sent: list[int] = Field(default_factory=list, sa_column=Column(JSONB, nullable=False))
+    version: int = 1
+    created_at: datetime = created_now()
+    updated_at: datetime = created_now()

@@ -6,6 +6,7 @@ per row. The shape is the `CatalogueDocument` contract (tests parse the feed wit
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -68,7 +69,16 @@ def terms_json(columns: Mapping[str, Any]) -> dict[str, Any]:
         "term_months": columns["term_months"],
         "territory": columns["territory"],
         "field_of_use": columns["field_of_use"],
+        **_open_license(columns.get("open_license")),
     }
+
+
+def _open_license(value: Any) -> dict[str, Any]:
+    """An open licence declaration's typed terms (a JSONB column: a dict from the ORM, JSON
+    text from the driver); nothing for every other offer, whose documents stay as they were."""
+    if value is None:
+        return {}
+    return {"open_license": json.loads(value) if isinstance(value, str) else value}
 
 
 def terms_columns(terms: TransactionTerms) -> dict[str, Any]:

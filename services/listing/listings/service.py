@@ -3,6 +3,7 @@ history, and the change event of every state change. Never commits."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -38,6 +39,8 @@ from services.listing.listings.schemas import (
 )
 from services.listing.models import Asset, Listing, ListingHistory, Organization
 from services.listing.offers.rules import ensure_our_offer
+from services.listing.open_licences import repository as open_licences
+from services.listing.open_licences.rules import EXCLUSIVE_TYPES
 from shared.auth import Principal
 from shared.contracts.catalogue import (
     OUR_EXCHANGE,
@@ -92,7 +95,7 @@ class Context:
 
 def terms_of(listing: Listing) -> TransactionTerms:
     return TransactionTerms.model_validate(
-        terms_json({name: getattr(listing, name) for name in TERMS_COLUMNS})
+        terms_json({name: getattr(listing, name) for name in (*TERMS_COLUMNS, "open_license")})
     )
 
 
@@ -175,27 +178,55 @@ def _raise_if(errors: list[FieldError], *, conflict: bool = False) -> None:
     raise UnprocessableEntity(detail, errors=errors)
 
 
-def _publishable(ctx_today: date, listing: Listing, asset: Asset, other_exclusive: bool) -> None:
+async def _publishable(ctx: Context, listing: Listing, asset: Asset) -> None:
+    terms = terms_of(listing)
+    other = await ListingRepository(ctx.session).other_active_exclusive(asset.id, listing.id)
+    offered: set[str] = set()
+    in_force: set[str] = set()
+    if terms.type in EXCLUSIVE_TYPES or terms.open_license is not None:
+        offered = await open_licences.offered_types(ctx.session, asset.id, listing.id)
+    if terms.open_license is not None:
+        in_force = await open_licences.licences_in_force(
+            ctx.session, asset.id, EXCLUSIVE_TYPES, ctx.today
+        )
     _raise_if(
         check_publishable(
             legal_status=asset.legal_status,
             expires_on=asset.expires_on,
             encumbrances=asset.encumbrances,
-            terms=terms_of(listing),
+            terms=terms,
             pledge_disclosed=listing.pledge_disclosed,
-            other_exclusive_listing=other_exclusive,
-            today=ctx_today,
+            other_exclusive_listing=other,
+            today=ctx.today,
+            offered_types=offered,
+            licences_in_force=in_force,
         ),
         conflict=True,
     )
 
 
-async def create(ctx: Context, data: ListingCreate) -> ListingPublic:
+def _no_typed_open_licence(terms: TransactionTerms) -> list[FieldError]:
+    """Typed open licence terms are a declaration's, made (with its rules) through
+    POST /v1/open-licences."""
+    if terms.open_license is None:
+        return []
+    return [
+        FieldError(
+            field="transaction.open_license",
+            rule="declared_through_open_licences",
+            message="declare an open licence with POST /v1/open-licences",
+        )
+    ]
+
+
+async def create(
+    ctx: Context, data: ListingCreate, *, open_license: dict[str, Any] | None = None
+) -> ListingPublic:
     """A draft listing, its history entry and its `listing.created` event, written without ORM
     objects (this is the hottest write path); returns the listing as the API shows it."""
     if ctx.organization is None:
         raise Forbidden("listings are created with an organisation's key")
-    _raise_if(check_terms(data.transaction))
+    _raise_if(check_terms(data.transaction) + _no_typed_open_licence(data.transaction))
     asset: dict[str, Any]
     if data.asset is not None:
         registered = await assets.register(
@@ -238,6 +269,8 @@ async def create(ctx: Context, data: ListingCreate) -> ListingPublic:
         "created_at": now,
         "updated_at": now,
     }
+    if open_license is not None:  # a declaration (open_licences.service.declare)
+        listing["open_license"] = json.dumps(open_license)
     doc = document_data(
         OfferState.of(listing, ctx.organization.name), asset_json(asset), ctx.catalogue_url
     )
@@ -327,8 +360,21 @@ async def update(
             extra={"current_status": listing.status},
         )
     changes: dict[str, Any] = {}
+    if data.transaction is not None and listing.open_license is not None:
+        raise Conflict(
+            "a declaration's terms are not edited: withdraw it and declare again",
+            errors=[
+                FieldError(
+                    field="transaction",
+                    rule="open_license_terms_fixed",
+                    message="licences are taken on the declared terms; they do not change",
+                )
+            ],
+            slug="not-editable",
+            title="This listing's terms cannot be edited",
+        )
     if data.transaction is not None:
-        _raise_if(check_terms(data.transaction))
+        _raise_if(check_terms(data.transaction) + _no_typed_open_licence(data.transaction))
         before = terms_of(listing).model_dump(mode="json")
         after = data.transaction.model_dump(mode="json")
         changes.update({k: [before[k], after[k]] for k in after if before[k] != after[k]})
@@ -340,8 +386,7 @@ async def update(
     if not changes:
         return listing, asset, seller
     if listing.status != "draft":  # a live offer stays lawful after an edit
-        other = await ListingRepository(ctx.session).other_active_exclusive(asset.id, listing.id)
-        _publishable(ctx.today, listing, asset, other)
+        await _publishable(ctx, listing, asset)
     listing.version += 1
     listing.updated_at = datetime.now(UTC)
     audit(ctx, listing, "updated", changes)
@@ -385,8 +430,7 @@ async def transition(
     if action == "reject" and not reason:
         raise UnprocessableEntity.single("reason", "missing", "a rejection needs its reason")
     if action in ("submit", "approve", "reopen"):
-        other = await ListingRepository(ctx.session).other_active_exclusive(asset.id, listing.id)
-        _publishable(ctx.today, listing, asset, other)
+        await _publishable(ctx, listing, asset)
     listing.status = target
     listing.version += 1
     listing.updated_at = datetime.now(UTC)

@@ -204,6 +204,13 @@ def _columns(
         "status": doc.status,
         "published_at": published_at,
         **terms_columns(doc.transaction),
+        # A partner's (or the gazette's) open licence declaration: its typed terms, as the
+        # driver takes JSONB (text).
+        "open_license": (
+            doc.transaction.open_license.model_dump_json()
+            if doc.transaction.open_license is not None
+            else None
+        ),
     }
 
 

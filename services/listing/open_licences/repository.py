@@ -1,0 +1,143 @@
+"""SQL of open licence declarations and the licences taken on them."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from uuid import UUID
+
+from sqlalchemy import text, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, or_, select
+
+from services.listing.listings.rules import ACTIVE
+from services.listing.models import (
+    Asset,
+    Listing,
+    OpenLicence,
+    OpenLicenceDeclaration,
+    Organization,
+)
+
+# A deal's licence runs `term_months` from the day it closed; without a term, until the right
+# ends. (PostgreSQL: date + interval.)
+_LICENCES_IN_FORCE = text(
+    "SELECT DISTINCT d.transaction_type FROM listing.deals AS d"
+    " JOIN listing.listings AS l ON l.id = d.listing_id"
+    " WHERE l.asset_id = :asset_id AND d.transaction_type = ANY(:types)"
+    " AND (l.term_months IS NULL"
+    "      OR d.closed_on + make_interval(months => l.term_months) > :today)"
+)
+
+
+async def offered_types(
+    session: AsyncSession, asset_id: UUID, listing_id: UUID | None = None
+) -> set[str]:
+    """The transaction types of the asset's live offers (in review or on the market, on any
+    exchange), but `listing_id`'s."""
+    query = select(col(Listing.transaction_type)).where(
+        col(Listing.asset_id) == asset_id, col(Listing.status).in_(ACTIVE)
+    )
+    if listing_id is not None:
+        query = query.where(col(Listing.id) != listing_id)
+    return set((await session.execute(query.distinct())).scalars())
+
+
+async def licences_in_force(
+    session: AsyncSession, asset_id: UUID, types: frozenset[str], today: date
+) -> set[str]:
+    """The types (of `types`) of the licences granted on the asset by deals whose term runs."""
+    rows = await session.execute(
+        _LICENCES_IN_FORCE, {"asset_id": asset_id, "types": sorted(types), "today": today}
+    )
+    return set(rows.scalars())
+
+
+async def declaration(session: AsyncSession, listing_id: UUID) -> OpenLicenceDeclaration | None:
+    return await session.get(OpenLicenceDeclaration, listing_id)
+
+
+async def declarations_page(
+    session: AsyncSession,
+    *,
+    seller_id: UUID | None,
+    status: str | None,
+    after: tuple[datetime, UUID] | None,
+    limit: int,
+) -> list[tuple[Listing, Asset, Organization, OpenLicenceDeclaration]]:
+    query = (
+        select(Listing, Asset, Organization, OpenLicenceDeclaration)
+        .join(Asset, col(Asset.id) == col(Listing.asset_id))
+        .join(Organization, col(Organization.id) == col(Listing.seller_id))
+        .join(OpenLicenceDeclaration, col(OpenLicenceDeclaration.listing_id) == col(Listing.id))
+        .order_by(col(Listing.created_at), col(Listing.id))
+        .limit(limit)
+    )
+    if seller_id is not None:
+        query = query.where(col(Listing.seller_id) == seller_id)
+    if status is not None:
+        query = query.where(col(Listing.status) == status)
+    if after is not None:
+        query = query.where(tuple_(col(Listing.created_at), col(Listing.id)) > after)
+    return [(r[0], r[1], r[2], r[3]) for r in await session.execute(query)]
+
+
+async def licence(
+    session: AsyncSession, licence_id: UUID, *, lock: bool = False
+) -> OpenLicence | None:
+    query = select(OpenLicence).where(col(OpenLicence.id) == licence_id)
+    if lock:
+        query = query.with_for_update()
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def licence_of(
+    session: AsyncSession, declaration_id: UUID, licensee_id: UUID
+) -> OpenLicence | None:
+    """The licensee's licence on this declaration, if it took one."""
+    query = select(OpenLicence).where(
+        col(OpenLicence.declaration_id) == declaration_id,
+        col(OpenLicence.licensee_id) == licensee_id,
+    )
+    return (await session.execute(query.limit(1))).scalar_one_or_none()
+
+
+async def licences_page(
+    session: AsyncSession,
+    *,
+    organization_id: UUID | None,
+    declaration_id: UUID | None,
+    after: tuple[datetime, UUID] | None,
+    limit: int,
+) -> list[OpenLicence]:
+    """As licensor or licensee (`organization_id`; None: all), oldest first."""
+    query = (
+        select(OpenLicence).order_by(col(OpenLicence.created_at), col(OpenLicence.id)).limit(limit)
+    )
+    if organization_id is not None:
+        query = query.where(
+            or_(
+                col(OpenLicence.licensor_id) == organization_id,
+                col(OpenLicence.licensee_id) == organization_id,
+            )
+        )
+    if declaration_id is not None:
+        query = query.where(col(OpenLicence.declaration_id) == declaration_id)
+    if after is not None:
+        query = query.where(tuple_(col(OpenLicence.created_at), col(OpenLicence.id)) > after)
+    return list((await session.execute(query)).scalars())
+
+
+async def awaiting_reminder(session: AsyncSession, until: date, limit: int) -> list[OpenLicence]:
+    """Licences awaiting recordal due on or before `until`, row-locked; rows another replica
+    holds are skipped (it is reminding of them)."""
+    query = (
+        select(OpenLicence)
+        .where(
+            col(OpenLicence.status) == "awaiting_recordal",
+            col(OpenLicence.recordal_due_on) <= until,
+        )
+        .order_by(col(OpenLicence.recordal_due_on), col(OpenLicence.id))
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list((await session.execute(query)).scalars())
