@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import httpx
@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic_core import to_json
 
 from services.gateway.catalogue.engine import CatalogueEngine
-from services.gateway.catalogue.schemas import CatalogueAsset, CatalogueChangePage
+from services.gateway.catalogue.schemas import CatalogueAsset, CatalogueChangePage, DealStats
 from shared.contracts.deals import DealPublic, DealQuery, deal_query
 from shared.contracts.events import ChangeFeedPage
 from shared.contracts.listings import ListingPublic
@@ -150,6 +150,23 @@ async def catalogue_deals(
     if page_token:
         params["page_token"] = page_token
     found = await _upstream(request, f"{settings.listing_url}/v1/deals", params=params)
+    if found.status_code != 200:
+        return _relay_problem(found)
+    return _cached(request, found.content, max_age=60)
+
+
+@router.get("/deals/stats", response_model=DealStats, responses=problem_responses(422, 429, 503))
+async def catalogue_deal_stats(
+    request: Request,
+    query: Annotated[DealQuery, Depends(deal_query)],
+    group_by: Annotated[Literal["region", "kind", "month"], Query(examples=["month"])] = "region",
+) -> Response:
+    """Public deal statistics per province (`110000`), asset kind or month (`2026-11`): the
+    number of deals, how many disclosed their amount, and the total and median of the disclosed
+    amounts. Groups of fewer than three deals are left out."""
+    settings = request.app.state.settings
+    params = {**query.params(), "group_by": group_by}
+    found = await _upstream(request, f"{settings.listing_url}/v1/deals/stats", params=params)
     if found.status_code != 200:
         return _relay_problem(found)
     return _cached(request, found.content, max_age=60)

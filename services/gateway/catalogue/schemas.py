@@ -4,6 +4,7 @@ change feed and an asset with its offers."""
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -37,3 +38,19 @@ class CatalogueAsset(BaseModel):
 
     asset: AssetPublic
     offers: list[AssetOffer] = Field(description="oldest first; on the market unless asked")
+
+
+class DealGroup(BaseModel):
+    group: str = Field(examples=["110000"], description="province code, kind, or YYYY-MM")
+    deal_count: int
+    disclosed_count: int = Field(description="deals with a public amount")
+    disclosed_total: Decimal = Field(examples=["3450000.00"])
+    disclosed_median: Decimal | None = Field(examples=["1150000.00"])
+
+
+class DealStats(BaseModel):
+    """Listing's public deal statistics, relayed: groups of fewer than three deals are left
+    out, and only disclosed amounts count."""
+
+    group_by: Literal["region", "kind", "month"]
+    groups: list[DealGroup]
