@@ -16,6 +16,7 @@ from services.gateway.partners.router import router as partners_router
 from services.gateway.partners.workers import inbox_workers, pull_workers
 from services.gateway.retention.workers import gateway_retention
 from services.gateway.stored_secrets import seal_stored_in_clear
+from services.gateway.web.router import router as web_router
 from services.gateway.webhooks.router import router as webhooks_router
 from services.gateway.webhooks.workers import delivery_workers, fanout_workers
 from shared.app import build_app, open_database, open_upstreams
@@ -58,7 +59,7 @@ def create_app(
         name="gateway",
         settings=settings or get_settings(),
         lifespan=lifespan,
-        routers=[catalogue_router, partners_router, webhooks_router],
+        routers=[catalogue_router, partners_router, webhooks_router, web_router],
         http_mounts=http_mounts,
         rate_limited_paths=["/v1/catalogue"],
         description="The public edge: the open catalogue, partner exchanges syncing in, "

@@ -1,0 +1,1 @@
+"""The reference web catalogue served by the gateway at `/` (docs/DECISIONS.md, "Web catalogue")."""
