@@ -261,6 +261,13 @@ async def test_phone_width(
             )
             assert overflow <= 0, f"{path} scrolls sideways by {overflow}px on a phone"
         await tab.goto(site + "/?q=电池")
+        # The filters start folded on a phone, the results first; the keyboard opens them.
+        filters = tab.locator("details#filters")
+        assert await filters.get_attribute("open") is None
+        await tab.focus("details#filters > summary")
+        await tab.keyboard.press("Enter")
+        assert await filters.get_attribute("open") == ""
+        await tab.keyboard.press("Enter")
         await screenshot(tab, "search-phone")
         await accessibility(tab, axe_source, "search on a phone")
         watch.check()
