@@ -228,6 +228,54 @@ class World:
             await asyncio.sleep(0.05)
         raise AssertionError(f"the webhook about {listing_id} was not delivered in time")
 
+    def declaration_body(self, holder: str = OWN) -> dict[str, object]:
+        """An open licence declaration on a fresh right of `holder`."""
+        today = date.today()
+        asset = self.asset(holder)
+        filed = date.fromisoformat(str(asset["filed_on"]))
+        granted = min(filed.replace(year=filed.year + 2), today)
+        return {
+            "asset": {**asset, "granted_on": granted.isoformat()},
+            "terms": {
+                "fee_type": "lump_sum",
+                "lump_sum": "300000.00",
+                "starts_on": today.isoformat(),
+                "ends_on": today.replace(year=today.year + 2).isoformat(),
+            },
+        }
+
+    async def open_declaration(self) -> str:
+        """A published open licence declaration of the own organisation: its id."""
+        created = await self.ok(
+            self.listing.post(
+                "/v1/open-licences", json=self.declaration_body(), headers=self.admin()
+            ),
+            201,
+        )
+        declaration_id = str(created["id"])
+        await self.ok(
+            self.listing.post(f"/v1/listings/{declaration_id}/submit", headers=self.admin())
+        )
+        await self.ok(
+            self.listing.post(
+                f"/v1/listings/{declaration_id}/approve", headers=bearer(self.bootstrap)
+            )
+        )
+        return declaration_id
+
+    async def licence(self) -> str:
+        """A licence the buyer took on a fresh declaration of the own organisation."""
+        declaration_id = await self.open_declaration()
+        taken = await self.ok(
+            self.listing.post(
+                f"/v1/open-licences/{declaration_id}/licences",
+                json={"notice": "本公司按公布的条件实施该专利。"},
+                headers=bearer(self.keys["buyer"]),
+            ),
+            201,
+        )
+        return str(taken["id"])
+
     async def partner_code(self) -> str:
         body = {"code": f"px{next(self.counter)}", "name": "河北技术交易平台", "region": "130000"}
         gateway = self.clients["gateway"]
@@ -422,6 +470,44 @@ async def replay(w: World, caller: Caller, wins: bool) -> Req:
 
 async def delete_target(w: World, caller: Caller, wins: bool) -> Req:
     return Req("/v1/webhook-targets/" + await resource(w, "target", wins))
+
+
+async def declare(w: World, caller: Caller, wins: bool) -> Req:
+    """Each caller declares on a right of its own (the holder check is the service's)."""
+    return Req("/v1/open-licences", json=w.declaration_body(HOLDERS.get(caller, OWN)))
+
+
+async def take_licence(w: World, caller: Caller, wins: bool) -> Req:
+    """A licence on a fresh published declaration when the caller should get one (a second
+    licence of the same licensee is refused)."""
+    declaration_id = await w.open_declaration() if wins else w.ids["declaration"]
+    return Req(
+        f"/v1/open-licences/{declaration_id}/licences",
+        json={"notice": "本公司按公布的条件实施该专利。"},
+    )
+
+
+async def enter_recordal(w: World, caller: Caller, wins: bool) -> Req:
+    licence_id = await w.licence() if wins else w.ids["licence"]
+    return Req(
+        f"/v1/licences/{licence_id}/recordal",
+        json={"recordal_number": "2027110000123", "recorded_on": date.today().isoformat()},
+    )
+
+
+async def import_gazette(w: World, caller: Caller, wins: bool) -> Req:
+    number = next(w.numbers)
+    row = (
+        "announced_on,kind,patent_number,title,patentees,filed_on,fee_type,lump_sum,"
+        "starts_on,ends_on\n"
+        f"2026-01-05,invention_patent,{number},一种锂离子电池隔膜,{OWN},{number[:4]}-03-01,"
+        "lump_sum,300000,2026-01-05,2028-01-04\n"
+    )
+    return Req(
+        "/v1/open-licences/gazette",
+        content=row.encode(),
+        headers={"Content-Type": "text/csv"},
+    )
 
 
 def fixed_body(value: Any) -> Callable[[World], Any]:
@@ -803,6 +889,64 @@ LISTING_RULES: dict[tuple[Service, str, str], Rule] = {
     ),
     ("listing", "GET", "/v1/offers"): rule(
         Case("every offer's document", at("/v1/offers"), SERVICES_ONLY)
+    ),
+    ("listing", "POST", "/v1/open-licences"): rule(
+        Case(
+            "declare an open licence on an own right",
+            declare,
+            keyed(other=201, member=201, admin=201, partner=403, operator=201, service=403),
+        )
+    ),
+    ("listing", "GET", "/v1/open-licences"): rule(
+        Case(
+            "the own declarations (operators: the review queue)",
+            at("/v1/open-licences"),
+            keyed(other=200, member=200, admin=200, partner=403, operator=200, service=403),
+            private="{declaration}",
+            private_from=frozenset({"other"}),
+        )
+    ),
+    ("listing", "GET", "/v1/open-licences/{declaration_id}"): public(
+        "a published declaration is an offer in the open catalogue",
+        ("a published declaration", at("/v1/open-licences/{declaration}"), 200),
+    ),
+    ("listing", "POST", "/v1/open-licences/gazette"): rule(
+        Case(
+            "import the gazette's declarations",
+            import_gazette,
+            keyed(other=403, member=403, admin=403, partner=403, operator=200, service=403),
+        )
+    ),
+    ("listing", "POST", "/v1/open-licences/{declaration_id}/licences"): rule(
+        Case(
+            "take a licence by written notice",
+            take_licence,
+            # The patentee takes none on its own declaration.
+            keyed(other=201, member=409, admin=409, partner=403, operator=201, service=403),
+        )
+    ),
+    ("listing", "GET", "/v1/licences"): rule(
+        Case(
+            "the caller's licences",
+            at("/v1/licences"),
+            keyed(other=200, member=200, admin=200, partner=200, operator=200, service=403),
+            private="{licence}",
+            private_from=frozenset({"other", "partner"}),
+        )
+    ),
+    ("listing", "GET", "/v1/licences/{licence_id}"): rule(
+        Case(
+            "a licence and its recordal package (its parties)",
+            at("/v1/licences/{licence}"),
+            keyed(other=404, member=200, admin=200, partner=404, operator=200, service=200),
+        )
+    ),
+    ("listing", "POST", "/v1/licences/{licence_id}/recordal"): rule(
+        Case(
+            "enter the recordal",
+            enter_recordal,
+            keyed(other=404, member=200, admin=200, partner=404, operator=200, service=404),
+        )
     ),
     ("listing", "PUT", "/v1/offers/{exchange}/{listing_id}"): rule(
         Case("upsert a partner's offer", put_offer, SERVICES_ONLY)

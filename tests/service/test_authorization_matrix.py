@@ -211,6 +211,8 @@ async def build_world(
     )["id"]
     w.ids["demand"] = await w.demand()
     w.ids["delivery"] = await w.delivery()
+    w.ids["declaration"] = await w.open_declaration()
+    w.ids["licence"] = await w.licence()
     return w
 
 

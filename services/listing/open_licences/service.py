@@ -434,12 +434,14 @@ async def take(
 
 
 async def _visible_licence(
-    session: AsyncSession, principal: Principal, licence_id: UUID, *, lock: bool = False
+    session: AsyncSession, principal: Principal, licence_id: UUID, *, write: bool = False
 ) -> OpenLicence:
-    licence = await repository.licence(session, licence_id, lock=lock)
+    """The licence, for its two parties and operators (services read it too); 404 to anyone
+    else. `write`: row-locked, and not for services."""
+    licence = await repository.licence(session, licence_id, lock=write)
     if licence is None or not (
         principal.is_operator
-        or principal.is_service
+        or (principal.is_service and not write)
         or principal.organization_id in (licence.licensor_id, licence.licensee_id)
     ):
         raise NotFound(f"no licence {licence_id}")
@@ -493,7 +495,7 @@ async def enter_recordal(
     policy: Policy,
 ) -> LicencePublic:
     """Either party (or an operator) enters CNIPA's recordal: the licence is `recorded`."""
-    licence = await _visible_licence(session, principal, licence_id, lock=True)
+    licence = await _visible_licence(session, principal, licence_id, write=True)
     if licence.status == "recorded":
         raise Conflict(
             f"this licence was recorded on {licence.recorded_on}",
