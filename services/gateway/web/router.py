@@ -101,7 +101,15 @@ def money(value: Any) -> str:
     return f"¥{amount:,.2f}"
 
 
+def web_url(value: Any) -> str | None:
+    """A link a partner gave (an offer's source): only http(s), never `javascript:` or
+    `data:` (the partner's text is not trusted)."""
+    text = str(value or "").strip()
+    return text if text.lower().startswith(("https://", "http://")) else None
+
+
 templates.env.filters["money"] = money
+templates.env.filters["web_url"] = web_url
 templates.env.filters["highlighted"] = highlighted
 
 

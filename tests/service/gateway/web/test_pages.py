@@ -4,12 +4,14 @@ at the same pages in Chromium."""
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import httpx
 import pytest
 
-from service.gateway.web.conftest import Catalogue
+from service.gateway.web.conftest import PARTNER, Catalogue
+from support import bearer, partner_document, real_application_numbers, wait_indexed
 
 
 def typed_form(number: str) -> str:
@@ -172,3 +174,33 @@ async def test_static_files_are_served_by_the_gateway(gateway: httpx.AsyncClient
         assert response.status_code == 200 and response.content
         assert "immutable" in response.headers["cache-control"]
     assert (await gateway.get("/static/site.css")).status_code == 404  # only hashed names
+
+
+async def test_a_partners_text_is_never_html(
+    gateway: httpx.AsyncClient,
+    listing: httpx.AsyncClient,
+    matching: httpx.AsyncClient,
+    catalogue: Catalogue,
+    operator_key: str,
+    service_key: str,
+) -> None:
+    """Runs last: it adds an offer. A partner's title with markup is shown as text (the
+    highlight's own markers aside) and a `javascript:` source is not linked."""
+    # The seed took the first eight numbers.
+    number = next(itertools.islice(real_application_numbers("invention_patent"), 20, None))
+    document = partner_document("tjipe", "TJ-24-X", number)
+    document["asset"]["title"] = {
+        "zh": '<script>alert(1)</script><em>神经网络</em><img src=x onerror="alert(2)">'
+    }
+    document["source"]["url"] = "javascript:alert(3)"
+    put = await listing.put(
+        "/v1/offers/tjipe/TJ-24-X", json=document, params=PARTNER, headers=bearer(service_key)
+    )
+    assert put.status_code in (200, 201), put.text
+    await wait_indexed(matching, operator_key)
+    asset = (await page(gateway, f"/assets/{put.json()['asset_id']}")).text
+    found = (await page(gateway, "/", params={"q": "神经网络 alert"})).text
+    for html in (asset, found):
+        assert "<script>alert" not in html and "<img" not in html
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert 'data-exchange="tjipe"' in asset and "javascript:" not in asset
