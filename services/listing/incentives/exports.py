@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import csv
 import io
+import tempfile
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, Final
 
 import xlsxwriter
@@ -206,8 +208,22 @@ def to_xlsx(
     rates: Rates,
 ) -> bytes:
     """The whole report as one workbook (CPU-bound: call it in a worker thread)."""
-    out = io.BytesIO()
-    book = xlsxwriter.Workbook(out, {"in_memory": True, "strings_to_numbers": False})
+    with tempfile.TemporaryDirectory(prefix="ipx-xlsx-") as folder:
+        path = Path(folder) / "report.xlsx"
+        _write_xlsx(path, report, organizations, deals, rates)
+        return path.read_bytes()
+
+
+def _write_xlsx(
+    path: Path,
+    report: IncentiveReport,
+    organizations: Sequence[OrganizationLine],
+    deals: Sequence[DealLine],
+    rates: Rates,
+) -> None:
+    # constant_memory: each row goes to a temporary file once written, so 100,000 deals do
+    # not sit in memory as 1.6 million cells (the rows are written in order, as it needs).
+    book = xlsxwriter.Workbook(str(path), {"constant_memory": True, "tmpdir": str(path.parent)})
     money = book.add_format({"num_format": "#,##0.00"})
     rate_format = book.add_format({"num_format": "0.00####"})
     bold = book.add_format({"bold": True})
@@ -242,4 +258,3 @@ def to_xlsx(
         for r, values in enumerate(rows, start=1):
             write(sheet, r, values, header)
     book.close()
-    return out.getvalue()
