@@ -27,6 +27,7 @@ PUBLIC_PREFIX = "/v1/catalogue/"
 class ApiAnswer:
     status: int
     body: Any  # the JSON answer: a result, or a problem (RFC 9457) when status >= 400
+    retry_after: str | None = None  # on a 429 or 503: when to come back
 
     @property
     def ok(self) -> bool:
@@ -60,4 +61,4 @@ class PublicApi:
             body = from_json(content) if content else {}
         except ValueError:
             body = {"detail": content.decode("utf-8", "replace")[:500]}
-        return ApiAnswer(response.status_code, body)
+        return ApiAnswer(response.status_code, body, response.headers.get("retry-after"))

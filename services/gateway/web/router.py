@@ -196,7 +196,10 @@ def error_page(request: Request, status: int, problem: dict[str, Any]) -> Respon
 def _api_error(request: Request, answer: ApiAnswer, started: float, api: PublicApi) -> Response:
     body = answer.body if isinstance(answer.body, dict) else {}
     status = answer.status if 400 <= answer.status < 500 else 503
-    return _render(request, "error.html", api, started, status, problem=body)
+    response = _render(request, "error.html", api, started, status, problem=body)
+    if answer.retry_after:  # rate-limited or unavailable: the browser may retry then
+        response.headers["Retry-After"] = answer.retry_after
+    return response
 
 
 def _pairs(**lists: list[str] | str) -> list[tuple[str, str]]:

@@ -9,8 +9,11 @@ import re
 
 import httpx
 import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
 
 from service.gateway.web.conftest import PARTNER, Catalogue
+from shared.settings import Settings
 from support import bearer, partner_document, real_application_numbers, wait_indexed
 
 
@@ -204,3 +207,29 @@ async def test_a_partners_text_is_never_html(
         assert "<script>alert" not in html and "<img" not in html
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert 'data-exchange="tjipe"' in asset and "javascript:" not in asset
+
+
+async def test_the_pages_calls_count_against_the_browsers_rate_limit(
+    matching_settings: Settings, listing_app: FastAPI, matching_app: FastAPI, catalogue: Catalogue
+) -> None:
+    """The page asks the API as the browser would: its calls take the browser's tokens, and
+    once they are spent the page says so (429 with Retry-After), as the API would."""
+    from services.gateway.app import create_app
+
+    limited = matching_settings.model_copy(
+        update={"rate_limit_anonymous_per_minute": 3, "run_workers": False}
+    )
+    mounts = {
+        "http://listing.test": httpx.ASGITransport(listing_app),
+        "http://matching.test": httpx.ASGITransport(matching_app),
+    }
+    app = create_app(limited, mounts)
+    async with LifespanManager(app):
+        for address, pages in (("198.51.100.1", 3), ("198.51.100.2", 3)):
+            transport = httpx.ASGITransport(app=app, client=(address, 50000))
+            async with httpx.AsyncClient(transport=transport, base_url="http://g.test") as browser:
+                for _ in range(pages):
+                    assert (await browser.get("/", params={"lang": "en"})).status_code == 200
+                refused = await browser.get("/", params={"lang": "en"})
+                assert refused.status_code == 429, refused.text
+                assert refused.headers["retry-after"] and 'role="alert"' in refused.text
