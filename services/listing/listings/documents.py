@@ -69,16 +69,14 @@ def terms_json(columns: Mapping[str, Any]) -> dict[str, Any]:
         "term_months": columns["term_months"],
         "territory": columns["territory"],
         "field_of_use": columns["field_of_use"],
-        **_open_license(columns.get("open_license")),
+        "open_license": _open_license(columns.get("open_license")),
     }
 
 
-def _open_license(value: Any) -> dict[str, Any]:
+def _open_license(value: Any) -> Any:
     """An open licence declaration's typed terms (a JSONB column: a dict from the ORM, JSON
-    text from the driver); nothing for every other offer, whose documents stay as they were."""
-    if value is None:
-        return {}
-    return {"open_license": json.loads(value) if isinstance(value, str) else value}
+    text from the driver); null for every other offer, as the contract's model writes it."""
+    return json.loads(value) if isinstance(value, str) else value
 
 
 def terms_columns(terms: TransactionTerms) -> dict[str, Any]:
