@@ -14,7 +14,17 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 RUNNER = Path(__file__).resolve().parent / "run.py"
-SCENARIOS = ("search", "create", "import", "index", "freshness", "matches", "rss", "growth")
+SCENARIOS = (
+    "search",
+    "create",
+    "import",
+    "index",
+    "freshness",
+    "matches",
+    "rss",
+    "growth",
+    "incentives",
+)
 WITH_BASELINE = ("search", "create", "import", "index")
 
 
