@@ -167,6 +167,7 @@ def test_a_granted_patent_in_force_without_exclusive_licences_is_declarable() ->
     assert declarable() == set()
     assert declarable(offered_types={"nonexclusive_license", "assignment"}) == set()
     assert declarable(legal_status="pending") == {("asset.legal_status", "patent_not_granted")}
+    assert declarable(legal_status="lapsed") == {("asset.legal_status", "right_not_in_force")}
     assert declarable(expires_on=date(2026, 12, 7)) == {
         ("asset.legal_status", "right_not_in_force")
     }

@@ -218,7 +218,10 @@ def check_declarable(
     a deal on one whose term runs) and none offered on the market (it could close while the
     declaration stands). `offered_types`: the types of the asset's other live offers."""
     errors = []
-    if legal_status != "granted":
+    ended = can_be_offered(legal_status, expires_on, today)
+    if ended:  # expired, lapsed, invalidated: it was granted once
+        errors.append(_error("asset.legal_status", "right_not_in_force", ended))
+    elif legal_status != "granted":
         errors.append(
             _error(
                 "asset.legal_status",
@@ -226,10 +229,6 @@ def check_declarable(
                 f"only a granted patent is declared; this one is {legal_status}",
             )
         )
-    else:
-        ended = can_be_offered(legal_status, expires_on, today)
-        if ended:
-            errors.append(_error("asset.legal_status", "right_not_in_force", ended))
     if exclusive_encumbrances(encumbrances, today) or EXCLUSIVE_TYPES & set(licences_in_force):
         errors.append(
             _error(
