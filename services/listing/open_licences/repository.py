@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from collections.abc import Sequence
+from datetime import date, datetime, timedelta
 from uuid import UUID
 
-from sqlalchemy import text, tuple_
+from sqlalchemy import and_, func, not_, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, or_, select
 
@@ -101,6 +102,11 @@ async def licence_of(
     return (await session.execute(query.limit(1))).scalar_one_or_none()
 
 
+async def count_licences(session: AsyncSession, declaration_id: UUID) -> int:
+    query = select(func.count()).where(col(OpenLicence.declaration_id) == declaration_id)
+    return int(await session.scalar(query) or 0)
+
+
 async def licences_page(
     session: AsyncSession,
     *,
@@ -127,15 +133,21 @@ async def licences_page(
     return list((await session.execute(query)).scalars())
 
 
-async def awaiting_reminder(session: AsyncSession, until: date, limit: int) -> list[OpenLicence]:
-    """Licences awaiting recordal due on or before `until`, row-locked; rows another replica
-    holds are skipped (it is reminding of them)."""
+async def awaiting_reminder(
+    session: AsyncSession, today: date, reminder_days: Sequence[int], limit: int
+) -> list[OpenLicence]:
+    """Licences awaiting recordal with a reminder day reached and not sent yet, most urgent
+    first, row-locked; rows another replica holds are skipped (it is reminding of them)."""
+    due = [
+        and_(
+            col(OpenLicence.recordal_due_on) <= today + timedelta(days=day),
+            not_(col(OpenLicence.reminders_sent).contains([day])),
+        )
+        for day in reminder_days
+    ]
     query = (
         select(OpenLicence)
-        .where(
-            col(OpenLicence.status) == "awaiting_recordal",
-            col(OpenLicence.recordal_due_on) <= until,
-        )
+        .where(col(OpenLicence.status) == "awaiting_recordal", or_(*due))
         .order_by(col(OpenLicence.recordal_due_on), col(OpenLicence.id))
         .limit(limit)
         .with_for_update(skip_locked=True)

@@ -211,10 +211,8 @@ async def read_declaration(
     session: AsyncSession, principal: Principal | None, listing_id: UUID
 ) -> DeclarationPublic:
     listing, asset, seller, declaration = await _declaration_rows(session, principal, listing_id)
-    taken = await repository.licences_page(
-        session, organization_id=None, declaration_id=listing_id, after=None, limit=10_001
-    )
-    return declaration_public(listing, asset, seller, declaration, len(taken))
+    taken = await repository.count_licences(session, listing_id)
+    return declaration_public(listing, asset, seller, declaration, taken)
 
 
 async def declarations_page(
@@ -532,9 +530,8 @@ async def send_reminders(
     has come (the most urgent one not sent yet); returns how many."""
     if not policy.reminder_days:
         return 0
-    until = date.fromordinal(today.toordinal() + max(policy.reminder_days))
     sent = 0
-    for licence in await repository.awaiting_reminder(session, until, limit):
+    for licence in await repository.awaiting_reminder(session, today, policy.reminder_days, limit):
         reminder = reminder_to_send(
             licence.recordal_due_on, today, policy.reminder_days, licence.reminders_sent
         )
