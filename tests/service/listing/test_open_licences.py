@@ -285,7 +285,47 @@ def _with_co_holder(body: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
+def _trademark() -> dict[str, Any]:
+    return {
+        "asset": {
+            "kind": "trademark",
+            "identifier": "31234567",
+            "title": {"zh": "理工"},
+            "classifications": {"nice": [9]},
+            "holders": [{"name": PATENTEE}],
+            "filed_on": "2019-03-01",
+            "granted_on": "2020-03-01",
+            "legal_status": "granted",
+        },
+        "terms": royalty_terms(),
+    }
+
+
+def _old_patent() -> dict[str, Any]:
+    """A utility model filed before 2016: its ten years are over."""
+    number = next(n for n in real_application_numbers("utility_model") if n[:4] < "2016")
+    return {
+        "asset": patent(
+            PATENTEE, number, kind="utility_model", granted_on=f"{int(number[:4]) + 1}-01-05"
+        ),
+        "terms": royalty_terms(
+            evaluation_report="PJ2015110000001",
+            starts_on=f"{int(number[:4]) + 2}-01-01",
+            ends_on=f"{int(number[:4]) + 3}-12-31",
+        ),
+    }
+
+
 REFUSALS: list[tuple[str, Any, int, str, str]] = [
+    ("trademark", _trademark, 422, "asset.kind", "not_a_patent"),
+    (
+        "stranger_consents",
+        lambda: declaration(consents=[{"name": "别人"}]),
+        422,
+        "consents[0].name",
+        "consent_not_a_holder",
+    ),
+    ("expired", _old_patent, 409, "asset.legal_status", "right_not_in_force"),
     ("co_holder", lambda: _with_co_holder(declaration()), 422, "consents", "co_holder_consent"),
     (
         "lump_sum_missing",
@@ -495,6 +535,34 @@ async def test_terms_outside_the_guidance_are_flagged_and_co_holders_consent(
         409,
     )
     assert own["errors"][0]["rule"] == "own_declaration"
+    # One licence per licensee; a recordal is not entered ahead of its day.
+    url = f"/v1/open-licences/{declared['id']}/licences"
+    taken = await listing.post(url, json={"notice": "实施"}, headers=bearer(licensee[1]))
+    assert taken.status_code == 201, taken.text
+    twice = assert_problem(
+        await listing.post(url, json={"notice": "实施"}, headers=bearer(licensee[1])), 409
+    )
+    assert [(e["field"], e["rule"]) for e in twice["errors"]] == [
+        ("licensee", "licence_already_taken")
+    ]
+    mine = await listing.get(
+        "/v1/licences", params={"declaration_id": declared["id"]}, headers=bearer(licensee[1])
+    )
+    assert len(mine.json()["items"]) == 1
+    early = assert_problem(
+        await listing.post(
+            f"/v1/licences/{taken.json()['id']}/recordal",
+            json={
+                "recordal_number": "1",
+                "recorded_on": (today_in_china() + timedelta(days=1)).isoformat(),
+            },
+            headers=bearer(licensee[1]),
+        ),
+        422,
+    )
+    assert early["errors"][0]["rule"] == "recorded_in_future"
+    after = await listing.get(f"/v1/licences/{taken.json()['id']}", headers=bearer(patentee[1]))
+    assert after.json()["status"] == "awaiting_recordal"
 
 
 GAZETTE_HEADER = (
