@@ -177,7 +177,8 @@ def _deal(line: DealLine, rates: Rates) -> IncentiveDeal:
 def _decimal(value: object) -> Decimal:
     text = token_str(value)
     number = Decimal(text)
-    if not number.is_finite():
+    # A forged token's number must still fit numeric(18, 2) sums: a 422, never a 500.
+    if not number.is_finite() or abs(number) >= Decimal("1e20"):
         raise ValueError(text)
     return number
 

@@ -32,6 +32,7 @@ from services.listing.incentives.rules import (
     region_group,
 )
 from services.listing.models import Asset, Deal, Listing, Organization
+from shared.schemas import encode_page_token as token
 from shared.settings import Settings
 from support import (
     assert_problem,
@@ -521,6 +522,27 @@ async def test_charts_are_svg_with_a_bar_per_group(
         ),
         ("/v1/incentives/charts/bank", {"year": "2025"}, "chart", "literal_error"),
         ("/v1/incentives/deals", {"year": "2025", "page_token": "nope"}, "page_token", None),
+        (
+            "/v1/incentives/organizations",
+            {
+                "year": "2025",
+                "page_token": token({"eligible": "1e999999", "id": str(uuid.UUID(int=1))}),
+            },
+            "page_token",
+            "page_token_invalid",
+        ),
+        (
+            "/v1/incentives/organizations",
+            {"year": "2025", "page_token": token({"eligible": "NaN", "id": str(uuid.UUID(int=1))})},
+            "page_token",
+            "page_token_invalid",
+        ),
+        (
+            "/v1/incentives/deals",
+            {"year": "2025", "page_token": token({"closed_on": "2025-13-01", "id": "x"})},
+            "page_token",
+            "page_token_invalid",
+        ),
         (
             "/v1/incentives/deals",
             {"year": "2025", "organization_id": "x"},
