@@ -289,11 +289,23 @@ async def test_page_time_beyond_the_api(
     site: str, page: tuple[Page, Watch], catalogue: Catalogue
 ) -> None:
     """A search page against the same search asked of the API, both from the browser: the
-    page's own time (templates, the in-process hop) is what the page adds to the API's."""
+    page's own time (the in-process hop, parameters, templates, a larger body) is what the
+    page adds to the API's. Measured two ways: the page fetched like the API call (the same
+    request machinery, so the difference is the page's own), and the page as a navigation
+    (what a person waits for until the HTML has arrived)."""
     tab, watch = page
     queries = ["电池", "神经网络", "隔膜", "芯片", "图像", "传感器", "算法", "材料"] * 3
     await tab.goto(f"{site}/?q=warmup")
-    page_ms, api_ms, render_ms, hop_ms = [], [], [], []
+    timed = """async (url) => {
+        const response = await fetch(url, {cache: 'no-store'});
+        await response.arrayBuffer();
+        const e = performance.getEntriesByName(new URL(url, location.href).href).pop();
+        return e.responseEnd - e.requestStart; }"""
+    api_ms: list[float] = []
+    fetched_ms: list[float] = []
+    nav_ms: list[float] = []
+    render_ms: list[float] = []
+    hop_ms: list[float] = []
     for q in queries:
         await tab.goto(f"{site}/?q={q}&lang=en")
         nav: dict[str, Any] = await tab.evaluate(
@@ -302,27 +314,28 @@ async def test_page_time_beyond_the_api(
                     timing: Object.fromEntries(
                         n.serverTiming.map(t => [t.name, t.duration]))}; }"""
         )
-        api: float = await tab.evaluate(
-            """async (q) => {
-                const url = '/v1/catalogue/search?q=' + encodeURIComponent(q);
-                const response = await fetch(url, {cache: 'no-store'});
-                await response.arrayBuffer();
-                const e = performance.getEntriesByName(new URL(url, location.href).href).pop();
-                return e.responseEnd - e.requestStart; }""",
-            q,
-        )
-        page_ms.append(nav["ms"])
-        api_ms.append(api)
+        nav_ms.append(nav["ms"])
         render_ms.append(nav["timing"]["page"])
         hop_ms.append(nav["timing"]["api"])
-    own = statistics.median(p - a for p, a in zip(page_ms, api_ms, strict=True))
+        # Alternate the order so that neither always goes first.
+        pair = [f"/v1/catalogue/search?q={q}", f"/?q={q}&lang=en&page_size=20"]
+        if len(api_ms) % 2:
+            pair.reverse()
+        first, second = [await tab.evaluate(timed, url) for url in pair]
+        api, fetched = (first, second) if pair[0].startswith("/v1/") else (second, first)
+        api_ms.append(api)
+        fetched_ms.append(fetched)
+    api_p50 = statistics.median(api_ms)
+    own = statistics.median(p - a for p, a in zip(fetched_ms, api_ms, strict=True))
+    own_nav = statistics.median(p - a for p, a in zip(nav_ms, api_ms, strict=True))
     print(
-        f"\nsearch, {len(queries)} queries, median: page {statistics.median(page_ms):.1f} ms, "
-        f"API {statistics.median(api_ms):.1f} ms, page beyond the API {own:.1f} ms "
-        f"(server side: the in-process API call {statistics.median(hop_ms):.1f} ms, templates "
-        f"and parameters {statistics.median(render_ms):.1f} ms)"
+        f"\nsearch, {len(queries)} queries, medians: API {api_p50:.1f} ms; page fetched "
+        f"{statistics.median(fetched_ms):.1f} ms, beyond the API {own:.1f} ms; page as a "
+        f"navigation {statistics.median(nav_ms):.1f} ms, beyond the API {own_nav:.1f} ms "
+        f"(server side: the in-process API call {statistics.median(hop_ms):.1f} ms, "
+        f"parameters and templates {statistics.median(render_ms):.1f} ms)"
     )
     # The page answers about as fast as the API: its own part is a few milliseconds.
     assert statistics.median(render_ms) < 25
-    assert own < max(25.0, statistics.median(api_ms))
+    assert own < max(25.0, api_p50)
     watch.check()
