@@ -306,6 +306,9 @@ def _print_urls(services: list[ServiceProcess], data_dir: Path, operator_key: st
     for service in services:
         table.add_row(service.name, service.url, f"{service.url}/docs")
     say(table)
+    gateway = next((s.url for s in services if s.name == "gateway"), None)
+    if gateway:
+        say(f"Web catalogue: {gateway}/")
     say(f"Logs: {data_dir / 'logs'}   Secrets: {data_dir / 'secrets.json'}")
     say(f"Operator key (local only): {operator_key}")
     say("Press Ctrl-C to stop (twice: at once).")

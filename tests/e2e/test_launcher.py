@@ -228,6 +228,11 @@ def test_launcher_runs_the_stack_stops_it_and_keeps_data(stack: Stack) -> None:
         ready = httpx.get(f"{stack.url(service)}/readyz").json()
         assert ready["status"] == "ready" and set(ready["checks"].values()) == {"ok"}
     assert httpx.get(f"{stack.url('gateway')}/openapi.json").status_code == 200
+    # The web catalogue, announced and served by the real gateway process (templates and
+    # static files found in the installed package).
+    assert f"Web catalogue: {stack.url('gateway')}/" in output
+    page = httpx.get(f"{stack.url('gateway')}/stats", params={"lang": "en"})
+    assert page.status_code == 200 and "Public deal statistics" in page.text
 
     created = httpx.post(
         f"{stack.url('listing')}/v1/organizations",
