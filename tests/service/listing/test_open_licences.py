@@ -248,6 +248,12 @@ async def test_declaration_review_catalogue_licence_reminders_recordal_withdrawa
         assert reminder["package"]["recordal_due_on"] == due.isoformat()
         assert reminder["recordal"]["days_left"] == 30
         assert outsider_hook.received == []
+        # The public catalogue feed announces the declaration, never the licences.
+        public_feed = await gateway.get("/v1/catalogue/changes", params={"limit": 1000})
+        assert public_feed.status_code == 200, public_feed.text
+        public_types = {e["type"] for e in public_feed.json()["events"]}
+        assert "listing.published" in public_types
+        assert not {t for t in public_types if t.startswith("licence.")}
 
     # Withdrawal is announced and leaves the licence in force; no licence after it.
     withdrawn = await listing.post(
