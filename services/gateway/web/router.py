@@ -33,6 +33,7 @@ from services.gateway.web.i18n import LABELS, Lang, Translator, choose_lang
 from services.gateway.web.public_api import ApiAnswer, PublicApi
 from shared.contracts.catalogue import OUR_EXCHANGE
 from shared.errors import ProblemError
+from shared.identifiers import PROVINCE_CODES
 
 __all__ = ["router"]
 
@@ -435,6 +436,7 @@ async def web_stats(
         started,
         charts=charts,
         filters=dict(filters),
+        provinces=list(PROVINCE_CODES),
         kinds=list(LABELS["kind"]),
         transaction_types=list(LABELS["transaction_type"]),
     )

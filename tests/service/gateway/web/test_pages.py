@@ -125,6 +125,10 @@ async def test_the_statistics_page_draws_the_public_statistics(
     assert "Invention patent" in kind_chart and ">7<" in kind_chart
     # The same figures as a table, for screen readers and for copying.
     assert '<th scope="row">Beijing</th><td>5</td>' in html
+    # Filtered to Tianjin: two deals, too few to publish any group.
+    tianjin = (await page(gateway, "/stats", params={"lang": "en", "region": "12"})).text
+    assert 'value="12" selected' in tianjin and "<svg" not in tianjin
+    assert tianjin.count("No statistics to publish yet.") == 3
 
 
 async def test_the_language_follows_accept_language(
