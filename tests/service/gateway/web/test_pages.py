@@ -237,3 +237,28 @@ async def test_the_pages_calls_count_against_the_browsers_rate_limit(
                 refused = await browser.get("/", params={"lang": "en"})
                 assert refused.status_code == 429, refused.text
                 assert refused.headers["retry-after"] and 'role="alert"' in refused.text
+
+
+async def test_an_outage_is_a_503_page_not_a_500(
+    matching_settings: Settings, catalogue: Catalogue
+) -> None:
+    """Listing and matching unreachable (nothing listens on port 9): each page says the
+    catalogue is unavailable, with the API's 503 and Retry-After."""
+    from services.gateway.app import create_app
+
+    down = matching_settings.model_copy(
+        update={
+            "listing_url": "http://127.0.0.1:9",
+            "matching_url": "http://127.0.0.1:9",
+            "run_workers": False,
+        }
+    )
+    app = create_app(down)
+    async with LifespanManager(app):
+        transport = httpx.ASGITransport(app=app, client=("198.51.100.9", 50000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://g.test") as browser:
+            for path in ("/", f"/assets/{catalogue.shared_asset}", "/stats"):
+                response = await browser.get(path, params={"lang": "en"})
+                assert response.status_code == 503, (path, response.text)
+                assert "The catalogue is unavailable, retry shortly." in response.text
+                assert response.headers["retry-after"] == "2"
