@@ -53,6 +53,29 @@ async def licences_in_force(
     return set(rows.scalars())
 
 
+async def lock_asset(session: AsyncSession, asset_id: UUID) -> None:
+    """Declarations of one patent queue here until the transaction ends, so two at once cannot
+    both find the patent free."""
+    await session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+        {"key": f"open-licence:{asset_id}"},
+    )
+
+
+async def live_declaration(session: AsyncSession, asset_id: UUID) -> UUID | None:
+    """Our declaration on the asset that is a draft, in review or published, if any."""
+    query = (
+        select(col(Listing.id))
+        .join(OpenLicenceDeclaration, col(OpenLicenceDeclaration.listing_id) == col(Listing.id))
+        .where(
+            col(OpenLicenceDeclaration.asset_id) == asset_id,
+            col(Listing.status).in_(("draft", *ACTIVE)),
+        )
+        .limit(1)
+    )
+    return (await session.execute(query)).scalar_one_or_none()
+
+
 async def declaration(session: AsyncSession, listing_id: UUID) -> OpenLicenceDeclaration | None:
     return await session.get(OpenLicenceDeclaration, listing_id)
 

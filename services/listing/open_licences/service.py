@@ -121,6 +121,7 @@ async def declare(ctx: listings.Context, data: DeclarationCreate, policy: Policy
             ],
         )
     consents = [c.model_dump() for c in data.consents]
+    await repository.lock_asset(ctx.session, asset["id"])
     _refuse(
         check_kind(asset["kind"])
         + check_terms(
@@ -142,7 +143,8 @@ async def declare(ctx: listings.Context, data: DeclarationCreate, policy: Policy
                 ctx.session, asset["id"], EXCLUSIVE_TYPES, ctx.today
             ),
             today=ctx.today,
-        ),
+        )
+        + await _already_declared(ctx.session, asset["id"]),
         conflict=True,
     )
     terms = transaction_terms(data.terms, territory=data.territory, field_of_use=data.field_of_use)
@@ -163,6 +165,22 @@ async def declare(ctx: listings.Context, data: DeclarationCreate, policy: Policy
     )
     await ctx.session.flush()
     return created.id
+
+
+async def _already_declared(session: AsyncSession, asset_id: UUID) -> list[FieldError]:
+    """One declaration of a patent at a time here: a second would offer other terms for the
+    same licence. (Withdraw the first, then declare again.)"""
+    existing = await repository.live_declaration(session, asset_id)
+    if existing is None:
+        return []
+    return [
+        FieldError(
+            field="asset_id",
+            rule="already_declared",
+            message=f"this patent is declared already ({existing}): withdraw that declaration "
+            "first",
+        )
+    ]
 
 
 def _may_see(principal: Principal | None, listing: Listing) -> bool:

@@ -504,7 +504,11 @@ async def test_no_declaration_while_exclusive_offered_nor_exclusive_while_declar
 
 
 async def test_terms_outside_the_guidance_are_flagged_and_co_holders_consent(
-    listing: httpx.AsyncClient, operator_key: str, patentee: Org, licensee: Org
+    listing: httpx.AsyncClient,
+    listing_app: FastAPI,
+    operator_key: str,
+    patentee: Org,
+    licensee: Org,
 ) -> None:
     body = _with_co_holder(declaration(terms={"royalty_rate": "0.25"}))
     body["consents"] = [{"name": CO_HOLDER}]
@@ -569,6 +573,23 @@ async def test_terms_outside_the_guidance_are_flagged_and_co_holders_consent(
     assert early["errors"][0]["rule"] == "recorded_in_future"
     after = await listing.get(f"/v1/licences/{taken.json()['id']}", headers=bearer(patentee[1]))
     assert after.json()["status"] == "awaiting_recordal"
+    # One declaration of a patent at a time; withdrawn, it may be declared again.
+    again = {
+        "asset_id": declared["asset"]["id"],
+        "terms": royalty_terms(royalty_rate="0.10"),
+        "consents": [{"name": CO_HOLDER}],
+    }
+    second = assert_problem(
+        await listing.post("/v1/open-licences", json=again, headers=bearer(patentee[1])), 409
+    )
+    assert [(e["field"], e["rule"]) for e in second["errors"]] == [("asset_id", "already_declared")]
+    assert await stored(listing_app, declared["asset"]["identifier"]) == (1, 1, 1)
+    withdrawn = await listing.post(
+        f"/v1/listings/{declared['id']}/withdraw", headers=bearer(patentee[1])
+    )
+    assert withdrawn.status_code == 200, withdrawn.text
+    redeclared = await declare(listing, patentee[1], again)
+    assert redeclared["flags"] == [] and redeclared["terms"]["royalty_rate"] == "0.100000"
 
 
 GAZETTE_HEADER = (
