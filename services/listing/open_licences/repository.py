@@ -176,3 +176,16 @@ async def awaiting_reminder(
         .with_for_update(skip_locked=True)
     )
     return list((await session.execute(query)).scalars())
+
+
+_ENDED_DECLARATIONS = text(
+    "SELECT id FROM listing.listings WHERE open_license IS NOT NULL"
+    " AND status IN ('draft', 'pending_review', 'published', 'under_negotiation')"
+    " AND (open_license->>'ends_on')::date < :today ORDER BY id LIMIT :limit"
+)
+
+
+async def ended_declarations(session: AsyncSession, today: date, limit: int) -> list[UUID]:
+    """Live declarations (ours, partners', the gazette's) whose declared term has ended."""
+    rows = await session.execute(_ENDED_DECLARATIONS, {"today": today, "limit": limit})
+    return list(rows.scalars())

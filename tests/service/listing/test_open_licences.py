@@ -5,7 +5,7 @@ on the same asset."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any
 
 import httpx
@@ -17,7 +17,7 @@ from sqlalchemy import text
 from services.listing.dependencies import today_in_china
 from services.listing.open_licences.rules import add_months
 from services.listing.open_licences.service import Policy
-from services.listing.open_licences.workers import remind
+from services.listing.open_licences.workers import expire_ended, remind
 from support import (
     allow_local,
     assert_problem,
@@ -590,6 +590,16 @@ async def test_terms_outside_the_guidance_are_flagged_and_co_holders_consent(
     assert withdrawn.status_code == 200, withdrawn.text
     redeclared = await declare(listing, patentee[1], again)
     assert redeclared["flags"] == [] and redeclared["terms"]["royalty_rate"] == "0.100000"
+    # Past its declared term, a declaration expires; the licence keeps its own dates.
+    ends_on = date.fromisoformat(redeclared["terms"]["ends_on"])
+    maker, url = listing_app.state.sessionmaker, listing_app.state.settings.gateway_url
+    read = f"/v1/open-licences/{redeclared['id']}"
+    await expire_ended(maker, today=ends_on, catalogue_url=url)
+    assert (await listing.get(read, headers=bearer(patentee[1]))).json()["status"] == "draft"
+    assert await expire_ended(maker, today=ends_on + timedelta(days=1), catalogue_url=url) >= 1
+    assert (await listing.get(read, headers=bearer(patentee[1]))).json()["status"] == "expired"
+    kept = await listing.get(f"/v1/licences/{taken.json()['id']}", headers=bearer(licensee[1]))
+    assert kept.json()["status"] == "awaiting_recordal"
 
 
 GAZETTE_HEADER = (
