@@ -8,6 +8,7 @@ its readiness checks in ``app.state.readiness_checks``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -45,7 +46,14 @@ from shared.openapi import document_problems
 from shared.ratelimit import RateLimitMiddleware
 from shared.settings import ServiceName, Settings
 
-__all__ = ["build_app", "open_database", "open_http_client", "open_upstreams"]
+__all__ = [
+    "ClientLanes",
+    "build_app",
+    "open_database",
+    "open_http_client",
+    "open_upstreams",
+    "tls_context",
+]
 
 READINESS_TIMEOUT_SECONDS = 3.0
 
@@ -313,7 +321,7 @@ def http_client(
     """
     return httpx.AsyncClient(
         mounts=dict(mounts or {}),
-        verify=_tls_context(),
+        verify=tls_context(),
         timeout=settings.upstream_timeout_seconds,
         headers={"Accept-Encoding": "identity"},
         limits=httpx.Limits(
@@ -322,8 +330,36 @@ def http_client(
     )
 
 
+class ClientLanes:
+    """HTTP clients of one connection each, one per concurrent call, lent to one call at a time.
+
+    httpcore's pool looks at every connection it holds (a socket poll each) when a request
+    starts and when a response is closed, dear over a pool of 32+ (docs/DECISIONS.md,
+    Gateway, "Inbox"): the partner inbox and the webhook deliveries each keep their calls in
+    flight on lanes instead."""
+
+    def __init__(self, client: Callable[[], httpx.AsyncClient], size: int) -> None:
+        self._free: asyncio.Queue[httpx.AsyncClient] = asyncio.Queue()
+        self._all = [client() for _ in range(size)]
+        for one in self._all:
+            self._free.put_nowait(one)
+
+    @asynccontextmanager
+    async def lend(self) -> AsyncIterator[httpx.AsyncClient]:
+        client = await self._free.get()
+        try:
+            yield client
+        finally:
+            self._free.put_nowait(client)
+
+    async def aclose(self) -> None:
+        for client in self._all:
+            with contextlib.suppress(Exception):
+                await client.aclose()
+
+
 @cache
-def _tls_context() -> ssl.SSLContext:
+def tls_context() -> ssl.SSLContext:
     """One verifying TLS context for every client: each client otherwise loads the CA bundle
     into a context of its own (docs/DECISIONS.md, Gateway, "Inbox")."""
     return httpx.create_ssl_context()

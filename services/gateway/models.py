@@ -155,6 +155,21 @@ class Delivery(SQLModel, table=True):
             "seq",
             postgresql_where=text("status = 'pending'"),
         ),
+        # Each subscription's pending deliveries in the order they are due, and the leased
+        # ones (its slots in use): the claim reads these (migration 0008).
+        Index(
+            "ix_gateway_deliveries_pending_due",
+            "subscription_id",
+            "next_attempt_at",
+            "seq",
+            postgresql_where=text("status = 'pending'"),
+        ),
+        Index(
+            "ix_gateway_deliveries_leased",
+            "subscription_id",
+            "lease_until",
+            postgresql_where=text("status = 'pending' AND lease_until IS NOT NULL"),
+        ),
         # A subscription's newest deliveries: its list, and what retention keeps.
         Index("ix_gateway_deliveries_subscription_seq", "subscription_id", "seq"),
         {"schema": SCHEMA},

@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -51,7 +51,7 @@ from services.gateway.partners.repository import (
 )
 from services.gateway.webhooks.repository import Tenant, allowed_for
 from services.gateway.webhooks.ssrf import AllowList, TargetRefused, open_pinned, resolve_public
-from shared.app import http_client
+from shared.app import ClientLanes, http_client
 from shared.contracts.offers import OfferUpsertResult
 from shared.db import record_when_reachable, utcnow
 from shared.errors import FieldError
@@ -95,39 +95,13 @@ def _config(app: FastAPI) -> PartnerSyncConfig:
 # --------------------------------------------------------------------------------------------
 
 
-class _Lanes:
-    """One HTTP client of one connection to listing per inbox slot, lent to one call at a time.
-
-    httpcore's pool looks at every connection it holds when a request starts and when a
-    response is closed, dear over a pool of 32+ (docs/DECISIONS.md, Gateway, "Inbox")."""
-
-    def __init__(self, app: FastAPI, size: int) -> None:
-        settings: Settings = app.state.settings
-        mounts = getattr(app.state, "http_mounts", None)
-        self._free: asyncio.Queue[httpx.AsyncClient] = asyncio.Queue()
-        self._all = [http_client(settings, mounts, connections=1) for _ in range(size)]
-        for client in self._all:
-            self._free.put_nowait(client)
-
-    @contextlib.asynccontextmanager
-    async def lend(self) -> AsyncIterator[httpx.AsyncClient]:
-        client = await self._free.get()
-        try:
-            yield client
-        finally:
-            self._free.put_nowait(client)
-
-    async def aclose(self) -> None:
-        for client in self._all:
-            with contextlib.suppress(Exception):
-                await client.aclose()
-
-
 def inbox_workers(app: FastAPI) -> list[Worker]:
     """Apply inbox events to listing: up to `inbox_batch` at once, a free slot refilled as
     soon as an event is done (not when the slowest of a batch is)."""
     config = _config(app)
-    lanes = _Lanes(app, config.inbox_batch)
+    settings: Settings = app.state.settings
+    mounts = getattr(app.state, "http_mounts", None)
+    lanes = ClientLanes(lambda: http_client(settings, mounts, connections=1), config.inbox_batch)
     in_flight: set[asyncio.Task[None]] = set()
 
     async def step() -> int:
@@ -192,7 +166,7 @@ def _problem_errors(response: httpx.Response) -> tuple[str, list[FieldError]]:
 
 
 async def _apply(
-    app: FastAPI, config: PartnerSyncConfig, lanes: _Lanes, event: ClaimedEvent
+    app: FastAPI, config: PartnerSyncConfig, lanes: ClientLanes, event: ClaimedEvent
 ) -> None:
     """One inbox event to listing; its outcome recorded. Never raises (a failure to record
     leaves the lease to expire, and the event is tried again)."""

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import httpx
 from fastapi import FastAPI
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.gateway.webhooks import repository, service
 from services.gateway.webhooks.repository import Claimed
@@ -42,6 +42,7 @@ from services.gateway.webhooks.ssrf import (
     resolve_public,
     send_pinned,
 )
+from shared.app import ClientLanes, tls_context
 from shared.contracts.events import ChangeFeedPage
 from shared.db import record_when_reachable
 from shared.encryption import SecretBox, secret_box
@@ -185,14 +186,16 @@ def fanout_workers(app: FastAPI) -> list[Worker]:
 def subscriber_client(
     user_agent: str, total_timeout: float = TOTAL_TIMEOUT_SECONDS
 ) -> httpx.AsyncClient:
-    """The client for subscribers' URLs: no redirects, no proxies from the environment (the
-    connection must go to the checked address), short timeouts; every request carries
-    `user_agent` (IPX_WEBHOOK_USER_AGENT, by default built from IPX_PUBLIC_URL)."""
+    """A client of one connection (a lane: `ClientLanes`) for subscribers' URLs: no redirects,
+    no proxies from the environment (the connection must go to the checked address), short
+    timeouts; every request carries `user_agent` (IPX_WEBHOOK_USER_AGENT, by default built
+    from IPX_PUBLIC_URL)."""
     return httpx.AsyncClient(
         timeout=httpx.Timeout(total_timeout, connect=min(CONNECT_TIMEOUT_SECONDS, total_timeout)),
         follow_redirects=False,
         trust_env=False,
-        limits=httpx.Limits(max_connections=2 * CONCURRENCY, max_keepalive_connections=CONCURRENCY),
+        verify=tls_context(),
+        limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
         headers={"User-Agent": user_agent},
     )
 
@@ -205,8 +208,9 @@ def _describe(exc: BaseException) -> str:
 class DeliveryWorker:
     def __init__(
         self,
+        engine: AsyncEngine,
         sessionmaker: async_sessionmaker[AsyncSession],
-        client: httpx.AsyncClient,
+        lanes: ClientLanes,
         *,
         schedule: Sequence[float] = RETRY_SCHEDULE,
         concurrency: int = CONCURRENCY,
@@ -216,9 +220,10 @@ class DeliveryWorker:
         resolver: Resolver | None = None,
         box: SecretBox,
     ) -> None:
+        self.engine = engine
         self.sessionmaker = sessionmaker
         self.box = box
-        self.client = client
+        self.lanes = lanes  # one client of one connection per delivery in flight
         self.schedule = tuple(schedule)
         self.concurrency = concurrency
         self.per_subscription = per_subscription
@@ -292,7 +297,8 @@ class DeliveryWorker:
         try:
             async with asyncio.timeout(self.total_timeout):
                 target = await resolve_public(claimed.url, allow, resolver=self.resolver)
-                status_code = await send_pinned(self.client, target, content=body, headers=headers)
+                async with self.lanes.lend() as client:
+                    status_code = await send_pinned(client, target, content=body, headers=headers)
         except TargetRefused as exc:
             error = f"{exc.rule}: {exc.message}"
         except TimeoutError:
@@ -312,16 +318,15 @@ class DeliveryWorker:
             outcome = "failed" if retry_in is None else "pending"
 
         async def record() -> None:
-            async with self.sessionmaker() as session, session.begin():
-                await repository.record_attempt(
-                    session,
-                    claimed,
-                    status_code=status_code,
-                    latency_ms=latency_ms,
-                    error=error,
-                    outcome=outcome,
-                    retry_in=retry_in,
-                )
+            await repository.record_attempt_alone(
+                self.engine,
+                claimed,
+                status_code=status_code,
+                latency_ms=latency_ms,
+                error=error,
+                outcome=outcome,
+                retry_in=retry_in,
+            )
 
         try:
             # As soon as PostgreSQL answers again (within the lease), not when the lease ends.
@@ -345,15 +350,18 @@ class DeliveryWorker:
 
 
 def delivery_workers(app: FastAPI) -> list[Worker]:
-    """The delivery worker, with its own HTTP client for subscribers. The retry schedule is
+    """The delivery worker, with its own HTTP clients for subscribers. The retry schedule is
     IPX_WEBHOOK_RETRY_SCHEDULE when set, else RETRY_SCHEDULE; the attempt's time limit is
     IPX_WEBHOOK_TIMEOUT_SECONDS; the User-Agent is IPX_WEBHOOK_USER_AGENT."""
     settings: Settings = app.state.settings
     timeout = settings.webhook_timeout_seconds
-    client = subscriber_client(settings.webhook_user_agent, timeout)
+    lanes = ClientLanes(
+        lambda: subscriber_client(settings.webhook_user_agent, timeout), CONCURRENCY
+    )
     delivery = DeliveryWorker(
+        app.state.engine,
         app.state.sessionmaker,
-        client,
+        lanes,
         schedule=tuple(settings.webhook_retry_schedule) or RETRY_SCHEDULE,
         total_timeout=timeout,
         box=secret_box(settings.secret_keys),
@@ -361,7 +369,7 @@ def delivery_workers(app: FastAPI) -> list[Worker]:
 
     async def stop() -> None:
         await delivery.stop()
-        await client.aclose()
+        await lanes.aclose()
 
     delivery.worker.on_stop = stop
     return [delivery.worker]

@@ -307,6 +307,8 @@ async def test_the_delivery_claim_reads_pending_rows_only_whatever_the_statistic
         params = {"limit": 1000, "per_subscription": 1000, "lease_seconds": 60}
         indexes = {
             "ix_gateway_deliveries_pending",
+            "ix_gateway_deliveries_pending_due",
+            "ix_gateway_deliveries_leased",
             "ix_gateway_deliveries_due",
             "deliveries_pkey",
         }
