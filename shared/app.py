@@ -30,7 +30,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.types import ASGIApp
 
-from shared.auth import IntrospectingAuthenticator
+from shared.auth import AUTH_CHANNEL, IntrospectingAuthenticator
 from shared.db import create_engine, create_sessionmaker
 from shared.errors import (
     FieldError,
@@ -42,6 +42,7 @@ from shared.errors import (
 )
 from shared.health import ReadinessCheck, database_check, http_check
 from shared.middleware import BodySizeLimitMiddleware
+from shared.notifier import FeedNotifier
 from shared.openapi import document_problems
 from shared.ratelimit import RateLimitMiddleware
 from shared.settings import ServiceName, Settings
@@ -371,11 +372,16 @@ async def open_upstreams(
 ) -> AsyncIterator[httpx.AsyncClient]:
     """For matching and gateway: the HTTP client, key checks through listing, and a readiness
     check per service called (`upstreams` maps a name to its base URL)."""
+    revocations = FeedNotifier(settings.database_url, AUTH_CHANNEL)
     async with open_http_client(settings, app.state.http_mounts) as client:
         app.state.http = client
         app.state.authenticator = IntrospectingAuthenticator(
-            settings, client, ttl=settings.auth_cache_seconds
+            settings, client, ttl=settings.auth_cache_seconds, revocations=revocations
         )
         for upstream, url in upstreams.items():
             app.state.readiness_checks[upstream] = http_check(client, upstream, url)
-        yield client
+        await revocations.start()
+        try:
+            yield client
+        finally:
+            await revocations.stop()

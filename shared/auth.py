@@ -3,7 +3,8 @@
 A key looks like ``ipx_<prefix>_<secret>``. Only its SHA-256 is stored, with the prefix for lookup;
 a fast hash is right for long random keys, and bcrypt on every request would sink throughput.
 Listing authenticates keys from its own tables; matching and gateway ask listing
-(``POST /v1/auth/introspect``) and cache the answer briefly.
+(``POST /v1/auth/introspect``) and cache the answer briefly; listing announces every revocation
+with a NOTIFY on AUTH_CHANNEL, which empties those caches on every replica at once.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from fastapi import Depends, Request
 
 from shared.contracts.auth import IntrospectionResponse, Role
 from shared.errors import Forbidden, ServiceUnavailable, Unauthorized
+from shared.notifier import FeedNotifier
 from shared.settings import Settings
 
 __all__ = [
+    "AUTH_CHANNEL",
     "Authenticator",
     "CallerDep",
     "IntrospectingAuthenticator",
@@ -39,6 +42,7 @@ __all__ = [
 ]
 
 KEY_SCHEME = "ipx"
+AUTH_CHANNEL = "ipx_api_keys"  # NOTIFY'd by listing in the transaction that revokes a key
 PREFIX_LENGTH = 12
 
 
@@ -110,12 +114,18 @@ class Authenticator(Protocol):
 
 @dataclass
 class IntrospectingAuthenticator:
-    """Asks listing who a key belongs to, caching answers (positive and negative) for `ttl`."""
+    """Asks listing who a key belongs to, caching answers (positive and negative) for `ttl`.
+
+    With `revocations` (a listener on AUTH_CHANNEL), the cache is emptied as soon as a key is
+    revoked anywhere, and whenever the listener reconnects (it may have missed one): a revoked
+    key stops working on every replica at once, not `ttl` later."""
 
     settings: Settings
     client: httpx.AsyncClient
     ttl: float = 30.0
+    revocations: FeedNotifier | None = None
     _cache: dict[str, tuple[float, Principal | None]] = field(default_factory=dict)
+    _seen: int = 0  # the revocations' generation the cache was filled in
 
     async def authenticate(self, plaintext: str) -> Principal | None:
         known = environment_principal(self.settings, plaintext)
@@ -123,6 +133,9 @@ class IntrospectingAuthenticator:
             return known
         if key_prefix(plaintext) is None:
             return None
+        if self.revocations is not None and self.revocations.mark() != self._seen:
+            self._seen = self.revocations.mark()
+            self._cache.clear()
         cache_key = hash_api_key(plaintext)
         now = time.monotonic()
         cached = self._cache.get(cache_key)

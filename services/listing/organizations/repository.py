@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-from sqlalchemy import select, tuple_, update
+from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlmodel import col
 
 from services.listing.models import ApiKey, Organization
+from shared.auth import AUTH_CHANNEL
 from shared.contracts.auth import Role
 from shared.db import by_creation, statement_connection
 
@@ -96,11 +97,13 @@ class ApiKeyRepository:
         return key
 
     async def revoke(self, key_id: UUID, at: datetime) -> None:
+        """Revoke the key, and tell the other services' key caches at the commit."""
         await self.session.execute(
             update(ApiKey)
             .where(col(ApiKey.id) == key_id, col(ApiKey.revoked_at).is_(None))
             .values(revoked_at=at)
         )
+        await self.session.execute(select(func.pg_notify(AUTH_CHANNEL, str(key_id))))
 
 
 @dataclass(frozen=True, slots=True)
