@@ -372,7 +372,7 @@ async def open_upstreams(
 ) -> AsyncIterator[httpx.AsyncClient]:
     """For matching and gateway: the HTTP client, key checks through listing, and a readiness
     check per service called (`upstreams` maps a name to its base URL)."""
-    revocations = FeedNotifier(settings.database_url, AUTH_CHANNEL)
+    revocations = FeedNotifier(settings.direct_database_url(), AUTH_CHANNEL)
     async with open_http_client(settings, app.state.http_mounts) as client:
         app.state.http = client
         app.state.authenticator = IntrospectingAuthenticator(

@@ -7,6 +7,7 @@ does, before the response is sent, so a handler cannot half-write.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -54,6 +55,7 @@ __all__ = [
     "create_sessionmaker",
     "created_now",
     "driver_connection",
+    "engine_connect_args",
     "get_session",
     "optional_timestamp",
     "record_when_reachable",
@@ -76,13 +78,33 @@ def create_engine(settings: Settings, *, application_name: str) -> AsyncEngine:
         # A database error's text (logged with its traceback) must not carry the statement's
         # values: they can be secrets (a partner's or a subscription's signing secret).
         hide_parameters=True,
-        connect_args={
-            "timeout": 5,
-            "server_settings": {"application_name": application_name},
-        },
+        connect_args=engine_connect_args(settings, application_name=application_name),
     )
     event.listen(engine.sync_engine.pool, "checkout", _replace_if_closed)
     return engine
+
+
+def engine_connect_args(settings: Settings, *, application_name: str) -> dict[str, Any]:
+    """The pool's asyncpg connect arguments. Behind PgBouncer in transaction pooling mode
+    (`IPX_DB_PGBOUNCER`) consecutive transactions of one client connection run on different
+    server connections, so a statement prepared in one is unknown (or, by asyncpg's numbered
+    names, already taken by another client) in the next: asyncpg's statement cache and
+    SQLAlchemy's prepared statement cache are off, and SQLAlchemy's dialect, which prepares
+    every statement, names each one uniquely (SQLAlchemy's asyncpg docs, "Prepared Statement
+    Name with PGBouncer")."""
+    args: dict[str, Any] = {
+        "timeout": 5,
+        "server_settings": {"application_name": application_name},
+    }
+    if settings.db_pgbouncer:
+        args["statement_cache_size"] = 0
+        args["prepared_statement_cache_size"] = 0
+        args["prepared_statement_name_func"] = _unique_statement_name
+    return args
+
+
+def _unique_statement_name() -> str:
+    return f"__asyncpg_{uuid.uuid4().hex}__"
 
 
 def _replace_if_closed(dbapi_connection: Any, record: ConnectionPoolEntry, proxy: Any) -> None:

@@ -23,6 +23,14 @@ class Settings(BaseSettings):
     database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:54329/ipx"
     db_pool_size: int = 10
     db_max_overflow: int = 10
+    # PostgreSQL itself, for the connections a transaction-mode pooler (PgBouncer) cannot
+    # carry: every exclusive worker's lease (a session advisory lock on a connection of its
+    # own), the LISTEN connections of the feed notifiers, matching's repair lock. Unset (or
+    # empty), database_url: see direct_database_url().
+    database_direct_url: str = ""
+    # database_url goes through PgBouncer in transaction pooling mode: asyncpg's statement
+    # cache and SQLAlchemy's prepared statement cache are turned off (shared/db.py).
+    db_pgbouncer: bool = False
     meili_url: str = "http://127.0.0.1:7700"
     meili_master_key: SecretStr = SecretStr("")
     # The catalogue index's name (tests give each module its own).
@@ -184,6 +192,10 @@ class Settings(BaseSettings):
                 f"ipx-webhooks/1.0 (+{self.public_url.rstrip('/')}/docs)"
             )
         return self
+
+    def direct_database_url(self) -> str:
+        """Where sessions that must reach PostgreSQL itself connect (leases, LISTEN)."""
+        return self.database_direct_url or self.database_url
 
     def port_of(self, service: ServiceName) -> int:
         return {

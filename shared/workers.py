@@ -158,7 +158,7 @@ class _Lease:
     async def acquire(self) -> bool:
         await self.release()
         conn = await asyncpg.connect(
-            timeout=5, **asyncpg_connect_kwargs(self.settings.database_url)
+            timeout=5, **asyncpg_connect_kwargs(self.settings.direct_database_url())
         )
         if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", self.key):
             await conn.close(timeout=1)
@@ -196,7 +196,7 @@ class _Loop:
         self.metrics = metrics
         self.stopping = stopping
         self.notifier = (
-            FeedNotifier(settings.database_url, worker.channel) if worker.channel else None
+            FeedNotifier(settings.direct_database_url(), worker.channel) if worker.channel else None
         )
         self.lease = _Lease(settings, worker.lease_id) if worker.exclusive else None
         self.failures = 0

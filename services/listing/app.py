@@ -35,7 +35,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     async with open_database(app, settings, schema=SCHEMA, expected_revision=head_revision(SCHEMA)):
         app.state.authenticator = DatabaseAuthenticator(settings, app.state.engine)
-        app.state.feed_notifier = FeedNotifier(settings.database_url, channel="listing_changes")
+        app.state.feed_notifier = FeedNotifier(
+            settings.direct_database_url(), channel="listing_changes"
+        )
         await app.state.feed_notifier.start()
         try:
             workers = [*expiry_workers(app), *listing_retention(app), *reminder_workers(app)]

@@ -49,7 +49,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             # worker searches the demands.
             match_queue=queue.IndexerQueue(),
         )
-        app.state.feed_notifier = FeedNotifier(settings.database_url, channel="matching_changes")
+        app.state.feed_notifier = FeedNotifier(
+            settings.direct_database_url(), channel="matching_changes"
+        )
         await app.state.feed_notifier.start()
         app.state.match_worker = queue.MatchWorker(
             sessionmaker=app.state.sessionmaker,

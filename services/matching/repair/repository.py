@@ -54,7 +54,7 @@ async def connect(settings: Settings, application_name: str) -> asyncpg.Connecti
     return await asyncpg.connect(
         timeout=5,
         server_settings={"application_name": application_name},
-        **asyncpg_connect_kwargs(settings.database_url),
+        **asyncpg_connect_kwargs(settings.direct_database_url()),
     )
 
 
