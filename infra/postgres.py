@@ -2,7 +2,8 @@
 
 Root cannot run initdb or postgres, so as root the Debian binaries run as the `postgres` user
 (in a folder that user can reach) and pgserver runs as a user of its own. The data folder
-persists, so data survives a restart of the launcher.
+persists, so data survives a restart of the launcher. `start_replica` starts a streaming
+replica of a running cluster (the tests of reads from replicas; the launcher runs none).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ __all__ = [
     "find_system_bindir",
     "leftover_postmasters",
     "start_postgres",
+    "start_replica",
     "stop_leftover",
 ]
 
@@ -163,12 +165,22 @@ def _start_system(
         )
         with (cluster / "postgresql.conf").open("a") as conf:
             conf.write("\ninclude_if_exists = 'ipx.conf'\n")
+    _write_conf(cluster, port, durable)
+    stop_leftover(data_dir)
+    return _run_postmaster(bindir, cluster, port, supervisor)
+
+
+def _write_conf(cluster: Path, port: int, durable: bool) -> None:
     conf_path = cluster / "ipx.conf"
     conf_path.write_text(_server_conf(port, durable))
     if os.geteuid() == 0:
         shutil.chown(conf_path, SYSTEM_USER, SYSTEM_USER)
 
-    stop_leftover(data_dir)
+
+def _run_postmaster(
+    bindir: Path, cluster: Path, port: int, supervisor: Supervisor | None
+) -> PostgresHandle:
+    """Start the postmaster of `cluster` as our child and wait until it accepts connections."""
     # The postmaster itself, as our child (pg_ctl would daemonise it: reparented to init, out of
     # reach of a parent-death signal). Own session: a Ctrl-C in the terminal reaches only the
     # launcher, which stops the stack in order.
@@ -330,6 +342,61 @@ async def _ensure_database(handle: PostgresHandle, database: str) -> None:
             await conn.execute(f'CREATE DATABASE "{database}"')
     finally:
         await conn.close()
+
+
+def start_replica(
+    primary: PostgresHandle,
+    data_dir: Path,
+    *,
+    port: int,
+    durable: bool = True,
+    supervisor: Supervisor | None = None,
+) -> PostgresHandle:
+    """Start (or restart) a streaming replica of `primary` under `data_dir`, on `port`.
+
+    The first start copies the running primary with `pg_basebackup -R` (a fast checkpoint, the
+    WAL streamed alongside; `-R` writes `standby.signal` and the `primary_conninfo` to follow),
+    as the `postgres` user when we are root, like the primary; later starts resume from the
+    replica's own data. The replica is a hot standby: it answers reads, refuses writes, and
+    replays what the primary commits within milliseconds on one machine. The primary must be the
+    system backend listening on TCP (pgserver's listens on a unix socket only): the defaults of
+    `initdb` (`wal_level = replica`, ten WAL senders, replication allowed from 127.0.0.1 by
+    `pg_hba.conf`) are what streaming needs, so the primary needs no change.
+    """
+    if primary.backend != "system":
+        raise RuntimeError("a streaming replica needs the system PostgreSQL as its primary")
+    bindir = find_system_bindir()
+    if bindir is None:
+        raise RuntimeError("no PostgreSQL server binaries found (pg_config, /usr/lib/postgresql)")
+    cluster = _system_data_dir(data_dir)
+    if not (cluster / "PG_VERSION").exists():
+        shutil.rmtree(cluster, ignore_errors=True)  # a copy interrupted earlier
+        cluster.mkdir(mode=0o700, parents=True)
+        if os.geteuid() == 0:
+            shutil.chown(cluster, SYSTEM_USER, SYSTEM_USER)
+        copy = [
+            str(bindir / "pg_basebackup"),
+            f"--host={primary.host}",
+            f"--port={primary.port}",
+            f"--username={primary.user}",
+            f"--pgdata={cluster}",
+            "--write-recovery-conf",
+            "--wal-method=stream",
+            "--checkpoint=fast",
+            "--no-password",
+        ]
+        if not durable:
+            copy.append("--no-sync")
+        done = subprocess.run(_as_postgres(copy), capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            shutil.rmtree(cluster, ignore_errors=True)
+            raise StartError(f"pg_basebackup failed: {done.stderr.strip()[-2000:]}")
+        # The copy carries the primary's log; the replica starts one of its own.
+        (cluster / "server.log").unlink(missing_ok=True)
+    # The copy carries the primary's ipx.conf too: its port is the primary's.
+    _write_conf(cluster, port, durable)
+    stop_leftover(data_dir)
+    return _run_postmaster(bindir, cluster, port, supervisor)
 
 
 def start_postgres(
