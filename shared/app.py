@@ -45,6 +45,7 @@ from shared.middleware import BodySizeLimitMiddleware
 from shared.notifier import FeedNotifier
 from shared.openapi import document_problems
 from shared.ratelimit import RateLimitMiddleware
+from shared.reads import ReadSessions, open_read_engine, replica_check
 from shared.settings import ServiceName, Settings
 
 __all__ = [
@@ -89,6 +90,9 @@ def build_app(
     @asynccontextmanager
     async def app_lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.readiness_checks = {}
+        # Checks reported in /readyz that do not make the service not ready (the read replica:
+        # reads fall back to the primary).
+        app.state.readiness_optional = set()
         async with lifespan(app):
             yield
 
@@ -155,8 +159,10 @@ def build_app(
         },
     )
     async def readyz() -> Any:
-        """Every dependency this service needs is reachable and its schema is migrated."""
+        """Every dependency this service needs is reachable and its schema is migrated. The
+        read replica's state is reported without counting: reads fall back to the primary."""
         checks: dict[str, ReadinessCheck] = app.state.readiness_checks
+        optional: set[str] = app.state.readiness_optional
         results = await asyncio.gather(
             *(asyncio.wait_for(check(), READINESS_TIMEOUT_SECONDS) for check in checks.values()),
             return_exceptions=True,
@@ -169,7 +175,7 @@ def build_app(
                 report[check_name] = str(result) or type(result).__name__
             else:
                 report[check_name] = "ok"
-        failing = sorted(k for k, v in report.items() if v != "ok")
+        failing = sorted(k for k, v in report.items() if v != "ok" and k not in optional)
         if failing:
             error = ServiceUnavailable(
                 "not ready: " + "; ".join(f"{k}: {report[k]}" for k in failing),
@@ -290,15 +296,24 @@ def _remember_route_templates(app: FastAPI) -> None:
 async def open_database(
     app: FastAPI, settings: Settings, *, schema: str, expected_revision: str
 ) -> AsyncIterator[AsyncEngine]:
-    """Engine and sessionmaker on app.state, plus the database readiness check."""
+    """Engine and sessionmaker on app.state, plus the database readiness check; the read
+    sessions (`app.state.reads`, shared/reads.py) on the replica when IPX_DATABASE_READ_URL is
+    set, with its state in /readyz as `database_replica`."""
     engine = create_engine(settings, application_name=f"ipx-{schema}")
     app.state.engine = engine
     app.state.sessionmaker = create_sessionmaker(engine)
     app.state.readiness_checks["database"] = database_check(engine, schema, expected_revision)
+    replica = open_read_engine(settings, application_name=f"ipx-{schema}-reads")
+    app.state.reads = ReadSessions(app.state.sessionmaker, replica, app.state.metrics_registry)
+    if replica is not None:
+        app.state.readiness_checks["database_replica"] = replica_check(app.state.reads)
+        app.state.readiness_optional.add("database_replica")
     try:
         yield engine
     finally:
         await engine.dispose()
+        if replica is not None:
+            await replica.dispose()
 
 
 @asynccontextmanager

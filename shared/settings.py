@@ -21,6 +21,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IPX_", extra="ignore")
 
     database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:54329/ipx"
+    # A streaming replica of database_url for reads that tolerate a little lag (the public
+    # catalogue's pages, deals and statistics, the incentives report: shared/reads.py). Unset
+    # (or empty), every read goes to database_url. A second pool of db_pool_size +
+    # db_max_overflow connections per process opens on it.
+    database_read_url: str = ""
     db_pool_size: int = 10
     db_max_overflow: int = 10
     # PostgreSQL itself, for the connections a transaction-mode pooler (PgBouncer) cannot
