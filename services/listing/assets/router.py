@@ -16,6 +16,7 @@ from shared.contracts.listings import AssetPublic
 from shared.db import SessionDep
 from shared.errors import problem_responses
 from shared.etags import etag, parse_if_match
+from shared.reads import CatalogueSessionDep
 from shared.schemas import Page
 
 router = APIRouter(prefix="/v1/assets", tags=["assets"])
@@ -47,8 +48,11 @@ async def register_asset(
 
 
 @router.get("/{asset_id}", response_model=AssetPublic, responses=problem_responses(404, 422))
-async def read_asset(asset_id: UUID, session: SessionDep, response: Response) -> AssetPublic:
-    """A registered right; its `ETag` is what a correction sends as `If-Match`."""
+async def read_asset(
+    asset_id: UUID, session: CatalogueSessionDep, response: Response
+) -> AssetPublic:
+    """A registered right; its `ETag` is what a correction sends as `If-Match` (read it with
+    your key: an anonymous read may come from a replica a moment behind)."""
     asset = await service.get(session, asset_id)
     response.headers["ETag"] = etag(asset.version)
     return service.to_public(asset)
@@ -89,7 +93,7 @@ async def correct_asset(
 
 @router.get("", response_model=Page[AssetPublic], responses=problem_responses(422))
 async def find_asset(
-    session: SessionDep,
+    session: CatalogueSessionDep,
     kind: Annotated[AssetKind, Query(examples=["invention_patent"])],
     identifier: Annotated[
         str, Query(min_length=1, max_length=200, examples=["ZL 2017 1 0601862.3"])

@@ -27,6 +27,7 @@ from shared.auth import OptionalCallerDep
 from shared.contracts.deals import DealPublic, DealQuery, deal_query
 from shared.db import SessionDep
 from shared.errors import problem_responses
+from shared.reads import CatalogueSessionDep
 from shared.schemas import Page, PageSize, PageToken
 
 INQUIRE_SCOPE = "POST /v1/listings/{id}/inquiries"
@@ -188,7 +189,7 @@ DealFiltersDep = Annotated[DealFilters, Depends(deal_filters)]
 
 @deals.get("", response_model=Page[DealPublic], responses=problem_responses(401, 422))
 async def list_deals(
-    session: SessionDep,
+    session: CatalogueSessionDep,
     principal: OptionalCallerDep,
     filters: DealFiltersDep,
     page_size: PageSize = 50,
@@ -203,7 +204,7 @@ async def list_deals(
 
 @deals.get("/stats", response_model=DealStats, responses=problem_responses(422))
 async def deal_stats(
-    session: SessionDep,
+    session: CatalogueSessionDep,
     filters: DealFiltersDep,
     group_by: Annotated[GroupBy, Query(examples=["month"])] = "region",
 ) -> DealStats:

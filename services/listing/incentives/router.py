@@ -21,8 +21,8 @@ from services.listing.incentives.schemas import (
     OrganizationIncentive,
 )
 from shared.auth import Principal, require_roles
-from shared.db import SessionDep
 from shared.errors import UnprocessableEntity, problem_responses
+from shared.reads import ReadSessionDep
 from shared.schemas import Page, PageSize, PageToken
 
 __all__ = ["router"]
@@ -61,7 +61,7 @@ ERRORS = problem_responses(401, 403, 422)
 
 @router.get("", response_model=IncentiveReport, responses=ERRORS)
 async def incentives_report(
-    _: Operator, session: SessionDep, rates: RatesDep, year: YearDep
+    _: Operator, session: ReadSessionDep, rates: RatesDep, year: YearDep
 ) -> IncentiveReport:
     """Operators: what the year's deals earn under the province's policy (1 % of licences'
     and assignments' value, 50 % of pledge-loan interest, 10 % of equity valuations; the rates
@@ -75,7 +75,7 @@ async def incentives_report(
 @router.get("/organizations", response_model=Page[OrganizationIncentive], responses=ERRORS)
 async def incentive_organizations(
     _: Operator,
-    session: SessionDep,
+    session: ReadSessionDep,
     rates: RatesDep,
     year: YearDep,
     page_size: PageSize = 50,
@@ -90,7 +90,7 @@ async def incentive_organizations(
 @router.get("/deals", response_model=Page[IncentiveDeal], responses=ERRORS)
 async def incentive_deals(
     _: Operator,
-    session: SessionDep,
+    session: ReadSessionDep,
     rates: RatesDep,
     year: YearDep,
     organization_id: Annotated[
@@ -130,7 +130,7 @@ EXPORT_CONTENT: dict[int | str, dict[str, Any]] = {
 @router.get("/export", response_class=Response, responses=EXPORT_CONTENT)
 async def export_incentives(
     _: Operator,
-    session: SessionDep,
+    session: ReadSessionDep,
     rates: RatesDep,
     year: YearDep,
     format: Annotated[ExportFormat, Query(description="csv or xlsx", examples=["xlsx"])],
@@ -184,7 +184,7 @@ CHART_CONTENT: dict[int | str, dict[str, Any]] = {
 
 @router.get("/charts/{chart}", response_class=Response, responses=CHART_CONTENT)
 async def incentive_chart(
-    _: Operator, session: SessionDep, rates: RatesDep, year: YearDep, chart: Chart
+    _: Operator, session: ReadSessionDep, rates: RatesDep, year: YearDep, chart: Chart
 ) -> Response:
     """Operators: deals and value by `month`, `region` or `kind` as an SVG image (900 px wide,
     Chinese and English labels), to paste into a report."""

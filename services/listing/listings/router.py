@@ -23,6 +23,7 @@ from shared.contracts.listings import ListingPublic
 from shared.db import SessionDep
 from shared.errors import problem_responses
 from shared.etags import etag, parse_if_match
+from shared.reads import CatalogueSessionDep
 from shared.schemas import Page, PageSize, PageToken
 
 router = APIRouter(prefix="/v1/listings", tags=["listings"])
@@ -78,7 +79,7 @@ async def create_listing(
 @router.get("/{listing_id}", response_model=ListingPublic, responses=problem_responses(404, 422))
 async def read_listing(
     listing_id: UUID,
-    session: SessionDep,
+    session: CatalogueSessionDep,
     principal: OptionalCallerDep,
     response: Response,
     if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,

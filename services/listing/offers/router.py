@@ -22,6 +22,7 @@ from shared.contracts.events import OfferSnapshot, OfferSnapshotPage
 from shared.contracts.offers import OfferUpsertResult
 from shared.db import SessionDep
 from shared.errors import problem_responses
+from shared.reads import CatalogueSessionDep
 from shared.schemas import Page, PageSize, PageToken, encode_page_token, page_position, token_uuid
 
 router = APIRouter(prefix="/v1/offers", tags=["offers"])
@@ -131,7 +132,7 @@ async def upsert_partner_offer(
 async def asset_offers(
     request: Request,
     asset_id: UUID,
-    session: SessionDep,
+    session: CatalogueSessionDep,
     include_closed: Annotated[
         bool, Query(description="also the closed, withdrawn and expired offers", examples=[False])
     ] = False,
