@@ -11,8 +11,18 @@ from pydantic import BaseModel, Field
 from shared.contracts.auth import Role
 from shared.schemas import StrictModel
 
+# Banks lend against pledged rights, guarantors back those loans, valuation agencies value the
+# rights (issue 22); verified by operators like every organisation.
 OrganizationKind = Literal[
-    "enterprise", "university", "research_institute", "individual", "service_agency", "exchange"
+    "enterprise",
+    "university",
+    "research_institute",
+    "individual",
+    "service_agency",
+    "exchange",
+    "bank",
+    "guarantor",
+    "valuation_agency",
 ]
 KeyRole = Literal["member", "admin", "partner", "operator"]
 
