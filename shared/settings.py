@@ -127,6 +127,16 @@ class Settings(BaseSettings):
         default=Decimal("0.5"), ge=0, le=1, decimal_places=6
     )
     incentive_equity_rate: Decimal = Field(default=Decimal("0.1"), ge=0, le=1, decimal_places=6)
+    # Listing, IP-backed financing (issue 22). A financing request pledges at most
+    # `financing_max_assets` rights; each right's valuation report is at most
+    # `financing_valuation_max_age_days` old when the request is made; a patent whose annual fee
+    # fell due is in its grace period for `financing_annual_fee_grace_months` months (CNIPA
+    # refuses to register a pledge meanwhile; after it the right has lapsed).
+    financing_max_assets: int = Field(default=20, ge=1, le=200)
+    financing_valuation_max_age_days: int = Field(default=365, ge=1)
+    financing_annual_fee_grace_months: int = Field(default=6, ge=0)
+    # The longest pledge loan term offered or asked, in months.
+    financing_max_term_months: int = Field(default=120, ge=1)
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -12,6 +12,8 @@ from services.listing.assets.router import router as assets_router
 from services.listing.auth import DatabaseAuthenticator
 from services.listing.deals.router import router as deals_router
 from services.listing.feed.router import router as feed_router
+from services.listing.financing.router import pledges_router
+from services.listing.financing.router import router as financing_router
 from services.listing.imports.router import router as imports_router
 from services.listing.incentives.router import router as incentives_router
 from services.listing.listings.router import router as listings_router
@@ -65,6 +67,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             incentives_router,
             open_licences_router,
             licences_router,
+            financing_router,
+            pledges_router,
         ],
         description="System of record: organisations, API keys, IP assets, listings, deals, "
         "and the change feed.",

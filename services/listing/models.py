@@ -335,3 +335,163 @@ class OpenLicence(SQLModel, table=True):
     version: int = 1
     created_at: datetime = created_now()
     updated_at: datetime = created_now()
+
+
+# ----------------------------------------------------------------------------- financing
+
+
+class FinancingRequest(SQLModel, table=True):
+    """A holder asks for a loan against one right or a portfolio (issue 22). Its figures are
+    the parties' and the operators' only."""
+
+    __tablename__ = "financing_requests"
+    __table_args__ = {"schema": SCHEMA}
+
+    id: UUID = Field(default_factory=uuid4, primary_key=True)
+    borrower_id: UUID = Field(foreign_key=f"{SCHEMA}.organizations.id", index=True)
+    amount: Decimal = Field(sa_type=Numeric(18, 2))
+    currency: str = Field(default="CNY", max_length=3)
+    term_months: int
+    starts_on: date = Field(sa_type=Date)
+    ends_on: date = Field(sa_type=Date)
+    purpose: str = Field(sa_type=Text)
+    # The co-holders who join the borrower as pledgors ({name, uscc}).
+    pledgors: list[dict[str, Any]] = Field(sa_column=Column(JSONB, nullable=False))
+    status: str = Field(default="open", max_length=16, index=True)
+    version: int = 1
+    created_at: datetime = created_now()
+    updated_at: datetime = created_now()
+
+
+class FinancingRequestAsset(SQLModel, table=True):
+    """A right pledged by a request, with the annual fee's next due day the holder states."""
+
+    __tablename__ = "financing_request_assets"
+    __table_args__ = {"schema": SCHEMA}
+
+    request_id: UUID = Field(foreign_key=f"{SCHEMA}.financing_requests.id", primary_key=True)
+    asset_id: UUID = Field(foreign_key=f"{SCHEMA}.assets.id", primary_key=True, index=True)
+    position: int
+    annual_fee_due_on: date | None = Field(default=None, sa_type=Date)
+
+
+class ValuationReport(SQLModel, table=True):
+    """A valuation of a right, attached to a request as a record (the document by its hash)."""
+
+    __tablename__ = "valuation_reports"
+    __table_args__ = {"schema": SCHEMA}
+
+    id: UUID = Field(default_factory=uuid4, primary_key=True)
+    request_id: UUID = Field(foreign_key=f"{SCHEMA}.financing_requests.id", index=True)
+    asset_id: UUID = Field(foreign_key=f"{SCHEMA}.assets.id")
+    agency: str = Field(max_length=200)
+    agency_id: UUID | None = Field(default=None, foreign_key=f"{SCHEMA}.organizations.id")
+    method: str = Field(max_length=16)
+    value: Decimal = Field(sa_type=Numeric(18, 2))
+    valued_on: date = Field(sa_type=Date)
+    document_sha256: str = Field(max_length=64)
+    created_at: datetime = created_now()
+
+
+class FinancingOffer(SQLModel, table=True):
+    """A verified bank's offer on a request; at most one offer of a request is accepted (the
+    partial unique index is the last word when two accepts race)."""
+
+    __tablename__ = "financing_offers"
+    __table_args__ = (
+        Index(
+            "ux_listing_financing_offers_accepted",
+            "request_id",
+            unique=True,
+            postgresql_where=text("status = 'accepted'"),
+        ),
+        {"schema": SCHEMA},
+    )
+
+    id: UUID = Field(default_factory=uuid4, primary_key=True)
+    request_id: UUID = Field(foreign_key=f"{SCHEMA}.financing_requests.id", index=True)
+    bank_id: UUID = Field(foreign_key=f"{SCHEMA}.organizations.id", index=True)
+    amount: Decimal = Field(sa_type=Numeric(18, 2))
+    rate: Decimal = Field(sa_type=Numeric(9, 6))
+    term_months: int
+    conditions: str = Field(sa_type=Text)
+    status: str = Field(default="open", max_length=16)
+    version: int = 1
+    created_at: datetime = created_now()
+    updated_at: datetime = created_now()
+
+
+class Pledge(SQLModel, table=True):
+    """The pledge of an accepted offer, in the registry's states: filed -> registered ->
+    changed -> cancelled (repaid, enforced, released, void)."""
+
+    __tablename__ = "pledges"
+    __table_args__ = {"schema": SCHEMA}
+
+    id: UUID = Field(default_factory=uuid4, primary_key=True)
+    request_id: UUID = Field(foreign_key=f"{SCHEMA}.financing_requests.id", unique=True)
+    offer_id: UUID = Field(foreign_key=f"{SCHEMA}.financing_offers.id", unique=True)
+    pledgor_id: UUID = Field(foreign_key=f"{SCHEMA}.organizations.id", index=True)
+    pledgee_id: UUID = Field(foreign_key=f"{SCHEMA}.organizations.id", index=True)
+    amount: Decimal = Field(sa_type=Numeric(18, 2))
+    rate: Decimal = Field(sa_type=Numeric(9, 6))
+    term_months: int
+    starts_on: date = Field(sa_type=Date)
+    ends_on: date = Field(sa_type=Date)
+    status: str = Field(default="filed", max_length=16, index=True)
+    filed_on: date = Field(sa_type=Date)
+    registration_number: str | None = Field(default=None, max_length=100)
+    registered_on: date | None = Field(default=None, sa_type=Date)
+    cancelled_on: date | None = Field(default=None, sa_type=Date)
+    cancellation_reason: str | None = Field(default=None, max_length=16)
+    interest_paid: Decimal | None = Field(default=None, sa_type=Numeric(18, 2))
+    version: int = 1
+    created_at: datetime = created_now()
+    updated_at: datetime = created_now()
+
+
+class PledgeHistory(SQLModel, table=True):
+    """The audit trail of a pledge: every transition, who made it, what changed."""
+
+    __tablename__ = "pledge_history"
+    __table_args__ = {"schema": SCHEMA}
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, Identity(), primary_key=True))
+    pledge_id: UUID = Field(foreign_key=f"{SCHEMA}.pledges.id", index=True)
+    version: int
+    action: str = Field(max_length=32)
+    actor_organization_id: UUID | None = None
+    actor_key_id: UUID | None = None
+    actor_roles: list[str] = Field(sa_column=Column(ARRAY(String(16)), nullable=False))
+    changes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONB, nullable=False))
+    at: datetime = created_now()
+
+
+class PledgeConsent(SQLModel, table=True):
+    """The pledgee's recorded consent to an assignment or exclusive licence of a pledged right
+    (Civil Code Art. 444)."""
+
+    __tablename__ = "pledge_consents"
+    __table_args__ = {"schema": SCHEMA}
+
+    id: UUID = Field(default_factory=uuid4, primary_key=True)
+    pledge_id: UUID = Field(foreign_key=f"{SCHEMA}.pledges.id", index=True)
+    transaction_type: str = Field(max_length=32)
+    note: str | None = Field(default=None, sa_type=Text)
+    created_at: datetime = created_now()
+
+
+class AssetHold(SQLModel, table=True):
+    """A court's preservation of a right, or the suspension of its procedures (an ownership
+    dispute), as an operator records it from the registry: no pledge meanwhile."""
+
+    __tablename__ = "asset_holds"
+    __table_args__ = {"schema": SCHEMA}
+
+    id: UUID = Field(default_factory=uuid4, primary_key=True)
+    asset_id: UUID = Field(foreign_key=f"{SCHEMA}.assets.id", index=True)
+    type: str = Field(max_length=16)
+    reference: str = Field(max_length=200)
+    since: date = Field(sa_type=Date)
+    lifted_on: date | None = Field(default=None, sa_type=Date)
+    created_at: datetime = created_now()

@@ -14,6 +14,9 @@ from pydantic import BaseModel, Field
 # market (the search index) go by the document's status, not by the type.
 # `licence.*` events are an open licence taken (`data` is its recordal package), a reminder of
 # its recordal deadline (`data` adds `days_left`), and its recordal entered.
+# `pledge.*` events are a pledge's registry states (issue 22): filed when the borrower accepts a
+# bank's offer, registered, changed, cancelled; `data` names the parties and the rights, never
+# the loan's figures.
 EventType = Literal[
     "listing.created",
     "listing.updated",
@@ -29,6 +32,10 @@ EventType = Literal[
     "licence.taken",
     "licence.recordal_due",
     "licence.recorded",
+    "pledge.filed",
+    "pledge.registered",
+    "pledge.changed",
+    "pledge.cancelled",
 ]
 
 
@@ -38,7 +45,7 @@ class ChangeEvent(BaseModel):
 
     cursor: str = Field(description="pass as `after` to read what follows this event")
     type: EventType
-    entity: Literal["listing", "deal", "licence"]
+    entity: Literal["listing", "deal", "licence", "pledge"]
     entity_id: UUID
     version: int
     occurred_at: datetime

@@ -20,13 +20,14 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from typing import Any, Literal
 
 import httpx
 from receiver import Receiver
 
 from services.gateway.web.router import STATIC_URLS
+from services.listing.dependencies import today_in_china
 from shared.webhooks import signed_headers
 from support import bearer, patent, real_application_numbers, terms
 
@@ -510,6 +511,187 @@ async def import_gazette(w: World, caller: Caller, wins: bool) -> Req:
     )
 
 
+# ------------------------------------------------------------------------ financing (issue 22)
+
+BANK = "中国银行股份有限公司河北省分行"
+
+
+async def bank_key(w: World) -> str:
+    """A verified bank's admin key (made once, by the bootstrap operator): no caller class is a
+    bank, so every bank-only cell is a refusal and the bank makes the world's offers."""
+    if "bank" not in w.keys:
+        signed = await w.ok(
+            w.listing.post(
+                "/v1/organizations",
+                json={"name": BANK, "kind": "bank", "region": "130102"},
+            ),
+            201,
+        )
+        await w.ok(
+            w.listing.patch(
+                f"/v1/organizations/{signed['organization']['id']}",
+                json={"verified": True},
+                headers=bearer(w.bootstrap),
+            )
+        )
+        w.keys["bank"] = signed["api_key"]["key"]
+    return w.keys["bank"]
+
+
+def financing_body(w: World, asset: dict[str, Any]) -> dict[str, object]:
+    today = today_in_china()
+    return {
+        "assets": [
+            {
+                "asset_id": asset["id"],
+                "annual_fee_due_on": (today + timedelta(days=90)).isoformat(),
+            }
+        ],
+        "amount": "2000000.00",
+        "term_months": 12,
+        "purpose": "研发投入",
+        "valuations": [
+            {
+                "asset_id": asset["id"],
+                "agency": "中联资产评估集团有限公司",
+                "method": "income",
+                "value": "3200000.00",
+                "valued_on": (today - timedelta(days=10)).isoformat(),
+                "document_sha256": "0" * 64,
+            }
+        ],
+    }
+
+
+async def granted_right(w: World, key: str, holder: str = OWN) -> dict[str, Any]:
+    asset = w.asset(holder)
+    filed = date.fromisoformat(str(asset["filed_on"]))
+    granted = min(filed.replace(year=filed.year + 2), today_in_china())
+    created: dict[str, Any] = await w.ok(
+        w.listing.post(
+            "/v1/assets", json={**asset, "granted_on": granted.isoformat()}, headers=bearer(key)
+        ),
+        201,
+    )
+    return created
+
+
+async def financing_request(w: World) -> str:
+    """An open financing request of the own organisation on a fresh right."""
+    asset = await granted_right(w, w.keys["admin"])
+    created = await w.ok(
+        w.listing.post("/v1/financing/requests", json=financing_body(w, asset), headers=w.admin()),
+        201,
+    )
+    return str(created["id"])
+
+
+async def financing_offer(w: World) -> str:
+    """The bank's open offer on a fresh request of the own organisation."""
+    request_id = await financing_request(w)
+    offer = {"amount": "1800000.00", "rate": "0.0365", "term_months": 12}
+    made = await w.ok(
+        w.listing.post(
+            f"/v1/financing/requests/{request_id}/offers",
+            json=offer,
+            headers=bearer(await bank_key(w)),
+        ),
+        201,
+    )
+    return str(made["id"])
+
+
+async def filed_pledge(w: World) -> str:
+    """A pledge of the own organisation to the bank, filed (its offer accepted)."""
+    offer_id = await financing_offer(w)
+    pledge = await w.ok(
+        w.listing.post(f"/v1/financing/offers/{offer_id}/accept", headers=w.admin()), 201
+    )
+    return str(pledge["id"])
+
+
+async def registered_pledge(w: World) -> str:
+    pledge_id = await filed_pledge(w)
+    entry = {"registration_number": "Y2026110000123", "registered_on": today_in_china().isoformat()}
+    await w.ok(
+        w.listing.post(
+            f"/v1/pledges/{pledge_id}/registration", json=entry, headers=bearer(w.bootstrap)
+        )
+    )
+    return pledge_id
+
+
+async def asset_hold(w: World) -> str:
+    body = {
+        "asset_id": w.ids["asset"],
+        "type": "preservation",
+        "reference": f"(2026)京0108执保{next(w.counter)}号",
+        "since": today_in_china().isoformat(),
+    }
+    made = await w.ok(
+        w.listing.post("/v1/financing/holds", json=body, headers=bearer(w.bootstrap)), 201
+    )
+    return str(made["id"])
+
+
+FINANCING: dict[str, Callable[[World], Awaitable[str]]] = {
+    "financing_request": financing_request,
+    "financing_offer": financing_offer,
+    "filed_pledge": filed_pledge,
+    "registered_pledge": registered_pledge,
+    "asset_hold": asset_hold,
+}
+
+
+async def financing_resource(w: World, kind: str, wins: bool) -> str:
+    """A fresh financing resource when the cell should succeed (it is used up); the standing
+    one (made at first use) when it should be refused."""
+    if wins:
+        return await FINANCING[kind](w)
+    if kind not in w.ids:
+        w.ids[kind] = await FINANCING[kind](w)
+    return w.ids[kind]
+
+
+def on_financing(kind: str, template: str, *, body: Callable[[World], Any] | None = None) -> Build:
+    """A request on a financing resource of `kind` (`{fresh}` in the template)."""
+
+    async def build(w: World, caller: Caller, wins: bool) -> Req:
+        made = await financing_resource(w, kind, wins)
+        return Req(template.replace("{fresh}", made), json=body(w) if body else None)
+
+    return build
+
+
+def standing(*kinds: str, template: str) -> Build:
+    """A request on the standing financing resources (`{kind}` placeholders)."""
+
+    async def build(w: World, caller: Caller, wins: bool) -> Req:
+        for kind in kinds:
+            await financing_resource(w, kind, False)
+        return Req(w.path(template))
+
+    return build
+
+
+async def ask_financing(w: World, caller: Caller, wins: bool) -> Req:
+    """Each caller asks for financing on a right of its own (the holder check is the
+    service's); a refused caller's body names the own organisation's right."""
+    if not wins:
+        return Req("/v1/financing/requests", json=financing_body(w, {"id": w.ids["asset"]}))
+    asset = await granted_right(w, w.keys[caller], HOLDERS.get(caller, OWN))
+    return Req("/v1/financing/requests", json=financing_body(w, asset))
+
+
+OFFER = {"amount": "1800000.00", "rate": "0.0365", "term_months": 12}
+TODAY_ISO = today_in_china().isoformat()
+# Only the request's borrower (the own organisation) and operators read it; verified banks
+# too while it is open, but no caller class is a bank.
+BORROWER_READ = keyed(other=404, member=200, admin=200, partner=403, operator=200, service=403)
+# Only the pledgee (a bank, no caller class) or an operator.
+PLEDGEE_WRITE = keyed(other=404, member=403, admin=403, partner=403, operator=200, service=403)
+
+
 def fixed_body(value: Any) -> Callable[[World], Any]:
     return lambda w: value
 
@@ -946,6 +1128,166 @@ LISTING_RULES: dict[tuple[Service, str, str], Rule] = {
             "enter the recordal",
             enter_recordal,
             keyed(other=404, member=200, admin=200, partner=404, operator=200, service=404),
+        )
+    ),
+    ("listing", "POST", "/v1/financing/requests"): rule(
+        Case(
+            "ask for financing against an own right",
+            ask_financing,
+            keyed(other=201, member=201, admin=201, partner=403, operator=201, service=403),
+        )
+    ),
+    ("listing", "GET", "/v1/financing/requests"): rule(
+        Case(
+            "the own requests (banks: the open ones; operators: all)",
+            standing("financing_request", template="/v1/financing/requests"),
+            keyed(other=200, member=200, admin=200, partner=403, operator=200, service=403),
+            private="{financing_request}",
+            private_from=frozenset({"other"}),
+        )
+    ),
+    ("listing", "GET", "/v1/financing/requests/{request_id}"): rule(
+        Case(
+            "a financing request",
+            standing("financing_request", template="/v1/financing/requests/{financing_request}"),
+            BORROWER_READ,
+        )
+    ),
+    ("listing", "POST", "/v1/financing/requests/{request_id}/withdraw"): rule(
+        Case(
+            "withdraw a financing request",
+            on_financing("financing_request", "/v1/financing/requests/{fresh}/withdraw"),
+            # An operator reads it but only the borrower withdraws it.
+            keyed(other=404, member=200, admin=200, partner=403, operator=403, service=403),
+        )
+    ),
+    ("listing", "POST", "/v1/financing/requests/{request_id}/offers"): rule(
+        Case(
+            "offer a loan (verified banks only; no caller class is one)",
+            on_financing(
+                "financing_request",
+                "/v1/financing/requests/{fresh}/offers",
+                body=fixed_body(OFFER),
+            ),
+            keyed(other=403, member=403, admin=403, partner=403, operator=403, service=403),
+        )
+    ),
+    ("listing", "GET", "/v1/financing/requests/{request_id}/offers"): rule(
+        Case(
+            "the offers on a request",
+            standing(
+                "financing_request", template="/v1/financing/requests/{financing_request}/offers"
+            ),
+            BORROWER_READ,
+        )
+    ),
+    ("listing", "GET", "/v1/financing/offers/{offer_id}"): rule(
+        Case(
+            "an offer (the borrower, the bank, operators)",
+            standing("financing_offer", template="/v1/financing/offers/{financing_offer}"),
+            BORROWER_READ,
+        )
+    ),
+    ("listing", "POST", "/v1/financing/offers/{offer_id}/withdraw"): rule(
+        Case(
+            "withdraw an offer (the bank that made it only)",
+            on_financing("financing_offer", "/v1/financing/offers/{fresh}/withdraw"),
+            keyed(other=404, member=403, admin=403, partner=403, operator=403, service=403),
+        )
+    ),
+    ("listing", "POST", "/v1/financing/offers/{offer_id}/accept"): rule(
+        Case(
+            "accept an offer (the borrower only)",
+            on_financing("financing_offer", "/v1/financing/offers/{fresh}/accept"),
+            keyed(other=404, member=201, admin=201, partner=403, operator=403, service=403),
+        )
+    ),
+    ("listing", "POST", "/v1/financing/holds"): rule(
+        Case(
+            "record a preservation",
+            at(
+                "/v1/financing/holds",
+                body=lambda w: {
+                    "asset_id": w.ids["asset"],
+                    "type": "preservation",
+                    "reference": "(2026)京0108执保1号",
+                    "since": TODAY_ISO,
+                },
+            ),
+            keyed(other=403, member=403, admin=403, partner=403, operator=201, service=403),
+        )
+    ),
+    ("listing", "POST", "/v1/financing/holds/{hold_id}/lift"): rule(
+        Case(
+            "lift a hold",
+            on_financing(
+                "asset_hold",
+                "/v1/financing/holds/{fresh}/lift",
+                body=fixed_body({"lifted_on": TODAY_ISO}),
+            ),
+            OPERATORS_ONLY,
+        )
+    ),
+    ("listing", "GET", "/v1/pledges"): rule(
+        Case(
+            "the caller's pledges",
+            standing("filed_pledge", template="/v1/pledges"),
+            keyed(other=200, member=200, admin=200, partner=200, operator=200, service=403),
+            private="{filed_pledge}",
+            private_from=frozenset({"other", "partner"}),
+        )
+    ),
+    ("listing", "GET", "/v1/pledges/{pledge_id}"): rule(
+        Case(
+            "a pledge with its figures (its parties)",
+            standing("filed_pledge", template="/v1/pledges/{filed_pledge}"),
+            keyed(other=404, member=200, admin=200, partner=404, operator=200, service=200),
+        )
+    ),
+    ("listing", "POST", "/v1/pledges/{pledge_id}/registration"): rule(
+        Case(
+            "enter the registration",
+            on_financing(
+                "filed_pledge",
+                "/v1/pledges/{fresh}/registration",
+                body=fixed_body(
+                    {"registration_number": "Y2026110000124", "registered_on": TODAY_ISO}
+                ),
+            ),
+            keyed(other=404, member=200, admin=200, partner=403, operator=200, service=403),
+        )
+    ),
+    ("listing", "POST", "/v1/pledges/{pledge_id}/changes"): rule(
+        Case(
+            "enter a change",
+            on_financing(
+                "registered_pledge",
+                "/v1/pledges/{fresh}/changes",
+                body=fixed_body({"term_months": 18, "reason": "展期"}),
+            ),
+            keyed(other=404, member=200, admin=200, partner=403, operator=200, service=403),
+        )
+    ),
+    ("listing", "POST", "/v1/pledges/{pledge_id}/cancellation"): rule(
+        Case(
+            "enter the cancellation (the pledgee or an operator)",
+            on_financing(
+                "registered_pledge",
+                "/v1/pledges/{fresh}/cancellation",
+                body=fixed_body({"reason": "released", "cancelled_on": TODAY_ISO}),
+            ),
+            PLEDGEE_WRITE,
+        )
+    ),
+    ("listing", "POST", "/v1/pledges/{pledge_id}/consents"): rule(
+        Case(
+            "the pledgee's consent (no caller class is the pledgee)",
+            on_financing(
+                "registered_pledge",
+                "/v1/pledges/{fresh}/consents",
+                body=fixed_body({"transaction_type": "assignment"}),
+            ),
+            keyed(other=404, member=403, admin=403, partner=403, operator=403, service=403),
         )
     ),
     ("listing", "PUT", "/v1/offers/{exchange}/{listing_id}"): rule(

@@ -18,7 +18,8 @@ from shared.schemas import StrictModel
 # listing.closed: a listing that was public closed (a deal here, or its partner exchange closed
 # it); listing.withdrawn: it was withdrawn (or expired). licence.*: an open licence taken, its
 # recordal deadline near (30 and 7 days before), its recordal entered; only its two parties
-# receive them.
+# receive them. pledge.*: a pledge filed, registered, changed, cancelled; only its pledgor and
+# pledgee receive them.
 WebhookEventType = Literal[
     "listing.published",
     "listing.updated",
@@ -29,6 +30,10 @@ WebhookEventType = Literal[
     "licence.taken",
     "licence.recordal_due",
     "licence.recorded",
+    "pledge.filed",
+    "pledge.registered",
+    "pledge.changed",
+    "pledge.cancelled",
 ]
 WEBHOOK_EVENT_TYPES: tuple[WebhookEventType, ...] = get_args(WebhookEventType)
 DeliveryStatus = Literal["pending", "delivered", "failed"]

@@ -37,6 +37,9 @@ PUBLIC_STATUSES = frozenset({"published", "under_negotiation"})
 # Listing feed event type -> webhook type (None: not delivered).
 LISTING_UPDATES = frozenset({"listing.updated", "listing.negotiation", "listing.reopened"})
 LISTING_ENDINGS = frozenset({"listing.withdrawn", "listing.closed", "listing.expired"})
+# Events of an agreement between two organisations (an open licence, a pledge): delivered as
+# they are, to their two parties only (`data.parties`).
+PARTY_ENTITIES = frozenset({"licence", "pledge"})
 
 
 # ----------------------------------------------------------------------------- filters
@@ -110,7 +113,8 @@ def deal_facts(deal: Mapping[str, Any]) -> Facts:
 
 
 def licence_facts(licence: Mapping[str, Any]) -> Facts:
-    """From an open licence's event (its patent's kind; no classifications or price)."""
+    """From an open licence's or a pledge's event (its right's kind; no classifications or
+    price)."""
     return Facts(
         kind=(licence.get("asset") or {}).get("kind"),
         transaction_type=licence.get("transaction_type"),
@@ -202,7 +206,7 @@ class OutboundEvent:
     data: dict[str, Any]
     facts: Facts
     # match.created: the organisation whose demand matched (the only one that receives it);
-    # licence.*: the licensor and the licensee.
+    # licence.*: the licensor and the licensee; pledge.*: the pledgor and the pledgee.
     audience: frozenset[UUID] | None = None
 
     def payload(self) -> dict[str, Any]:
@@ -217,7 +221,7 @@ def listing_webhook_type(event: ChangeEvent) -> str | None:
     delivered."""
     if event.type == "deal.closed":
         return "deal.closed"
-    if event.entity == "licence":
+    if event.entity in PARTY_ENTITIES:
         return event.type
     status = event.data.get("status")
     if event.type == "listing.published":
@@ -239,7 +243,7 @@ def from_listing_feed(event: ChangeEvent) -> OutboundEvent | None:
     if event.entity == "deal":
         ordering_key = str(event.data.get("listing_id") or event.entity_id)
         facts = deal_facts(event.data)
-    elif event.entity == "licence":
+    elif event.entity in PARTY_ENTITIES:
         ordering_key = str(event.entity_id)
         facts = licence_facts(event.data)
         audience = frozenset(UUID(str(party)) for party in event.data.get("parties") or ())

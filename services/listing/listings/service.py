@@ -15,6 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.listing.assets import service as assets
 from services.listing.assets.rules import is_holder
 from services.listing.feed import events
+from services.listing.financing import repository as financing
+from services.listing.financing.rules import CONSENT_TYPES, check_pledgee_consent
 from services.listing.listings.documents import (
     TERMS_COLUMNS,
     OfferState,
@@ -189,6 +191,9 @@ async def _publishable(ctx: Context, listing: Listing, asset: Asset) -> None:
         in_force = await open_licences.licences_in_force(
             ctx.session, asset.id, EXCLUSIVE_TYPES, ctx.today
         )
+    unconsenting: list[str] = []
+    if terms.type in CONSENT_TYPES:
+        unconsenting = await financing.pledgees_without_consent(ctx.session, asset.id, terms.type)
     _raise_if(
         check_publishable(
             legal_status=asset.legal_status,
@@ -200,7 +205,8 @@ async def _publishable(ctx: Context, listing: Listing, asset: Asset) -> None:
             today=ctx.today,
             offered_types=offered,
             licences_in_force=in_force,
-        ),
+        )
+        + check_pledgee_consent(terms.type, unconsenting),
         conflict=True,
     )
 

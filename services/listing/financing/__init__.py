@@ -1,0 +1,1 @@
+"""IP-backed financing (issue 22): requests, banks' offers, pledges."""
