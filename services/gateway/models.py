@@ -145,7 +145,13 @@ class Delivery(SQLModel, table=True):
     __tablename__ = "deliveries"
     __table_args__ = (
         UniqueConstraint("subscription_id", "event_id"),
-        Index("ix_gateway_deliveries_due", "status", "next_attempt_at"),
+        # Finished deliveries by age, for retention (migration 0008: no index leads with
+        # status, so the claim's reads of pending rows only ever take the partial ones below).
+        Index(
+            "ix_gateway_deliveries_done",
+            "next_attempt_at",
+            postgresql_where=text("status IN ('delivered', 'failed')"),
+        ),
         # The claim's pending deliveries, in each ordering key's order: pending rows only, so
         # a claim never walks the delivered history (migration 0007).
         Index(

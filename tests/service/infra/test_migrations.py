@@ -309,7 +309,6 @@ async def test_the_delivery_claim_reads_pending_rows_only_whatever_the_statistic
             "ix_gateway_deliveries_pending",
             "ix_gateway_deliveries_pending_due",
             "ix_gateway_deliveries_leased",
-            "ix_gateway_deliveries_due",
             "deliveries_pkey",
         }
 
