@@ -14,6 +14,7 @@ from services.gateway.catalogue.router import router as catalogue_router
 from services.gateway.models import SCHEMA
 from services.gateway.partners.router import router as partners_router
 from services.gateway.partners.workers import inbox_workers, pull_workers
+from services.gateway.repository import SharedBuckets
 from services.gateway.retention.workers import gateway_retention
 from services.gateway.stored_secrets import seal_stored_in_clear
 from services.gateway.web.router import router as web_router
@@ -21,6 +22,7 @@ from services.gateway.webhooks.router import router as webhooks_router
 from services.gateway.webhooks.workers import delivery_workers, fanout_workers
 from shared.app import build_app, open_database, open_upstreams
 from shared.encryption import secret_box
+from shared.ratelimit import WINDOW_SECONDS
 from shared.settings import Settings, get_settings
 from shared.workers import Worker, run_workers
 
@@ -44,6 +46,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         CatalogueEngine(settings, client) as catalogue,
     ):
         app.state.catalogue = catalogue
+        # Rate limits shared by every replica (shared/ratelimit.py).
+        app.state.rate_buckets = SharedBuckets(app.state.engine, WINDOW_SECONDS)
         # Refuses to start without IPX_SECRET_KEYS: the stored signing secrets are sealed.
         await seal_stored_in_clear(app.state.sessionmaker, secret_box(settings.secret_keys))
         workers = [w for make in WORKERS for w in make(app)] if settings.run_workers else []

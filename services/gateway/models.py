@@ -111,6 +111,22 @@ class RejectedEvent(SQLModel, table=True):
     payload_excerpt: str = Field(sa_type=Text)
 
 
+class RateLimitBucket(SQLModel, table=True):
+    """A client's token bucket, shared by every replica (shared/ratelimit.py takes tokens
+    from it a share at a time). Unlogged: migration 0009."""
+
+    __tablename__ = "rate_limit_buckets"
+    __table_args__ = (
+        Index("ix_gateway_rate_limit_buckets_updated", "updated_at"),
+        {"schema": SCHEMA, "prefixes": ["UNLOGGED"]},
+    )
+
+    client: str = Field(primary_key=True, sa_type=Text)
+    tokens: float
+    granted: int
+    updated_at: datetime = created_now()
+
+
 class FeedCursor(SQLModel, table=True):
     """Where the gateway is in the feeds it fans out (listing changes, matches)."""
 

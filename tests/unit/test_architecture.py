@@ -76,6 +76,9 @@ DRIVER_SQL = {
     "services/listing/idempotency/repository.py": "idempotency keys, on every keyed create",
     "services/listing/imports/repository.py": "COPY of an import's rows",
     "services/gateway/partners/repository.py": "the inbox claim",
+    "services/gateway/webhooks/repository.py": "a delivery's outcome, one statement an attempt",
+    "services/gateway/repository.py": "the shared rate-limit buckets, a grant per share of a "
+    "client's limit",
     "services/matching/repair/repository.py": "the indexer's lease taken by rebuild and "
     "check: a session advisory lock on a connection of its own",
 }

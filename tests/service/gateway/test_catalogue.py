@@ -175,3 +175,46 @@ async def test_rate_limits_per_client_with_standard_headers(
             ]
             assert [a.status_code for a in keyed][-1] == 429
             assert (await one.get("/healthz")).status_code == 200  # not rate limited
+
+
+async def test_rate_limits_are_shared_by_every_replica(
+    matching_settings: Settings,
+    listing_app: FastAPI,
+    matching_app: FastAPI,
+    published: dict[str, Any],
+) -> None:
+    """Two gateway replicas on one database, one client alternating between them: refused
+    once the one limit is spent, not twice the limit (issue 21); each replica takes a share
+    of the limit at a time, so a replica may refuse up to a share early, never late."""
+    from services.gateway.app import create_app
+
+    limit = 100  # shares of 2 (GRANT_SHARE 50)
+    tight = matching_settings.model_copy(
+        update={"rate_limit_anonymous_per_minute": limit, "run_workers": False}
+    )
+    mounts = {
+        "http://listing.test": httpx.ASGITransport(listing_app),
+        "http://matching.test": httpx.ASGITransport(matching_app),
+    }
+    one_app, two_app = create_app(tight, mounts), create_app(tight, mounts)
+    async with LifespanManager(one_app) as one_manager, LifespanManager(two_app) as two_manager:
+        replicas = [
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(
+                    app=manager.app, raise_app_exceptions=False, client=("198.51.100.9", 1234)
+                ),
+                base_url="http://gateway.test",
+            )
+            for manager in (one_manager, two_manager)
+        ]
+        statuses = []
+        for n in range(2 * limit):
+            answer = await replicas[n % 2].get("/v1/catalogue/deals")
+            statuses.append(answer.status_code)
+        for replica in replicas:
+            await replica.aclose()
+    allowed = statuses.count(200)
+    assert set(statuses) == {200, 429}
+    # At most the limit (plus what refilled during the run: 100 a minute), at least the limit
+    # less one share stranded in a replica.
+    assert limit - 2 <= allowed <= limit + 5, statuses
