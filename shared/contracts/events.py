@@ -15,8 +15,9 @@ from pydantic import BaseModel, Field
 # `licence.*` events are an open licence taken (`data` is its recordal package), a reminder of
 # its recordal deadline (`data` adds `days_left`), and its recordal entered.
 # `pledge.*` events are a pledge's registry states (issue 22): filed when the borrower accepts a
-# bank's offer, registered, changed, cancelled; `data` names the parties and the rights, never
-# the loan's figures.
+# bank's offer, registered, changed, cancelled, and at risk (a correction changed a pledged
+# right's legal status or expiry: for the pledgee); `data` names the parties and the rights,
+# never the loan's figures.
 EventType = Literal[
     "listing.created",
     "listing.updated",
@@ -36,6 +37,7 @@ EventType = Literal[
     "pledge.registered",
     "pledge.changed",
     "pledge.cancelled",
+    "pledge.at_risk",
 ]
 
 

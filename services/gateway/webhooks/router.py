@@ -55,12 +55,12 @@ async def create_subscription(
     listing.withdrawn: withdrawn or expired, listing.closed: a deal closed it, deal.closed,
     match.created, licence.taken, licence.recordal_due: 30 and 7 days before an open
     licence's recordal is due, licence.recorded, pledge.filed, pledge.registered,
-    pledge.changed, pledge.cancelled), optionally filtered like the catalogue
+    pledge.changed, pledge.cancelled, pledge.at_risk), optionally filtered like the catalogue
     search. Webhooks are signed per Standard Webhooks with the `secret`, shown only in this
     answer. The URL must resolve to public addresses (rule `ssrf_forbidden_target`) unless an
     operator allow-listed it. match.created is delivered only for the organisation's own
     demands, licence.* only to the licence's licensor and licensee, pledge.* only to the
-    pledge's pledgor and pledgee."""
+    pledge's pledgor and pledgee (pledge.at_risk to the pledgee)."""
     box = secret_box(request.app.state.settings.secret_keys)
     subscription, secret = await service.create(session, principal, data, box)
     return SubscriptionCreated(**service.public(subscription).model_dump(), secret=secret)

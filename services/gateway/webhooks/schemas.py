@@ -18,8 +18,8 @@ from shared.schemas import StrictModel
 # listing.closed: a listing that was public closed (a deal here, or its partner exchange closed
 # it); listing.withdrawn: it was withdrawn (or expired). licence.*: an open licence taken, its
 # recordal deadline near (30 and 7 days before), its recordal entered; only its two parties
-# receive them. pledge.*: a pledge filed, registered, changed, cancelled; only its pledgor and
-# pledgee receive them.
+# receive them. pledge.*: a pledge filed, registered, changed, cancelled (its pledgor and
+# pledgee), at risk (a pledged right's legal status or expiry changed: its pledgee).
 WebhookEventType = Literal[
     "listing.published",
     "listing.updated",
@@ -34,6 +34,7 @@ WebhookEventType = Literal[
     "pledge.registered",
     "pledge.changed",
     "pledge.cancelled",
+    "pledge.at_risk",
 ]
 WEBHOOK_EVENT_TYPES: tuple[WebhookEventType, ...] = get_args(WebhookEventType)
 DeliveryStatus = Literal["pending", "delivered", "failed"]

@@ -18,6 +18,7 @@ from services.listing.assets import service as assets
 from services.listing.assets.repository import AssetRepository
 from services.listing.assets.rules import changed_fields, is_holder
 from services.listing.assets.schemas import AssetUpdate
+from services.listing.financing import service as financing
 from services.listing.listings import service as listings
 from services.listing.listings.repository import serialize_writers
 from services.listing.models import Asset
@@ -149,5 +150,7 @@ async def correct(
         listing.updated_at = asset.updated_at
         listings.audit(ctx, listing, "asset_corrected", history)
         listings.emit(ctx.session, "listing.updated", listing, asset, seller, ctx.catalogue_url)
+    # A pledged right whose status or term changed: its pledgees hear of it (issue 22).
+    await financing.right_changed(ctx, asset, changes)
     await ctx.session.flush()
     return asset

@@ -272,3 +272,20 @@ async def organization(session: AsyncSession, organization_id: UUID) -> Organiza
     found = await session.get(Organization, organization_id)
     assert found is not None  # organisations are never deleted
     return found
+
+
+async def live_pledges_on(session: AsyncSession, asset_id: UUID) -> list[Pledge]:
+    """The pledges here that hold the right (filed, registered or changed)."""
+    query = (
+        select(Pledge)
+        .join(
+            FinancingRequestAsset,
+            col(FinancingRequestAsset.request_id) == col(Pledge.request_id),
+        )
+        .where(
+            col(FinancingRequestAsset.asset_id) == asset_id,
+            col(Pledge.status).in_(sorted(LIVE_PLEDGE)),
+        )
+        .order_by(col(Pledge.created_at), col(Pledge.id))
+    )
+    return list((await session.execute(query)).scalars())

@@ -704,9 +704,19 @@ def _audit(ctx: listings.Context, pledge: Pledge, action: str, changes: dict[str
     )
 
 
-def _emit(session: AsyncSession, type: EventType, pledge: Pledge, view: PledgePublic) -> None:
+def _emit(
+    session: AsyncSession,
+    type: EventType,
+    pledge: Pledge,
+    view: PledgePublic,
+    *,
+    audience: Sequence[UUID] | None = None,
+    **extra: Any,
+) -> None:
     """A `pledge.*` event: the registry's facts (no figures: the amount and the rate stay the
-    parties'), for the feed's readers and, as webhooks, for the two parties only."""
+    parties'), for the feed's readers and, as webhooks, for the two parties only (or
+    `audience`)."""
+    parties = audience if audience is not None else (pledge.pledgor_id, pledge.pledgee_id)
     events.record(
         session,
         type=type,
@@ -730,7 +740,8 @@ def _emit(session: AsyncSession, type: EventType, pledge: Pledge, view: PledgePu
             "registered_on": view.registered_on.isoformat() if view.registered_on else None,
             "cancelled_on": view.cancelled_on.isoformat() if view.cancelled_on else None,
             "cancellation_reason": view.cancellation_reason,
-            "parties": [str(pledge.pledgor_id), str(pledge.pledgee_id)],
+            "parties": [str(p) for p in parties],
+            **extra,
         },
         asset_id=view.assets[0].asset_id,
         seller_id=pledge.pledgor_id,
@@ -974,6 +985,34 @@ async def record_consent(
     _audit(ctx, pledge, "consent", data.model_dump(mode="json"))
     await ctx.session.flush()
     return await pledge_public(ctx.session, pledge)
+
+
+async def right_changed(ctx: listings.Context, asset: Asset, changes: dict[str, list[Any]]) -> int:
+    """A correction changed a pledged right's legal status or expiry: each live pledge on it
+    raises `pledge.at_risk` to its pledgee (the collateral may have lapsed, been invalidated or
+    shortened), audited on the pledge. Returns how many."""
+    risk = {k: v for k, v in changes.items() if k in ("legal_status", "expires_on")}
+    if not risk:
+        return 0
+    pledges = await repository.live_pledges_on(ctx.session, asset.id)
+    for pledge in pledges:
+        _audit(ctx, pledge, "at_risk", {"asset_id": str(asset.id), **risk})
+        view = await pledge_public(ctx.session, pledge)
+        _emit(
+            ctx.session,
+            "pledge.at_risk",
+            pledge,
+            view,
+            audience=[pledge.pledgee_id],
+            risk={
+                "asset_id": str(asset.id),
+                "identifier": asset.identifier,
+                "changes": risk,
+                "legal_status": asset.legal_status,
+                "expires_on": asset.expires_on.isoformat() if asset.expires_on else None,
+            },
+        )
+    return len(pledges)
 
 
 # ----------------------------------------------------------------------------- holds

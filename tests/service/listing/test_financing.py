@@ -734,3 +734,64 @@ async def test_a_filed_pledge_is_only_void_or_released(
     assert (await listing.get(f"/v1/assets/{asset['id']}")).json()["encumbrances"] == []
     # The right is free again.
     await ask(listing, holder[1], request_body(asset["id"]))
+
+
+async def test_a_pledged_right_invalidated_raises_a_risk_event_to_the_bank(
+    listing: httpx.AsyncClient,
+    gateway: httpx.AsyncClient,
+    operator_key: str,
+    service_key: str,
+    holder: Org,
+    other_bank: Org,
+) -> None:
+    async with receiving(Receiver()) as bank_hook, receiving(Receiver()) as holder_hook:
+        for org, hook in ((other_bank, bank_hook), (holder, holder_hook)):
+            await allow_local(gateway, operator_key, org[0], hook.url)
+            subscribed = await gateway.post(
+                "/v1/subscriptions",
+                json={"url": hook.url, "event_types": ["pledge.at_risk"]},
+                headers=bearer(org[1]),
+            )
+            assert subscribed.status_code == 201, subscribed.text
+        asset = await register(listing, holder[1])
+        request = await ask(listing, holder[1], request_body(asset["id"]))
+        made = await offer(listing, other_bank[1], request["id"])
+        accepted = await listing.post(
+            f"/v1/financing/offers/{made['id']}/accept", headers=bearer(holder[1])
+        )
+        pledge = accepted.json()
+        registered = await listing.post(
+            f"/v1/pledges/{pledge['id']}/registration",
+            json={"registration_number": "Y2026110000200", "registered_on": pledge["filed_on"]},
+            headers=bearer(other_bank[1]),
+        )
+        assert registered.status_code == 200, registered.text
+        # A correction that changes no status or term raises nothing.
+        current = (await listing.get(f"/v1/assets/{asset['id']}")).json()
+        retitled = await listing.patch(
+            f"/v1/assets/{asset['id']}",
+            json={"title": {"en": "A separator"}},
+            headers={**bearer(holder[1]), "If-Match": f'"{current["version"]}"'},
+        )
+        assert retitled.status_code == 200, retitled.text
+        invalidated = await listing.patch(
+            f"/v1/assets/{asset['id']}",
+            json={"legal_status": "invalidated"},
+            headers={**bearer(holder[1]), "If-Match": f'"{retitled.json()["version"]}"'},
+        )
+        assert invalidated.status_code == 200, invalidated.text
+        changes = await listing_changes(listing, service_key)
+        risks = [
+            e for e in changes if e["entity_id"] == pledge["id"] and e["type"] == "pledge.at_risk"
+        ]
+        assert len(risks) == 1
+        risk = risks[0]["data"]
+        assert risk["parties"] == [other_bank[0]]
+        assert risk["risk"]["changes"] == {"legal_status": ["granted", "invalidated"]}
+        assert "amount" not in risk
+
+        async def delivered() -> bool:
+            return [r.json()["type"] for r in bank_hook.received] == ["pledge.at_risk"]
+
+        await eventually(delivered, "the risk event reaches the bank")
+        assert holder_hook.received == []
