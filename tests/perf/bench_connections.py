@@ -2,17 +2,18 @@
 PostgreSQL and through a real PgBouncer in transaction pooling mode (infra/DEPLOY.md's sizing
 table comes from this).
 
-    .venv/bin/python tests/perf/bench_connections.py [--seconds 20] [--no-pgbouncer] [--control]
+    .venv/bin/python tests/perf/bench_connections.py [--seconds 20] [--mode both|direct|...]
 
 Each mode starts listing, matching and gateway as real processes (tests/perf/stack.py), waits
-for them to settle, samples for a few seconds (idle), then drives creates on listing, catalogue
-searches on the gateway and searches on matching at once while sampling (load). A sample counts
+for them to settle, samples for a few seconds (idle), then runs a publishing import (COPY on a
+pooled connection) and drives creates on listing, catalogue searches on the gateway and searches
+on matching at once while sampling (load). A sample counts
 pg_stat_activity's rows of the scenario's database and attributes each to the process owning
 its client port (psutil): the pool's connections carry `application_name` ipx-<schema>; the
 others (exclusive workers' leases, LISTEN connections) carry none. Through PgBouncer a
 service's pool connects to PgBouncer, so its client connections are counted on the service's
 side and PgBouncer's server connections on PostgreSQL's. The figures are the peaks over the
-samples. PgBouncer (Debian's `pgbouncer` package) must be installed for the second mode.
+samples. PgBouncer (Debian's `pgbouncer` package) must be installed for the PgBouncer modes.
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ import asyncpg
 import httpx
 import psutil
 from bench_create import bodies, requests_for  # tests/perf is this script's folder
+from datasets import import_csv
 from loadgen import Request, drive
-from stack import Infra, Stack, signup
+from stack import HOLDER, Infra, Stack, publish_import, signup
 
 from shared.settings import SERVICE_NAMES, ServiceName
 from support import free_port
@@ -156,8 +158,11 @@ def bouncer_pid(process: subprocess.Popen[bytes]) -> int:
 
 
 def load(stack: Stack, seconds: float) -> dict[str, Any]:
-    """Creates (listing), catalogue searches (gateway) and searches (matching) at once."""
-    _seller, key = signup(stack)
+    """A publishing import (COPY on the pool's connection), then creates (listing), catalogue
+    searches (gateway) and searches (matching) at once."""
+    seller, key = signup(stack)
+    rows = int(seconds * 20)
+    report, _ = publish_import(stack, import_csv(rows, HOLDER), seller)
     creates = requests_for(stack.url("listing"), key, bodies(int(seconds * 60), 9_900_000))
     gateway = stack.url("gateway")
     matching = stack.url("matching")
@@ -174,7 +179,7 @@ def load(stack: Stack, seconds: float) -> dict[str, Any]:
         }
         for i in range(n)
     ]
-    results: dict[str, Any] = {}
+    results: dict[str, Any] = {"import": {"rows": rows, "created": report.get("created")}}
 
     def run(name: str, requests: list[Request], concurrency: int) -> None:
         results[name] = drive(requests, concurrency=concurrency).summary()
@@ -233,21 +238,24 @@ def measure(infra: Infra, seconds: float, pgbouncer: bool, switch: bool = True) 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--no-pgbouncer", action="store_true")
     parser.add_argument(
-        "--control",
-        action="store_true",
-        help="only PgBouncer with IPX_DB_PGBOUNCER=false (what the switch prevents)",
+        "--mode",
+        choices=["both", "direct", "pgbouncer", "control"],
+        default="both",
+        help="control: through PgBouncer with IPX_DB_PGBOUNCER=false (what the switch prevents)",
     )
     args = parser.parse_args()
-    results = []
+    runs = {
+        "both": [(False, True), (True, True)],
+        "direct": [(False, True)],
+        "pgbouncer": [(True, True)],
+        "control": [(True, False)],
+    }[args.mode]
     with Infra.start() as infra:
-        if args.control:
-            results.append(measure(infra, args.seconds, pgbouncer=True, switch=False))
-        else:
-            results.append(measure(infra, args.seconds, pgbouncer=False))
-            if not args.no_pgbouncer:
-                results.append(measure(infra, args.seconds, pgbouncer=True))
+        results = [
+            measure(infra, args.seconds, pgbouncer=through, switch=switch)
+            for through, switch in runs
+        ]
     print(json.dumps(results, indent=2, ensure_ascii=False))
 
 

@@ -29,7 +29,10 @@ a shared machine):
 - growth: import, time to searchable, search (gateway and plain), peak RSS and disk at two
   sizes (10,000, 100,000 and 1,000,000 with --huge);
 - incentives: the yearly incentives report over as many deals as listings, its totals checked
-  against the raw deals, with its exports and a chart (bench_incentives.py).
+  against the raw deals, with its exports and a chart (bench_incentives.py);
+- deliveries: webhook deliveries/s to a local subscriber after 0 and 20,000 delivered rows
+  (100,000 with --full, then 1,000,000 with --huge), against the 500/s floor and what the
+  subscriber takes from a raw load generator (bench_deliveries.py).
 
 Default sizes, so that the whole run stays within 10 minutes on 2 cores (NOTES.md allows a
 smaller default with 100,000 behind a flag): 5,000 listings for import, index and search (growth
@@ -47,7 +50,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +59,7 @@ if str(PERF) not in sys.path:  # imported from the tests rather than run as a sc
     sys.path.insert(0, str(PERF))
 
 import bench_create  # noqa: E402
+import bench_deliveries  # noqa: E402
 import bench_freshness  # noqa: E402
 import bench_import  # noqa: E402
 import bench_incentives  # noqa: E402
@@ -73,6 +77,7 @@ SCENARIOS = (
     "rss",
     "growth",
     "incentives",
+    "deliveries",
 )
 MB = 1e6
 
@@ -89,21 +94,26 @@ class Sizes:
     demands: int
     new_listings: int
     demands_through_api: int = 160
+    # Webhook deliveries: the delivered history before each round, and the backlog drained.
+    delivery_history: list[int] = field(default_factory=lambda: [0, 20_000])
+    deliveries_pending: int = 2000
 
     @classmethod
     def of(cls, args: argparse.Namespace) -> Sizes:
         if args.huge or args.full:
             sizes = cls(100_000, [10_000, 100_000], 4000, 10.0, 3.0, 60.0, 50.0, 10_000, 1000)
+            sizes.delivery_history, sizes.deliveries_pending = [0, 100_000], 5000
             if args.huge:  # every scenario at 1,000,000 listings, growth 10,000 -> 1,000,000
                 sizes.listings = 1_000_000
                 sizes.growth.append(1_000_000)
+                sizes.delivery_history.append(1_000_000)
         else:
             sizes = cls(5000, [1000, 5000], 1000, 5.0, 3.0, 20.0, 50.0, 10_000, 1000)
         if args.size:
             sizes.listings = args.size
             sizes.growth = [max(1, args.size // 5), args.size]
         if args.tiny:  # the smoke test: seconds per scenario, every code path
-            sizes = cls(args.size or 300, [], 64, 2.0, 2.0, 2.0, 20.0, 400, 60, 32)
+            sizes = cls(args.size or 300, [], 64, 2.0, 2.0, 2.0, 20.0, 400, 60, 32, [0, 1000], 200)
             sizes.growth = [max(1, sizes.listings // 3), sizes.listings]
         return sizes
 
@@ -170,6 +180,31 @@ def scenario_incentives(run: Run) -> None:
             report <= bench_incentives.TARGET_SECONDS and r["equal_to_check"],
         )
     )
+
+
+def scenario_deliveries(run: Run) -> None:
+    """Webhook deliveries to a local subscriber as the delivered history grows (issue 21):
+    deliveries/s against the 500/s floor, and against what the subscriber takes."""
+    sizes = run.sizes
+    with run.infra.stack(("listing", "matching", "gateway")) as stack:
+        run.results["deliveries"] = d = bench_deliveries.run(
+            stack, sizes.delivery_history, sizes.deliveries_pending
+        )
+    for one in d["rounds"]:
+        measured = one["gateway"]
+        run.rows.append(
+            Row(
+                "deliveries",
+                f"deliveries/s after {one['history']:,} delivered ({d['pending']:,} pending, "
+                f"{measured['failed']} not delivered)",
+                measured["per_s"],
+                "/s",
+                one["subscriber"]["per_s"],
+                one["ratio"],
+                ">= 500/s",
+                measured["per_s"] >= bench_deliveries.FLOOR_PER_S and not measured["failed"],
+            )
+        )
 
 
 def scenario_index(run: Run) -> None:
@@ -490,6 +525,7 @@ def main(argv: list[str] | None = None) -> int:
             ("rss", lambda: scenario_rss(run)),
             ("growth", lambda: scenario_growth(run)),
             ("incentives", lambda: scenario_incentives(run)),
+            ("deliveries", lambda: scenario_deliveries(run)),
         ]
         for name, step in steps:
             if name not in wanted:

@@ -128,6 +128,11 @@ class Infra:
     def start(cls, keep: bool = False) -> Iterator[Infra]:
         """`keep` (or BENCH_KEEP=1): leave the folder with the logs behind."""
         keep = keep or bool(os.environ.get("BENCH_KEEP"))
+        if threading.current_thread() is threading.main_thread():
+            # A benchmark stopped with `kill` unwinds like Ctrl-C: its servers stop with it
+            # (the default ends the process and leaves PostgreSQL, Meilisearch and the
+            # services running).
+            signal.signal(signal.SIGTERM, _interrupt)
         root = Path(tempfile.mkdtemp(prefix="ipx-bench-", dir="/tmp"))
         root.chmod(0o755)  # the `postgres` user must reach the cluster
         master = secrets.token_urlsafe(18)
@@ -176,6 +181,10 @@ class Infra:
             yield stack
         finally:
             stack.stop()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 async def _create_database(pg: PostgresHandle, name: str, template: str | None = None) -> None:

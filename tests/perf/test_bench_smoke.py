@@ -24,8 +24,9 @@ SCENARIOS = (
     "rss",
     "growth",
     "incentives",
+    "deliveries",
 )
-WITH_BASELINE = ("search", "create", "import", "index")
+WITH_BASELINE = ("search", "create", "import", "index", "deliveries")
 
 
 def test_every_scenario_reports_numbers(tmp_path: Path) -> None:
