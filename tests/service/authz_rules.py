@@ -1244,6 +1244,13 @@ LISTING_RULES: dict[tuple[Service, str, str], Rule] = {
             keyed(other=404, member=200, admin=200, partner=404, operator=200, service=200),
         )
     ),
+    ("listing", "GET", "/v1/pledges/{pledge_id}/history"): rule(
+        Case(
+            "a pledge's audit trail (its parties)",
+            standing("filed_pledge", template="/v1/pledges/{filed_pledge}/history"),
+            keyed(other=404, member=200, admin=200, partner=404, operator=200, service=200),
+        )
+    ),
     ("listing", "POST", "/v1/pledges/{pledge_id}/registration"): rule(
         Case(
             "enter the registration",

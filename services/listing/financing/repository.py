@@ -20,6 +20,7 @@ from services.listing.models import (
     Organization,
     Pledge,
     PledgeConsent,
+    PledgeHistory,
     ValuationReport,
 )
 
@@ -289,3 +290,13 @@ async def live_pledges_on(session: AsyncSession, asset_id: UUID) -> list[Pledge]
         .order_by(col(Pledge.created_at), col(Pledge.id))
     )
     return list((await session.execute(query)).scalars())
+
+
+async def history(
+    session: AsyncSession, pledge_id: UUID, after_id: int | None, limit: int
+) -> list[PledgeHistory]:
+    query = select(PledgeHistory).where(col(PledgeHistory.pledge_id) == pledge_id)
+    if after_id is not None:
+        query = query.where(col(PledgeHistory.id) > after_id)
+    rows = await session.execute(query.order_by(col(PledgeHistory.id)).limit(limit))
+    return list(rows.scalars())

@@ -22,6 +22,7 @@ from services.listing.financing.schemas import (
     OfferPublic,
     PledgeCancellation,
     PledgeChange,
+    PledgeHistoryEntry,
     PledgePublic,
     RegistrationEntry,
     RequestStatus,
@@ -284,6 +285,25 @@ async def list_pledges(
 async def read_pledge(pledge_id: UUID, session: SessionDep, principal: CallerDep) -> PledgePublic:
     """The pledge with its figures: its two parties and operators."""
     return await service.read_pledge(session, principal, pledge_id)
+
+
+@pledges_router.get(
+    "/{pledge_id}/history",
+    response_model=Page[PledgeHistoryEntry],
+    responses=problem_responses(401, 404, 422),
+)
+async def pledge_history(
+    pledge_id: UUID,
+    session: SessionDep,
+    principal: CallerDep,
+    page_size: PageSize = 50,
+    page_token: PageToken = "",
+) -> Page[PledgeHistoryEntry]:
+    """The pledge's audit trail (filed, registered, consents, changes, risks, cancelled):
+    who made each transition, when, and what changed. Its parties and operators."""
+    return await service.pledge_history(
+        session, principal, pledge_id, page_size=page_size, page_token=page_token
+    )
 
 
 @pledges_router.post(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Literal
+from typing import Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, Field
@@ -245,3 +245,15 @@ class HoldPublic(BaseModel):
     since: date
     lifted_on: date | None
     created_at: datetime
+
+
+class PledgeHistoryEntry(BaseModel):
+    """One audited transition of a pledge: who, when, what changed."""
+
+    version: int
+    action: str = Field(examples=["register"])
+    at: datetime
+    actor_organization_id: UUID | None
+    actor_key_id: UUID | None
+    actor_roles: list[str]
+    changes: dict[str, Any]

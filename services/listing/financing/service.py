@@ -47,6 +47,7 @@ from services.listing.financing.schemas import (
     PartyRef,
     PledgeCancellation,
     PledgeChange,
+    PledgeHistoryEntry,
     PledgePublic,
     RegistrationEntry,
     RightSummary,
@@ -70,7 +71,14 @@ from shared.auth import Principal
 from shared.contracts.events import EventType
 from shared.db import utcnow
 from shared.errors import Conflict, FieldError, Forbidden, NotFound, UnprocessableEntity
-from shared.schemas import Page, created_after, created_position, cut_page
+from shared.schemas import (
+    Page,
+    created_after,
+    created_position,
+    cut_page,
+    page_position,
+    token_int,
+)
 
 
 def _refuse(errors: list[FieldError], *, conflict: bool, what: str = "pledged") -> None:
@@ -761,6 +769,29 @@ async def read_pledge(session: AsyncSession, principal: Principal, pledge_id: UU
     if pledge is None or not _may_see_pledge(principal, pledge):
         raise NotFound(f"no pledge {pledge_id}")
     return await pledge_public(session, pledge)
+
+
+async def pledge_history(
+    session: AsyncSession,
+    principal: Principal,
+    pledge_id: UUID,
+    *,
+    page_size: int,
+    page_token: str,
+) -> Page[PledgeHistoryEntry]:
+    """The pledge's audit trail, oldest first: its parties and operators."""
+    pledge = await repository.pledge(session, pledge_id)
+    if pledge is None or not _may_see_pledge(principal, pledge):
+        raise NotFound(f"no pledge {pledge_id}")
+    position = page_position(page_token, id=token_int)
+    rows = await repository.history(
+        session, pledge_id, position["id"] if position else None, page_size + 1
+    )
+    entries, token = cut_page(rows, page_size, lambda entry: {"id": entry.id})
+    return Page(
+        items=[PledgeHistoryEntry.model_validate(e, from_attributes=True) for e in entries],
+        next_page_token=token,
+    )
 
 
 async def pledges_page(

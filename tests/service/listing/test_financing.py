@@ -437,18 +437,24 @@ async def test_request_offers_accept_register_change_repay(
             read = await listing.get(f"/v1/assets/{asset['id']}")
             assert read.json()["encumbrances"] == []
 
-        # Audited, and on the feed without figures.
-        async with listing_app.state.engine.connect() as conn:
-            history = (
-                await conn.execute(
-                    text(
-                        "SELECT action, version FROM listing.pledge_history"
-                        " WHERE pledge_id = :id ORDER BY version"
-                    ),
-                    {"id": pledge["id"]},
-                )
-            ).all()
-        assert [tuple(r) for r in history] == [
+        # Audited (read a page at a time), and on the feed without figures.
+        history: list[tuple[str, int]] = []
+        token = ""
+        while True:
+            page = await listing.get(
+                f"{pledge_url}/history",
+                params={"page_size": 2, "page_token": token},
+                headers=bearer(holder[1]),
+            )
+            assert page.status_code == 200, page.text
+            history += [(e["action"], e["version"]) for e in page.json()["items"]]
+            token = page.json()["next_page_token"]
+            if not token:
+                break
+        assert_problem(await listing.get(f"{pledge_url}/history", headers=bearer(outsider[1])), 404)
+        by_bank = await listing.get(f"{pledge_url}/history", headers=bearer(bank[1]))
+        assert by_bank.json()["items"][1]["actor_organization_id"] == bank[0]
+        assert history == [
             ("file", 1),
             ("register", 2),
             ("consent", 3),
