@@ -304,7 +304,12 @@ async def open_database(
     app.state.sessionmaker = create_sessionmaker(engine)
     app.state.readiness_checks["database"] = database_check(engine, schema, expected_revision)
     replica = open_read_engine(settings, application_name=f"ipx-{schema}-reads")
-    app.state.reads = ReadSessions(app.state.sessionmaker, replica, app.state.metrics_registry)
+    app.state.reads = ReadSessions(
+        app.state.sessionmaker,
+        replica,
+        app.state.metrics_registry,
+        max_lag_seconds=settings.database_read_max_lag_seconds,
+    )
     if replica is not None:
         app.state.readiness_checks["database_replica"] = replica_check(app.state.reads)
         app.state.readiness_optional.add("database_replica")

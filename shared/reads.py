@@ -13,8 +13,10 @@ instead of writing on the primary in production and failing only against the rep
 A replica that cannot be reached (refused, timed out, a pooled connection it closed) is left for
 :data:`REPLICA_RETRY_SECONDS`: reads in the meantime go to the primary, one warning is logged
 when it goes and one line when it is back, and ``ipx_db_read_fallbacks_total`` counts the reads
-that fell back. A replica that dies in the middle of a request fails that request with the 503
-any outage gives (shared.errors); the next one goes to the primary.
+that fell back. So is a replica further behind than `IPX_DATABASE_READ_MAX_LAG_SECONDS` (its
+replay lag is asked at most once a second, on a read's own transaction): "a little lag" stays
+little when replay stalls. A replica that dies in the middle of a request fails that request
+with the 503 any outage gives (shared.errors); the next one goes to the primary.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from shared.health import NotReady, ReadinessCheck
 from shared.settings import Settings
 
 __all__ = [
+    "LAG_CHECK_SECONDS",
     "REPLICA_RETRY_SECONDS",
     "CatalogueSessionDep",
     "ReadSessionDep",
@@ -58,6 +61,18 @@ REPLICA_RETRY_SECONDS = 5.0
 # A replica that does not answer its connect within this is taken as down (the primary's pool
 # waits 5 s: a read that can fall back should not wait that long first).
 REPLICA_CONNECT_TIMEOUT_SECONDS = 2.0
+
+# How often a process asks the replica how far behind it is (one extra query on one read).
+LAG_CHECK_SECONDS = 1.0
+
+# The replica's replay lag in seconds: 0 when it has replayed all the WAL it has received, else
+# the age of the last transaction it replayed (the usual measure; NULL before its first replayed
+# transaction counts as 0). A standby cut off from its primary has nothing pending and shows 0:
+# watch the primary's pg_stat_replication for that.
+REPLAY_LAG = text(
+    "SELECT CASE WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() "
+    "THEN 0 ELSE coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0) END"
+)
 
 _READ_ONLY: dict[str, Any] = {"postgresql_readonly": True}
 
@@ -99,6 +114,8 @@ class ReadSessions:
         primary: async_sessionmaker[AsyncSession],
         replica: AsyncEngine | None,
         registry: CollectorRegistry,
+        *,
+        max_lag_seconds: float = 10.0,
     ) -> None:
         self._primary = primary
         self.replica_engine = replica
@@ -106,6 +123,10 @@ class ReadSessions:
         self._down_until = 0.0
         self._down = False
         self.retry_seconds = REPLICA_RETRY_SECONDS
+        self.max_lag_seconds = max_lag_seconds
+        self.lag_check_seconds = LAG_CHECK_SECONDS
+        self._lag_checked_at = float("-inf")
+        self._behind = False
         self.reads = Counter(
             "ipx_db_reads_total",
             "Lag-tolerant reads, by the server that answered them (replica or primary).",
@@ -114,7 +135,14 @@ class ReadSessions:
         )
         self.fallbacks = Counter(
             "ipx_db_read_fallbacks_total",
-            "Reads meant for the replica that went to the primary because it was unreachable.",
+            "Reads meant for the replica that went to the primary, by why: unreachable, or "
+            "behind by more than IPX_DATABASE_READ_MAX_LAG_SECONDS.",
+            ["reason"],
+            registry=registry,
+        )
+        self.replica_lag = Gauge(
+            "ipx_db_replica_lag_seconds",
+            "The read replica's replay lag when last asked (at most once a second, on a read).",
             registry=registry,
         )
         self.replica_up = Gauge(
@@ -157,17 +185,22 @@ class ReadSessions:
         if self._replica is None:
             return None
         if self._down and time.monotonic() < self._down_until:
-            self.fallbacks.inc()
+            self.fallbacks.labels("unreachable").inc()
             return None
         session = self._replica()
         try:
             await self._begin(session, now=True)
+            fresh = await self._fresh_enough(session)
         except Exception as exc:
             await session.close()
             if not is_database_unavailable(exc):
                 raise
             self._went_down(exc)
-            self.fallbacks.inc()
+            self.fallbacks.labels("unreachable").inc()
+            return None
+        if not fresh:
+            await session.close()
+            self.fallbacks.labels("behind").inc()
             return None
         if self._down:
             self._down = False
@@ -175,6 +208,28 @@ class ReadSessions:
             logger.info("the read replica answers again: lag-tolerant reads go to it")
         self.reads.labels("replica").inc()
         return session
+
+    async def _fresh_enough(self, session: AsyncSession) -> bool:
+        """Whether the replica is within max_lag_seconds, asked on `session` at most once every
+        lag_check_seconds (the verdict holds in between)."""
+        now = time.monotonic()
+        if now < self._lag_checked_at + self.lag_check_seconds:
+            return not self._behind
+        self._lag_checked_at = now  # before the await: one request asks, not every one
+        lag = float(await session.scalar(REPLAY_LAG) or 0)
+        self.replica_lag.set(lag)
+        behind = lag > self.max_lag_seconds
+        if behind and not self._behind:
+            logger.warning(
+                "the read replica is %.1f s behind (more than %.1f s): reads go to the primary",
+                lag,
+                self.max_lag_seconds,
+                extra={"lag_seconds": lag},
+            )
+        elif self._behind and not behind:
+            logger.info("the read replica has caught up: lag-tolerant reads go to it")
+        self._behind = behind
+        return not behind
 
     def _went_down(self, exc: BaseException) -> None:
         self._down_until = time.monotonic() + self.retry_seconds
@@ -239,11 +294,17 @@ def replica_check(reads: ReadSessions) -> ReadinessCheck:
         try:
             async with engine.connect() as connection:
                 in_recovery = await connection.scalar(text("SELECT pg_is_in_recovery()"))
+                lag = float(await connection.scalar(REPLAY_LAG) or 0)
         except Exception as exc:
             raise NotReady(
                 f"the read replica is unreachable ({type(exc).__name__}): reads go to the primary"
             ) from exc
         if not in_recovery:
             raise NotReady("IPX_DATABASE_READ_URL is not a standby (pg_is_in_recovery() is false)")
+        if lag > reads.max_lag_seconds:
+            raise NotReady(
+                f"the read replica is {lag:.1f} s behind (more than {reads.max_lag_seconds:.1f}"
+                " s): reads go to the primary"
+            )
 
     return check

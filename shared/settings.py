@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     # (or empty), every read goes to database_url. A second pool of db_pool_size +
     # db_max_overflow connections per process opens on it.
     database_read_url: str = ""
+    # Reads leave a replica further behind than this (replay stalled, a long query holding it
+    # back) for the primary until it catches up.
+    database_read_max_lag_seconds: float = Field(default=10.0, gt=0)
     db_pool_size: int = 10
     db_max_overflow: int = 10
     # PostgreSQL itself, for the connections a transaction-mode pooler (PgBouncer) cannot
