@@ -50,6 +50,7 @@ class DealQuery:
     transaction_type: TransactionType | None = None
     since: date | None = None
     until: date | None = None
+    asset_id: UUID | None = None
 
     def params(self) -> dict[str, str]:
         """As query parameters, for a service that relays them."""
@@ -76,7 +77,14 @@ async def deal_query(
     until: Annotated[
         date | None, Query(description="closed on or before", examples=["2026-12-31"])
     ] = None,
+    asset_id: Annotated[
+        UUID | None,
+        Query(
+            description="the deals on one asset (on any of its offers here): its deal history",
+            examples=["0b7d1c52-5e0e-4c8f-9a0e-2f4f3d9b6a11"],
+        ),
+    ] = None,
 ) -> DealQuery:
     """A FastAPI dependency: one definition of the deal filters for every route that takes
     them (async: run inline, not in the thread pool)."""
-    return DealQuery(region, kind, transaction_type, since, until)
+    return DealQuery(region, kind, transaction_type, since, until, asset_id)

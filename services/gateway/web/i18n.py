@@ -82,8 +82,8 @@ TEXT: Final[dict[str, tuple[str, str]]] = {
     "deal_history": ("成交记录", "Deal history"),
     "no_deals": ("暂无成交记录。", "No deals recorded."),
     "deals_partial": (
-        "只查找了最近 {n} 条同类成交公告。",
-        "Only the latest {n} deal announcements of this kind were searched.",
+        "仅显示最近 {n} 条成交。",
+        "Only the latest {n} deals are shown.",
     ),
     "closed_on": ("成交日", "Closed on"),
     "amount": ("金额", "Amount"),

@@ -50,7 +50,7 @@ FACETS = (
 # What the search form itself sends; any other parameter of the search rides along hidden.
 FORM_FIELDS = {"q", "sort", *(param for _, param in FACETS)}
 SORTS = ("relevance", "price_asc", "price_desc", "newest", "oldest", "filed")
-DEAL_SCAN_PAGES = 5  # deal announcements read for an asset's history, 100 a page
+DEAL_SCAN_PAGES = 5  # pages of an asset's deal history shown, 100 deals a page
 STATS_GROUPS = ("month", "region", "kind")
 
 
@@ -349,20 +349,16 @@ async def web_asset(request: Request, asset_id: str, lang: str = "") -> Response
 async def _deals_of(
     api: PublicApi, asset: dict[str, Any], offers: list[dict[str, Any]]
 ) -> tuple[list[dict[str, Any]], bool]:
-    """The deal announcements of the asset's closed offers on this exchange (a partner's offer
-    closes on its own exchange). The public deals list has no asset filter: it is read for the
-    asset's kind, newest first, until each closed offer's deal is found, at most
-    DEAL_SCAN_PAGES pages; (deals, whether every one was found). Nothing is read for an asset
+    """The deal announcements on the asset (the public deals list by `asset_id`: its closed
+    offers here; a partner's offer closes on its own exchange), newest first, at most
+    DEAL_SCAN_PAGES pages; (deals, whether that is all of them). Nothing is read for an asset
     without a closed offer here, which is most of them."""
-    closed = {
-        o["listing_id"]: o
+    if not any(
+        o["status"] == "closed" and o["document"]["source"]["exchange"] == OUR_EXCHANGE
         for o in offers
-        if o["status"] == "closed" and o["document"]["source"]["exchange"] == OUR_EXCHANGE
-    }
-    if not closed:
+    ):
         return [], True
-    # Not `since` the offer's publication: a deal made off the platform may be dated earlier.
-    params = [("kind", asset["kind"]), ("page_size", "100")]
+    params = [("asset_id", str(asset["id"])), ("page_size", "100")]
     found: list[dict[str, Any]] = []
     token = ""
     for _ in range(DEAL_SCAN_PAGES):
@@ -371,9 +367,9 @@ async def _deals_of(
         )
         if not answer.ok:
             return found, False
-        found += [d for d in answer.body["items"] if d["listing_id"] in closed]
+        found += answer.body["items"]
         token = answer.body["next_page_token"]
-        if not token or len(found) == len(closed):
+        if not token:
             return found, True
     return found, False
 

@@ -35,6 +35,7 @@ class DealFilters:
     transaction_type: str | None = None
     since: date | None = None
     until: date | None = None
+    asset_id: UUID | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,9 @@ def _deal_conditions(filters: DealFilters) -> list[ColumnElement[bool]]:
         conditions.append(col(Deal.closed_on) >= filters.since)
     if filters.until:
         conditions.append(col(Deal.closed_on) <= filters.until)
+    if filters.asset_id:
+        on_asset = select(col(Listing.id)).where(col(Listing.asset_id) == filters.asset_id)
+        conditions.append(col(Deal.listing_id).in_(on_asset))
     return conditions
 
 

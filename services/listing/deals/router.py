@@ -181,6 +181,7 @@ async def deal_filters(query: Annotated[DealQuery, Depends(deal_query)]) -> Deal
         transaction_type=query.transaction_type,
         since=query.since,
         until=query.until,
+        asset_id=query.asset_id,
     )
 
 

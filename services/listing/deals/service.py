@@ -391,6 +391,7 @@ def deal_filters(
     transaction_type: str | None,
     since: date | None,
     until: date | None,
+    asset_id: UUID | None = None,
 ) -> DealFilters:
     """`region`: a province's two digits, or a GB/T 2260 code read hierarchically (`110000` is
     all of Beijing, `130600` all of Baoding, `110108` Haidian only)."""
@@ -402,6 +403,7 @@ def deal_filters(
         transaction_type=transaction_type,
         since=since,
         until=until,
+        asset_id=asset_id,
     )
 
 

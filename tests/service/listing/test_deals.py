@@ -687,7 +687,12 @@ async def test_deal_announcements_page_and_filter(
     assert len(await deals_in(listing, "33", kind="invention_patent")) == 5
     assert await deals_in(listing, "33", kind="trademark") == []
     assert len(await deals_in(listing, "33", transaction_type="exclusive_license")) == 5
+    # One asset's deal history (the web catalogue's asset page reads it).
+    first = (await listing.get(f"/v1/listings/{created[0]['listing_id']}")).json()
+    on_asset = await listing.get("/v1/deals", params={"asset_id": first["asset_id"]})
+    assert [d["id"] for d in on_asset.json()["items"]] == [created[0]["id"]]
     for params, field, rule in (
+        ({"asset_id": "not-a-uuid"}, "asset_id", "uuid_parsing"),
         ({"region": "3"}, "region", "string_pattern_mismatch"),
         ({"kind": "barter"}, "kind", "literal_error"),
         ({"since": "2025-05-02", "until": "2025-05-01"}, "since", "since_after_until"),
