@@ -25,6 +25,7 @@ from services.listing.financing.rules import (
     next_pledge_status,
     pledge_ends_on,
 )
+from services.listing.incentives.rules import rate_applies
 from shared.errors import Conflict
 from shared.settings import Settings
 
@@ -225,3 +226,11 @@ def test_pledgee_consent_for_assignment_and_exclusive_licence_only() -> None:
     ]
     assert check_pledgee_consent("assignment", []) == []
     assert check_pledgee_consent("nonexclusive_license", ["某银行"]) == []
+
+
+def test_the_interest_subsidy_rate_applies_to_repaid_pledges_not_to_loan_deals() -> None:
+    assert rate_applies("pledge_interest", "pledge")
+    assert not rate_applies("pledge_interest", "deal")
+    assert rate_applies("licence_transfer", "deal")
+    assert rate_applies("equity", "deal")
+    assert not rate_applies(None, "deal")

@@ -23,8 +23,8 @@ import xlsxwriter
 from services.listing.incentives.repository import DealLine, OrganizationLine
 from services.listing.incentives.rules import (
     PROGRAMMES,
-    Programme,
     Rates,
+    rate_applies,
     region_group,
     region_name,
 )
@@ -108,11 +108,9 @@ def _organizations(lines: Iterable[OrganizationLine]) -> Iterable[list[Any]]:
 
 
 def _deals(lines: Iterable[DealLine], rates: Rates) -> Iterable[list[Any]]:
-    computed: dict[Programme, Decimal] = {
-        p: rates.of(p) for p in PROGRAMMES if p != "pledge_interest"
-    }
     for line in lines:
-        rate = computed.get(line.programme) if line.programme else None
+        programme = line.programme
+        rate = rates.of(programme) if programme and rate_applies(programme, line.source) else None
         yield [
             str(line.deal_id),
             line.closed_on.isoformat(),
@@ -129,7 +127,7 @@ def _deals(lines: Iterable[DealLine], rates: Rates) -> Iterable[list[Any]]:
             rate,
             line.eligible,
             "true" if line.confidential else "false",
-            str(line.listing_id),
+            str(line.listing_id) if line.listing_id else "",
         ]
 
 

@@ -51,12 +51,15 @@ def _sql_list(values: Sequence[str]) -> str:
 _OWN_GROUP = [code for code in HEBEI_CITIES if code[4:] != "00"]
 
 _PROGRAMME = f"""CASE
+    WHEN d.source = 'pledge' THEN 'pledge_interest'
     WHEN d.transaction_type IN ({_sql_list(LICENCE_TRANSFER_TYPES)}) THEN 'licence_transfer'
     WHEN d.transaction_type IN ({_sql_list(PLEDGE_TYPES)}) THEN 'pledge_interest'
     WHEN d.transaction_type IN ({_sql_list(EQUITY_TYPES)}) THEN 'equity'
 END"""
-# Pledge loans earn nothing from the deal: its amount is the loan, the basis is the interest.
+# Pledge loans recorded as deals earn nothing: their amount is the loan, the basis is the
+# interest. A repaid pledge of the financing records (`source` 'pledge') carries its interest.
 _ELIGIBLE = f"""CASE
+    WHEN d.source = 'pledge' THEN round(d.amount * CAST(:pledge_rate AS numeric), 2)
     WHEN d.transaction_type IN ({_sql_list(LICENCE_TRANSFER_TYPES)})
         THEN round(d.amount * CAST(:licence_rate AS numeric), 2)
     WHEN d.transaction_type IN ({_sql_list(EQUITY_TYPES)})
@@ -69,14 +72,39 @@ _REGION_GROUP = f"""CASE
     WHEN left(d.region, 2) = '13' THEN left(d.region, 4) || '00'
     ELSE left(d.region, 2) || '0000'
 END"""
+# A pledge loan repaid through the exchange's financing (issue 22) is a line of the year of its
+# repayment: attributed to the pledgor, with the pledgee as the other party, the region and kind
+# of its first right (the pledgor's region when the right has none), the interest paid as its
+# amount (confidential, as every figure of a loan).
+_REPAID_PLEDGES = f"""SELECT p.id, NULL::uuid AS listing_id, p.pledgor_id AS seller_id,
+           bank.name AS buyer_name, p.cancelled_on AS closed_on,
+           coalesce(a.region, pledgor.region) AS region, a.kind AS asset_kind,
+           'pledge_financing' AS transaction_type, p.interest_paid AS amount,
+           true AS confidential, 'pledge' AS source
+    FROM {SCHEMA}.pledges AS p
+    JOIN {SCHEMA}.organizations AS bank ON bank.id = p.pledgee_id
+    JOIN {SCHEMA}.organizations AS pledgor ON pledgor.id = p.pledgor_id
+    JOIN LATERAL (
+        SELECT x.region, x.kind FROM {SCHEMA}.financing_request_assets AS r
+        JOIN {SCHEMA}.assets AS x ON x.id = r.asset_id
+        WHERE r.request_id = p.request_id ORDER BY r.position LIMIT 1
+    ) AS a ON true
+    WHERE p.status = 'cancelled' AND p.cancellation_reason = 'repaid'
+      AND p.cancelled_on BETWEEN :first AND :last"""
 _YEAR_DEALS = f"""year_deals AS (
     SELECT d.id, d.listing_id, d.seller_id, d.buyer_name, d.closed_on, d.region,
-           d.asset_kind, d.transaction_type, d.amount, d.confidential,
+           d.asset_kind, d.transaction_type, d.amount, d.confidential, d.source,
            {_PROGRAMME} AS programme,
            {_ELIGIBLE} AS eligible,
            {_REGION_GROUP} AS region_group
-    FROM {SCHEMA}.deals AS d
-    WHERE d.closed_on BETWEEN :first AND :last
+    FROM (
+        SELECT id, listing_id, seller_id, buyer_name, closed_on, region, asset_kind,
+               transaction_type, amount, confidential, 'deal' AS source
+        FROM {SCHEMA}.deals
+        WHERE closed_on BETWEEN :first AND :last
+        UNION ALL
+        {_REPAID_PLEDGES}
+    ) AS d
 )"""
 
 _SUMMARY = text(
@@ -96,10 +124,8 @@ GROUP BY GROUPING SETS ((region_group), (asset_kind), (transaction_type),
                         (to_char(closed_on, 'YYYY-MM')), ())
 ORDER BY key"""
 )
-_ORGANIZATION_COUNT = text(
-    f"""SELECT count(DISTINCT seller_id) FROM {SCHEMA}.deals
-WHERE closed_on BETWEEN :first AND :last"""
-)
+_ORGANIZATION_COUNT = text(f"""WITH {_YEAR_DEALS}
+SELECT count(DISTINCT seller_id) FROM year_deals""")
 
 
 def _per_programme() -> str:
@@ -181,7 +207,7 @@ class OrganizationLine:
 @dataclass(frozen=True)
 class DealLine:
     deal_id: UUID
-    listing_id: UUID
+    listing_id: UUID | None  # None: a repaid pledge loan (`source` "pledge")
     organization_id: UUID
     organization_name: str
     buyer_name: str
@@ -194,6 +220,7 @@ class DealLine:
     amount: Decimal | None
     eligible: Decimal | None
     confidential: bool
+    source: str = "deal"  # "pledge": a pledge loan repaid through the exchange's financing
 
 
 _LIMIT: Final = "LIMIT :limit"
@@ -215,6 +242,7 @@ class IncentiveRepository:
             "first": first,
             "last": last,
             "licence_rate": self.rates.licence_transfer,
+            "pledge_rate": self.rates.pledge_interest,
             "equity_rate": self.rates.equity,
             **extra,
         }
@@ -333,6 +361,7 @@ class IncentiveRepository:
                 amount=row.amount,
                 eligible=row.eligible,
                 confidential=row.confidential,
+                source=row.source,
             )
             for row in await self.session.execute(query, params)
         ]

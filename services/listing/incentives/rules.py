@@ -4,8 +4,9 @@ Three programmes, each a rate (a setting) of a basis:
 
 - `licence_transfer`: licences and assignments earn `incentive_licence_rate` (1 %) of the value;
 - `pledge_interest`: pledge loans earn `incentive_pledge_interest_rate` (50 %) of the interest
-  paid. A deal of type `pledge_financing` records the loan, not its interest: until the
-  financing records of issue 22 exist, these deals are counted and listed but earn nothing here;
+  paid. A deal of type `pledge_financing` records the loan, not its interest: it is counted and
+  listed but earns nothing; a pledge loan repaid through the exchange's financing (issue 22)
+  earns the rate of the interest its pledgee entered, in the year of repayment;
 - `equity`: equity contributions earn `incentive_equity_rate` (10 %) of their valuation.
 
 Each deal's amount is rounded to the cent (half up) on its own, so that every total (an
@@ -34,6 +35,7 @@ __all__ = [
     "Rates",
     "eligible",
     "programme_of",
+    "rate_applies",
     "region_group",
     "region_name",
     "year_bounds",
@@ -64,6 +66,15 @@ def programme_of(transaction_type: str) -> Programme | None:
     if transaction_type in EQUITY_TYPES:
         return "equity"
     return None
+
+
+def rate_applies(programme: Programme | None, source: str) -> bool:
+    """Whether a line's programme rate gives what it earns: every programme's deals but pledge
+    loans recorded as deals (their amount is the loan, not the interest); a repaid pledge loan
+    of the exchange's financing (`source` "pledge") earns on its interest."""
+    if programme is None:
+        return False
+    return programme != "pledge_interest" or source == "pledge"
 
 
 @dataclass(frozen=True)

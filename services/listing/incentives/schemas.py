@@ -33,8 +33,8 @@ class ProgrammeRate(BaseModel):
     rate: Decimal = Field(examples=["0.010000"], description="a fraction: 0.01 is 1 %")
     basis: str = Field(examples=["the deal's value"], description="what the rate is applied to")
     computed: bool = Field(
-        description="false where the records to compute it from do not exist yet "
-        "(pledge-loan interest: the financing records of issue 22)"
+        description="false where the records to compute it from do not exist (pledge-loan "
+        "interest is computed from the loans repaid through the exchange's financing)"
     )
 
 
@@ -95,8 +95,10 @@ class OrganizationIncentive(BaseModel):
 class IncentiveDeal(BaseModel):
     """A deal an amount rests on, with what it earns."""
 
-    deal_id: UUID
-    listing_id: UUID
+    deal_id: UUID = Field(description="the deal's id, or the repaid pledge's")
+    listing_id: UUID | None = Field(
+        description="null for a pledge loan repaid through the exchange's financing"
+    )
     organization_id: UUID = Field(description="the seller, to whom the amount is attributed")
     organization_name: str
     buyer_name: str
@@ -110,7 +112,8 @@ class IncentiveDeal(BaseModel):
     rate: Decimal | None = Field(examples=["0.010000"])
     eligible: Decimal | None = Field(
         examples=["11500.00"],
-        description="null where it cannot be computed: no amount, or a pledge loan (its "
-        "interest is not in the deal)",
+        description="null where it cannot be computed: no amount, or a pledge loan recorded "
+        "as a deal (its interest is not in the deal; a repaid pledge of the exchange's "
+        "financing earns on its interest)",
     )
     confidential: bool

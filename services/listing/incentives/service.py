@@ -20,6 +20,7 @@ from services.listing.incentives.rules import (
     Programme,
     Rates,
     programme_of,
+    rate_applies,
     region_group,
     region_name,
 )
@@ -55,9 +56,11 @@ BASES: dict[Programme, str] = {
 NOTES = [
     "Amounts are attributed to the seller of each deal (licensor, assignor, pledgor, "
     "contributor); a buyer met off the platform is a name, not an organisation.",
-    "Pledge loans (deals of type pledge_financing) are counted with their loan amount, but "
-    "earn nothing here: the subsidy is a share of the interest paid, which deals do not "
-    "record. It is computed once the financing records (issue 22) exist.",
+    "Pledge loans recorded as deals (type pledge_financing) are counted with their loan "
+    "amount, but earn nothing: the subsidy is a share of the interest paid, which deals do not "
+    "record. A pledge loan repaid through the exchange's financing (issue 22) is a line of its "
+    "year of repayment with the interest paid as its amount (no listing), and earns the rate "
+    "of it.",
     "Deals without an amount are counted and earn nothing; confidential amounts count.",
     "Each deal's amount is rounded to the cent; every total is the sum of its deals'.",
 ]
@@ -120,7 +123,7 @@ async def report(session: AsyncSession, rates: Rates, year: int) -> IncentiveRep
                 programme=p,
                 rate=rates.of(p).quantize(Decimal("0.000001")),
                 basis=BASES[p],
-                computed=p != "pledge_interest",
+                computed=True,
             )
             for p in PROGRAMMES
         ],
@@ -154,7 +157,7 @@ def _organization(line: OrganizationLine) -> OrganizationIncentive:
 
 def _deal(line: DealLine, rates: Rates) -> IncentiveDeal:
     programme = line.programme
-    computed = programme is not None and programme != "pledge_interest"
+    computed = rate_applies(programme, line.source)
     return IncentiveDeal(
         deal_id=line.deal_id,
         listing_id=line.listing_id,

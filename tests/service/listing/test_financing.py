@@ -7,9 +7,12 @@ an encumbrance on its rights, on the change feed and to its parties' webhooks.""
 from __future__ import annotations
 
 import asyncio
+import csv
 import hashlib
+import io
 from collections.abc import Iterator
 from datetime import date, timedelta
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -801,3 +804,72 @@ async def test_a_pledged_right_invalidated_raises_a_risk_event_to_the_bank(
 
         await eventually(delivered, "the risk event reaches the bank")
         assert holder_hook.received == []
+
+
+async def test_a_repaid_pledge_earns_the_interest_subsidy(
+    listing: httpx.AsyncClient, operator_key: str, bank: Org
+) -> None:
+    """The incentives report's pledge-interest programme reads the repaid loans: a line of the
+    year of repayment, the interest paid as its amount, the policy's rate of it, half up."""
+    name = "石家庄某新材料有限公司"
+    org = await new_organization(
+        listing, operator_key, name=name, kind="enterprise", region="130102"
+    )
+    today = today_in_china()
+    pledges = []
+    for reason in ("repaid", "released"):
+        asset = await register(listing, org[1], holders=[{"name": name, "region": "130102"}])
+        request = await ask(listing, org[1], request_body(asset["id"]))
+        made = await offer(listing, bank[1], request["id"])
+        pledge = (
+            await listing.post(f"/v1/financing/offers/{made['id']}/accept", headers=bearer(org[1]))
+        ).json()
+        registered = await listing.post(
+            f"/v1/pledges/{pledge['id']}/registration",
+            json={"registration_number": f"Y-{reason}", "registered_on": today.isoformat()},
+            headers=bearer(bank[1]),
+        )
+        assert registered.status_code == 200, registered.text
+        body: dict[str, Any] = {"reason": reason, "cancelled_on": today.isoformat()}
+        if reason == "repaid":
+            body["interest_paid"] = "65700.01"
+        cancelled = await listing.post(
+            f"/v1/pledges/{pledge['id']}/cancellation", json=body, headers=bearer(bank[1])
+        )
+        assert cancelled.status_code == 200, cancelled.text
+        pledges.append(pledge)
+    operator = bearer(operator_key)
+    year = {"year": str(today.year)}
+
+    deals = await listing.get(
+        "/v1/incentives/deals", params={**year, "organization_id": org[0]}, headers=operator
+    )
+    [line] = deals.json()["items"]  # the released pledge earns nothing and is not a line
+    assert line["deal_id"] == pledges[0]["id"] and line["listing_id"] is None
+    assert (line["programme"], line["transaction_type"]) == ("pledge_interest", "pledge_financing")
+    # 50 % of 65,700.01 is 32,850.005: half up to the cent.
+    assert (line["amount"], line["rate"], line["eligible"]) == ("65700.01", "0.500000", "32850.01")
+    assert (line["buyer_name"], line["confidential"]) == (BANK, True)
+    assert (line["region"], line["region_group"]) == ("130102", "130100")
+
+    page = await listing.get("/v1/incentives/organizations", params=year, headers=operator)
+    [mine] = [o for o in page.json()["items"] if o["organization_id"] == org[0]]
+    assert mine["programmes"]["pledge_interest"] == {
+        "deal_count": 1,
+        "value": "65700.01",
+        "eligible": "32850.01",
+    }
+    report = (await listing.get("/v1/incentives", params=year, headers=operator)).json()
+    rates = {r["programme"]: r["computed"] for r in report["rates"]}
+    assert rates["pledge_interest"] is True
+
+    exported = await listing.get(
+        "/v1/incentives/export",
+        params={**year, "format": "csv", "table": "deals"},
+        headers=operator,
+    )
+    assert exported.status_code == 200, exported.text
+    rows = list(csv.DictReader(io.StringIO(exported.content.decode("utf-8-sig"))))
+    [row] = [r for r in rows if r["deal_id"] == pledges[0]["id"]]
+    assert (row["listing_id"], row["eligible"]) == ("", "32850.01")
+    assert Decimal(row["rate"]) == Decimal("0.5")

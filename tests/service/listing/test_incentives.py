@@ -277,7 +277,7 @@ async def test_deals_closed_through_the_api_earn_what_the_policy_says(
     assert report["year"] == year and report["currency"] == "CNY"
     assert {r["programme"]: (r["rate"], r["computed"]) for r in report["rates"]} == {
         "licence_transfer": ("0.010000", True),
-        "pledge_interest": ("0.500000", False),
+        "pledge_interest": ("0.500000", True),
         "equity": ("0.100000", True),
     }
     assert report["organization_count"] == 1
