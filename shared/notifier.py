@@ -26,6 +26,8 @@ class FeedNotifier:
     def __init__(self, database_url: str, channel: str) -> None:
         self.channel = channel
         self._connect_kwargs = asyncpg_connect_kwargs(database_url)
+        # Named in pg_stat_activity, so connections can be counted by kind (infra/DEPLOY.md).
+        self._connect_kwargs["server_settings"] = {"application_name": f"ipx-listen-{channel}"}
         # One event per generation: a NOTIFY sets the current one and starts the next, so a
         # reader that marked the generation before its query cannot miss a NOTIFY that arrives
         # while the query runs (a shared flag cleared before waiting would lose it, and the

@@ -134,9 +134,11 @@ class WorkerMetrics:
 class _Lease:
     """An advisory lock on a connection of its own: held while the connection lives."""
 
-    def __init__(self, settings: Settings, key: int) -> None:
+    def __init__(self, settings: Settings, key: int, name: str = "") -> None:
         self.settings = settings
         self.key = key
+        # Named in pg_stat_activity: who holds which lease, and connections counted by kind.
+        self.application_name = f"ipx-lease-{name}" if name else "ipx-lease"
         self.conn: asyncpg.Connection | None = None
         self.lost = asyncio.Event()
         self.checked = 0.0
@@ -158,7 +160,9 @@ class _Lease:
     async def acquire(self) -> bool:
         await self.release()
         conn = await asyncpg.connect(
-            timeout=5, **asyncpg_connect_kwargs(self.settings.direct_database_url())
+            timeout=5,
+            server_settings={"application_name": self.application_name},
+            **asyncpg_connect_kwargs(self.settings.direct_database_url()),
         )
         if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", self.key):
             await conn.close(timeout=1)
@@ -198,7 +202,7 @@ class _Loop:
         self.notifier = (
             FeedNotifier(settings.direct_database_url(), worker.channel) if worker.channel else None
         )
-        self.lease = _Lease(settings, worker.lease_id) if worker.exclusive else None
+        self.lease = _Lease(settings, worker.lease_id, worker.name) if worker.exclusive else None
         self.failures = 0
         self.caught_up = time.monotonic()
         metrics.runs.labels(worker=worker.name)

@@ -6,14 +6,14 @@ table comes from this).
 
 Each mode starts listing, matching and gateway as real processes (tests/perf/stack.py), waits
 for them to settle, samples for a few seconds (idle), then runs a publishing import (COPY on a
-pooled connection) and drives creates on listing, catalogue searches on the gateway and searches
-on matching at once while sampling (load). A sample counts
-pg_stat_activity's rows of the scenario's database and attributes each to the process owning
-its client port (psutil): the pool's connections carry `application_name` ipx-<schema>; the
-others (exclusive workers' leases, LISTEN connections) carry none. Through PgBouncer a
-service's pool connects to PgBouncer, so its client connections are counted on the service's
-side and PgBouncer's server connections on PostgreSQL's. The figures are the peaks over the
-samples. PgBouncer (Debian's `pgbouncer` package) must be installed for the PgBouncer modes.
+pooled connection) and drives creates on listing, catalogue searches on the gateway and
+searches on matching at once while sampling (load). A sample counts pg_stat_activity's rows of
+the scenario's database and attributes each to the process owning its client port (psutil):
+the pool's connections carry `application_name` ipx-<schema>, the others ipx-lease-<worker>
+(exclusive workers' leases) or ipx-listen-<channel> (LISTEN). Through PgBouncer a service's
+pool connects to PgBouncer, so its client connections are counted on the service's side and
+PgBouncer's server connections on PostgreSQL's. The figures are the peaks over the samples.
+The PgBouncer modes need Debian's `pgbouncer` package.
 """
 
 from __future__ import annotations
@@ -95,8 +95,13 @@ class Sampler:
                 for row in rows:
                     owner = owners.get(row["client_port"], "other")
                     if owner in SERVICES:
-                        pooled = row["application_name"] == f"ipx-{owner}"
+                        name = row["application_name"]
+                        pooled = name == f"ipx-{owner}"
                         key = f"{owner}.{'pool' if pooled else 'direct'}"
+                        for kind in ("lease", "listen"):  # shared.workers, shared.notifier
+                            if name.startswith(f"ipx-{kind}-"):
+                                kinds = f"{owner}.{kind}"
+                                counts[kinds] = counts.get(kinds, 0) + 1
                     else:
                         key = f"{owner}.servers" if owner == "pgbouncer" else "other"
                     counts[key] = counts.get(key, 0) + 1

@@ -113,8 +113,9 @@ async def test_a_lease_connects_to_the_direct_url(
 ) -> None:
     settings = Settings(database_url=POOLED, database_direct_url=direct)
     with pytest.raises(Refused):
-        await workers._Lease(settings, 42).acquire()
+        await workers._Lease(settings, 42, "indexer").acquire()
     assert [kwargs["host"] for kwargs in connects] == [host]
+    assert connects[0]["server_settings"] == {"application_name": "ipx-lease-indexer"}
 
 
 async def test_a_workers_feed_listener_connects_to_the_direct_url(
@@ -139,6 +140,7 @@ async def test_a_workers_feed_listener_connects_to_the_direct_url(
     finally:
         await loop.notifier.stop()
     assert connects and connects[0]["host"] == "postgres-primary"
+    assert connects[0]["server_settings"] == {"application_name": "ipx-listen-listing_changes"}
 
 
 async def test_the_repair_lock_connects_to_the_direct_url(
