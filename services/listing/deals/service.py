@@ -34,6 +34,8 @@ from services.listing.deals.schemas import (
     MessagePublic,
 )
 from services.listing.feed import events
+from services.listing.financing import repository as financing
+from services.listing.financing.rules import CONSENT_TYPES, check_pledgee_consent
 from services.listing.listings import service as listings
 from services.listing.listings.repository import ListingRepository
 from services.listing.listings.rules import VISIBLE, next_status
@@ -315,6 +317,24 @@ def to_public(row: DealRow, *, show_amount: bool) -> DealPublic:
     )
 
 
+async def _pledgee_consented(session: AsyncSession, listing: Listing) -> None:
+    """An assignment or exclusive licence of a right pledged since the offer was published
+    closes only with the pledgee's recorded consent (issue 22; 409 as at publication)."""
+    if listing.transaction_type not in CONSENT_TYPES:
+        return
+    unconsenting = await financing.pledgees_without_consent(
+        session, listing.asset_id, listing.transaction_type
+    )
+    errors = check_pledgee_consent(listing.transaction_type, unconsenting)
+    if errors:
+        raise Conflict(
+            errors[0].message,
+            errors=errors,
+            slug="pledgee-consent-required",
+            title="The right is pledged: the pledgee has not consented",
+        )
+
+
 async def close_deal(ctx: Context, data: DealCreate) -> DealPublic:
     """Record the deal and close its listing, in one transaction with the `listing.closed` and
     `deal.closed` events. Refused, nothing is written; refused for everyone (operators too) on
@@ -342,6 +362,7 @@ async def close_deal(ctx: Context, data: DealCreate) -> DealPublic:
             extra={"deal_id": str(existing), "current_status": listing.status},
         )
     next_status("close", listing.status)  # type: ignore[arg-type]  # 409 naming the status
+    await _pledgee_consented(ctx.session, listing)
     buyer_id: UUID | None = None
     buyer_name = data.buyer_name
     if data.inquiry_id is not None:

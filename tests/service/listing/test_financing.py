@@ -10,7 +10,7 @@ import asyncio
 import csv
 import hashlib
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
@@ -32,6 +32,7 @@ from support import (
     new_organization,
     patent,
     real_application_numbers,
+    submit_and_approve,
     terms,
 )
 
@@ -177,6 +178,20 @@ async def refused(
     problem = assert_problem(response, status)
     assert (rule, field) in [(e["rule"], e["field"]) for e in problem["errors"]], problem
     assert await counts(app) == before
+
+
+async def feed_until(
+    listing: httpx.AsyncClient, key: str, seen: Callable[[list[dict[str, Any]]], bool]
+) -> list[dict[str, Any]]:
+    """The whole change feed once it holds what `seen` looks for: the feed hands out a
+    transaction's events once every transaction older than it has ended."""
+
+    async def read() -> list[dict[str, Any]] | None:
+        events = await listing_changes(listing, key)
+        return events if seen(events) else None
+
+    found: list[dict[str, Any]] = await eventually(read, "the events reach the change feed")
+    return found
 
 
 # --------------------------------------------------------------------------- organisations
@@ -464,7 +479,13 @@ async def test_request_offers_accept_register_change_repay(
             ("change", 4),
             ("cancel", 5),
         ]
-        changes = await listing_changes(listing, service_key)
+        changes = await feed_until(
+            listing,
+            service_key,
+            lambda events: any(
+                e["entity_id"] == pledge["id"] and e["type"] == "pledge.cancelled" for e in events
+            ),
+        )
         pledge_events = [e for e in changes if e["entity_id"] == pledge["id"]]
         assert [e["type"] for e in pledge_events] == [
             "pledge.filed",
@@ -789,7 +810,13 @@ async def test_a_pledged_right_invalidated_raises_a_risk_event_to_the_bank(
             headers={**bearer(holder[1]), "If-Match": f'"{retitled.json()["version"]}"'},
         )
         assert invalidated.status_code == 200, invalidated.text
-        changes = await listing_changes(listing, service_key)
+        changes = await feed_until(
+            listing,
+            service_key,
+            lambda events: any(
+                e["entity_id"] == pledge["id"] and e["type"] == "pledge.at_risk" for e in events
+            ),
+        )
         risks = [
             e for e in changes if e["entity_id"] == pledge["id"] and e["type"] == "pledge.at_risk"
         ]
@@ -873,3 +900,50 @@ async def test_a_repaid_pledge_earns_the_interest_subsidy(
     [row] = [r for r in rows if r["deal_id"] == pledges[0]["id"]]
     assert (row["listing_id"], row["eligible"]) == ("", "32850.01")
     assert Decimal(row["rate"]) == Decimal("0.5")
+
+
+async def test_an_offer_on_the_market_before_the_pledge_closes_only_with_consent(
+    listing: httpx.AsyncClient, operator_key: str, holder: Org, bank: Org
+) -> None:
+    """An exclusive licence published before the right was pledged: its deal waits for the
+    pledgee's consent (the publication check alone would miss it)."""
+    asset = await register(listing, holder[1])
+    draft = await listing.post(
+        "/v1/listings",
+        json={"asset_id": asset["id"], "transaction": terms("exclusive_license")},
+        headers=bearer(holder[1]),
+    )
+    assert draft.status_code == 201, draft.text
+    published = await submit_and_approve(listing, holder[1], operator_key, draft.json()["id"])
+    request = await ask(listing, holder[1], request_body(asset["id"]))
+    made = await offer(listing, bank[1], request["id"])
+    pledge = (
+        await listing.post(f"/v1/financing/offers/{made['id']}/accept", headers=bearer(holder[1]))
+    ).json()
+    today = today_in_china().isoformat()
+    registered = await listing.post(
+        f"/v1/pledges/{pledge['id']}/registration",
+        json={"registration_number": "Y2026110000300", "registered_on": today},
+        headers=bearer(bank[1]),
+    )
+    assert registered.status_code == 200, registered.text
+    deal = {
+        "listing_id": published["id"],
+        "buyer_name": "天津中环半导体股份有限公司",
+        "amount": "1200000.00",
+        "closed_on": today,
+    }
+    blocked = await listing.post("/v1/deals", json=deal, headers=bearer(holder[1]))
+    assert [e["rule"] for e in assert_problem(blocked, 409)["errors"]] == [
+        "pledgee_consent_required"
+    ]
+    # Consent to an assignment is not consent to an exclusive licence.
+    for kind in ("assignment", "exclusive_license"):
+        consented = await listing.post(
+            f"/v1/pledges/{pledge['id']}/consents",
+            json={"transaction_type": kind},
+            headers=bearer(bank[1]),
+        )
+        assert consented.status_code == 201, consented.text
+        answer = await listing.post("/v1/deals", json=deal, headers=bearer(holder[1]))
+        assert answer.status_code == (409 if kind == "assignment" else 201), answer.text
