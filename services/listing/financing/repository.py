@@ -125,6 +125,7 @@ async def requests_page(
     kind: str | None,
     after: tuple[datetime, UUID] | None,
     limit: int,
+    region_prefix: str | None = None,
 ) -> list[FinancingRequest]:
     query = (
         select(FinancingRequest)
@@ -142,6 +143,11 @@ async def requests_page(
             .where(col(Asset.kind) == kind)
         )
         query = query.where(col(FinancingRequest.id).in_(pledging))
+    if region_prefix is not None:
+        seated = select(col(Organization.id)).where(
+            col(Organization.region).startswith(region_prefix)
+        )
+        query = query.where(col(FinancingRequest.borrower_id).in_(seated))
     if after is not None:
         query = query.where(
             tuple_(col(FinancingRequest.created_at), col(FinancingRequest.id)) > after

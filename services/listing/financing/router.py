@@ -80,17 +80,27 @@ async def list_financing_requests(
     organization: CallerOrganizationDep,
     status_: Annotated[RequestStatus | None, Query(alias="status", examples=["open"])] = None,
     kind: Annotated[AssetKind | None, Query(examples=["invention_patent"])] = None,
+    region: Annotated[
+        str | None,
+        Query(
+            pattern=r"^[0-9]{2}([0-9]{4})?$",
+            description="the borrower's seat: a province's two digits (13) or a six-digit "
+            "GB/T 2260 code (130000: all of Hebei; 130600: all of Baoding; 130102: one district)",
+            examples=["13"],
+        ),
+    ] = None,
     page_size: PageSize = 50,
     page_token: PageToken = "",
 ) -> Page[FinancingRequestPublic]:
     """A verified bank: the open requests it may lend on (`kind`: those pledging a right of
-    that kind); operators: all; anyone else: its own."""
+    that kind; `region`: of borrowers seated there); operators: all; anyone else: its own."""
     return await service.requests_page(
         session,
         principal,
         organization,
         status=status_,
         kind=kind,
+        region=region,
         page_size=page_size,
         page_token=page_token,
     )

@@ -67,6 +67,7 @@ from services.listing.models import (
     PledgeHistory,
     ValuationReport,
 )
+from services.listing.organizations.service import region_prefix
 from shared.auth import Principal
 from shared.contracts.events import EventType
 from shared.db import utcnow
@@ -378,6 +379,7 @@ async def requests_page(
     *,
     status: str | None,
     kind: str | None,
+    region: str | None = None,
     page_size: int,
     page_token: str,
 ) -> Page[FinancingRequestPublic]:
@@ -398,6 +400,7 @@ async def requests_page(
             borrower_id=borrower,
             status=status,
             kind=kind,
+            region_prefix=region_prefix(region) if region else None,
             after=created_after(page_token),
             limit=page_size + 1,
         ),

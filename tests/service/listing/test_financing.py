@@ -299,6 +299,11 @@ async def test_request_offers_accept_register_change_repay(
             "/v1/financing/requests", params={"kind": "trademark"}, headers=bearer(bank[1])
         )
         assert request["id"] not in [r["id"] for r in none.json()["items"]]
+        for region, listed in (("11", True), ("110108", True), ("13", False)):
+            by_region = await listing.get(
+                "/v1/financing/requests", params={"region": region}, headers=bearer(bank[1])
+            )
+            assert (request["id"] in [r["id"] for r in by_region.json()["items"]]) is listed
         mine = await listing.get("/v1/financing/requests", headers=bearer(outsider[1]))
         assert request["id"] not in [r["id"] for r in mine.json()["items"]]
         url = f"/v1/financing/requests/{request['id']}"
