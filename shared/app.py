@@ -24,7 +24,7 @@ from fastapi.routing import APIRoute
 from prometheus_client import CollectorRegistry
 from prometheus_fastapi_instrumentator import Instrumentator
 from prometheus_fastapi_instrumentator.middleware import PrometheusInstrumentatorMiddleware
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -71,6 +71,13 @@ class Readiness(BaseModel):
     status: str
     service: str
     checks: dict[str, str]
+    workers: dict[str, str] = Field(
+        default_factory=dict,
+        description="this replica's background workers: `leader` (it holds the worker's lease: "
+        "one replica at a time), `standby` (another replica holds it), `running` (every "
+        "replica runs it), `backing off` (its last step failed)",
+        examples=[{"indexer": "leader", "match-worker": "running"}],
+    )
 
 
 def build_app(
@@ -185,7 +192,10 @@ def build_app(
             return ProblemResponse(
                 error.to_problem("/readyz"), status_code=503, headers=error.headers
             )
-        return Readiness(status="ready", service=name, checks=report)
+        roles: Callable[[], dict[str, str]] | None = getattr(app.state, "worker_roles", None)
+        return Readiness(
+            status="ready", service=name, checks=report, workers=roles() if roles else {}
+        )
 
     for router in routers:
         app.include_router(router)

@@ -272,6 +272,15 @@ class _Loop:
             raise ConnectionError(f"the lease of {self.worker.name} was lost")
         return step.result()
 
+    def role(self) -> str:
+        """What this replica does of the worker, as /readyz says it."""
+        if self.failures:
+            return "backing off"
+        if self.lease is None:
+            return "running"
+        held = self.lease.conn is not None and not self.lease.lost.is_set()
+        return "leader" if held else "standby"
+
     async def _lead(self) -> bool:
         """Whether this replica holds the lease (taken when free); waits a while if not."""
         assert self.lease is not None
@@ -362,9 +371,11 @@ async def run_workers(
     stopping = asyncio.Event()
     loops = [_Loop(worker, settings, metrics, stopping) for worker in workers]
     tasks = [asyncio.create_task(loop.run(), name=f"worker-{loop.worker.name}") for loop in loops]
+    app.state.worker_roles = lambda: {loop.worker.name: loop.role() for loop in loops}
     try:
         yield
     finally:
+        app.state.worker_roles = None
         stopping.set()
         for loop, task in zip(loops, tasks, strict=True):
             if loop.worker.interruptible:

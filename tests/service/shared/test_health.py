@@ -20,6 +20,10 @@ async def test_matching_is_ready_with_database_meilisearch_and_listing(
         ready = await client.get("/readyz")
         assert ready.status_code == 200, ready.text
         assert ready.json()["checks"] == {"database": "ok", "listing": "ok", "meilisearch": "ok"}
+        # And what this replica does of the background work (every worker is named).
+        workers = ready.json()["workers"]
+        assert {"indexer", "matching"} <= set(workers), workers
+        assert set(workers.values()) <= {"leader", "standby", "running", "backing off"}
         assert (await client.get("/metrics")).status_code == 200
 
 

@@ -183,6 +183,9 @@ async def test_one_replica_leads_and_another_takes_over_a_lost_lease(settings: S
         assert steps[other] == 0
         assert sample(apps[leader], "ipx_worker_leader", "ipx-test-leader") == 1
         assert sample(apps[other], "ipx_worker_leader", "ipx-test-leader") == 0
+        # What each replica's /readyz says of it.
+        assert apps[leader].state.worker_roles() == {"ipx-test-leader": "leader"}
+        assert apps[other].state.worker_roles() == {"ipx-test-leader": "standby"}
         (pid,) = await holder_pids()
         conn = await asyncpg.connect(**asyncpg_connect_kwargs(settings.database_url))
         try:
