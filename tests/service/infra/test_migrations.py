@@ -73,7 +73,7 @@ async def test_readiness_needs_migrations_and_they_run_twice_harmlessly(
         upgrade_all(empty_database)
         ready = await client.get("/readyz")
         assert ready.status_code == 200
-    assert head_revision("listing") == "0004"
+    assert head_revision("listing") == "0005"
 
 
 async def test_unscoped_allow_list_entries_are_carried_to_the_tenants_using_them(
