@@ -32,7 +32,9 @@ a shared machine):
   against the raw deals, with its exports and a chart (bench_incentives.py);
 - deliveries: webhook deliveries/s to a local subscriber after 0 and 20,000 delivered rows
   (100,000 with --full, then 1,000,000 with --huge), against the 500/s floor and what the
-  subscriber takes from a raw load generator (bench_deliveries.py).
+  subscriber takes from a raw load generator (bench_deliveries.py);
+- rebuild: `ipx index rebuild` of every listing with the catalogue search under load
+  throughout: its time, docs/s and every answer meanwhile (bench_rebuild.py).
 
 Default sizes, so that the whole run stays within 10 minutes on 2 cores (NOTES.md allows a
 smaller default with 100,000 behind a flag): 5,000 listings for import, index and search (growth
@@ -65,6 +67,7 @@ import bench_import  # noqa: E402
 import bench_incentives  # noqa: E402
 import bench_index  # noqa: E402
 import bench_matches  # noqa: E402
+import bench_rebuild  # noqa: E402
 from stack import Infra, RssSampler  # noqa: E402
 
 SCENARIOS = (
@@ -78,6 +81,7 @@ SCENARIOS = (
     "growth",
     "incentives",
     "deliveries",
+    "rebuild",
 )
 MB = 1e6
 
@@ -205,6 +209,29 @@ def scenario_deliveries(run: Run) -> None:
                 measured["per_s"] >= bench_deliveries.FLOOR_PER_S and not measured["failed"],
             )
         )
+
+
+def scenario_rebuild(run: Run) -> None:
+    """`ipx index rebuild` of every listing (1,000,000 with --huge) while 16 connections search
+    the catalogue through the gateway: its time and docs/s, and every answer meanwhile."""
+    with run.infra.stack() as stack:
+        run.results["rebuild"] = r = bench_rebuild.run(stack, run.sizes.listings)
+    during = r["search_during"]
+    served = during["errors"] == 0 and r["documents_after"] >= r["listings"]
+    run.rows.append(
+        Row(
+            "rebuild",
+            f"index rebuild docs/s ({r['documents']:,} documents in {r['rebuild_s']:,.0f} s; "
+            f"search meanwhile {during['per_s']:.0f} req/s, p99 {during['p99_ms']:.0f} ms, "
+            f"{during['errors']} errors of {during['requests']:,})",
+            r["docs_per_s"],
+            "docs/s",
+            None,
+            None,
+            "search served throughout",
+            served,
+        )
+    )
 
 
 def scenario_index(run: Run) -> None:
@@ -526,6 +553,7 @@ def main(argv: list[str] | None = None) -> int:
             ("growth", lambda: scenario_growth(run)),
             ("incentives", lambda: scenario_incentives(run)),
             ("deliveries", lambda: scenario_deliveries(run)),
+            ("rebuild", lambda: scenario_rebuild(run)),
         ]
         for name, step in steps:
             if name not in wanted:

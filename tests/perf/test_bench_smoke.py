@@ -25,6 +25,7 @@ SCENARIOS = (
     "growth",
     "incentives",
     "deliveries",
+    "rebuild",
 )
 WITH_BASELINE = ("search", "create", "import", "index", "deliveries")
 
