@@ -621,7 +621,18 @@ async def accept(ctx: listings.Context, offer_id: UUID, policy: FinancingPolicy)
         raise _offer_not_open(offer)
     rights = await repository.request_assets(ctx.session, request.id)
     await repository.lock_assets(ctx.session, [asset.id for _, asset in rights])
-    # The market may have changed since the request (a hold, a lapse, a pledge elsewhere).
+    # The market may have changed since the request (a hold, a lapse, a pledge elsewhere), and
+    # a loan starting later than asked must still end within every right's term.
+    starts_on = max(request.starts_on, ctx.today)
+    late: list[FieldError] = []
+    for i, (_, asset) in enumerate(rights):
+        late += check_term(
+            starts_on,
+            offer.term_months,
+            asset.expires_on,
+            max_term_months=offer.term_months,
+            field=f"assets[{i}].asset_id",
+        )
     _refuse(
         await _pledgeable(
             ctx.session,
@@ -630,7 +641,8 @@ async def accept(ctx: listings.Context, offer_id: UUID, policy: FinancingPolicy)
             ctx.today,
             policy,
             but=request.id,
-        ),
+        )
+        + late,
         conflict=True,
     )
     now = utcnow()
@@ -642,7 +654,6 @@ async def accept(ctx: listings.Context, offer_id: UUID, policy: FinancingPolicy)
     request.updated_at = now
     await ctx.session.flush()
     await repository.close_competing(ctx.session, request.id, offer.id, now)
-    starts_on = max(request.starts_on, ctx.today)
     pledge = Pledge(
         request_id=request.id,
         offer_id=offer.id,

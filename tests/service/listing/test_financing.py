@@ -22,6 +22,7 @@ from receiver import Receiver, receiving
 from sqlalchemy import text
 
 from services.listing.dependencies import today_in_china
+from services.listing.financing.rules import pledge_ends_on
 from services.listing.open_licences.rules import add_months
 from support import (
     allow_local,
@@ -952,3 +953,32 @@ async def test_an_offer_on_the_market_before_the_pledge_closes_only_with_consent
         assert consented.status_code == 201, consented.text
         answer = await listing.post("/v1/deals", json=deal, headers=bearer(holder[1]))
         assert answer.status_code == (409 if kind == "assignment" else 201), answer.text
+
+
+async def test_an_accept_days_later_still_ends_within_the_right(
+    listing: httpx.AsyncClient, listing_app: FastAPI, holder: Org, bank: Org
+) -> None:
+    """A loan accepted after its asked start runs from the acceptance: if it would then end
+    after a right expires, the acceptance is refused (409 `term_past_expiry`), nothing written."""
+    asset = await register(listing, holder[1], next(numbers("2010", "2015")))
+    expires = date.fromisoformat(asset["expires_on"])
+    today = today_in_china()
+    asked = today - timedelta(days=90)  # the request was made three months ago
+    months = max(m for m in range(1, 121) if pledge_ends_on(asked, m) <= expires)
+    assert pledge_ends_on(today, months) > expires
+    request = await ask(listing, holder[1], request_body(asset["id"]))
+    async with listing_app.state.engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE listing.financing_requests SET starts_on = :day WHERE id = :id"),
+            {"day": asked, "id": request["id"]},
+        )
+    made = await offer(listing, bank[1], request["id"], term_months=months)
+    before = await counts(listing_app)
+    refused_accept = await listing.post(
+        f"/v1/financing/offers/{made['id']}/accept", headers=bearer(holder[1])
+    )
+    problem = assert_problem(refused_accept, 409)
+    assert [(e["rule"], e["field"]) for e in problem["errors"]] == [
+        ("term_past_expiry", "assets[0].asset_id")
+    ]
+    assert await counts(listing_app) == before
