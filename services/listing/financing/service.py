@@ -5,7 +5,7 @@ its rights. Never commits."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date
 from typing import Any
 from uuid import UUID
@@ -1033,31 +1033,65 @@ async def record_consent(
 
 
 async def right_changed(ctx: listings.Context, asset: Asset, changes: dict[str, list[Any]]) -> int:
-    """A correction changed a pledged right's legal status or expiry: each live pledge on it
-    raises `pledge.at_risk` to its pledgee (the collateral may have lapsed, been invalidated or
-    shortened), audited on the pledge. Returns how many."""
-    risk = {k: v for k, v in changes.items() if k in ("legal_status", "expires_on")}
-    if not risk:
-        return 0
-    pledges = await repository.live_pledges_on(ctx.session, asset.id)
-    for pledge in pledges:
-        _audit(ctx, pledge, "at_risk", {"asset_id": str(asset.id), **risk})
-        view = await pledge_public(ctx.session, pledge)
-        _emit(
-            ctx.session,
-            "pledge.at_risk",
-            pledge,
-            view,
-            audience=[pledge.pledgee_id],
-            risk={
-                "asset_id": str(asset.id),
-                "identifier": asset.identifier,
-                "changes": risk,
-                "legal_status": asset.legal_status,
-                "expires_on": asset.expires_on.isoformat() if asset.expires_on else None,
-            },
-        )
-    return len(pledges)
+    """A correction (PATCH /v1/assets) changed a right: see `rights_changed`."""
+    return await rights_changed(
+        ctx.session,
+        ctx.principal.organization_id,
+        ctx.principal.key_id,
+        sorted(ctx.principal.roles),
+        [(asset.model_dump(), changes)],
+    )
+
+
+async def rights_changed(
+    session: AsyncSession,
+    actor_organization_id: UUID | None,
+    actor_key_id: UUID | None,
+    actor_roles: list[str],
+    rights: Sequence[tuple[Mapping[str, Any], Mapping[str, list[Any]]]],
+) -> int:
+    """Corrections (an edit or a re-import) changed rights: where a right's legal status or
+    expiry changed and a live pledge holds it, the pledge raises `pledge.at_risk` to its
+    pledgee (the collateral may have lapsed, been invalidated or shortened), audited on the
+    pledge. `rights`: each right's values after the correction, with what changed. Returns how
+    many events."""
+    raised = 0
+    for asset, changes in rights:
+        risk = {k: v for k, v in changes.items() if k in ("legal_status", "expires_on")}
+        if not risk:
+            continue
+        expires_on = asset["expires_on"]
+        for pledge in await repository.live_pledges_on(session, asset["id"]):
+            session.add(
+                PledgeHistory(
+                    pledge_id=pledge.id,
+                    version=pledge.version,
+                    action="at_risk",
+                    actor_organization_id=actor_organization_id,
+                    actor_key_id=actor_key_id,
+                    actor_roles=actor_roles,
+                    changes={"asset_id": str(asset["id"]), **risk},
+                )
+            )
+            view = await pledge_public(session, pledge)
+            _emit(
+                session,
+                "pledge.at_risk",
+                pledge,
+                view,
+                audience=[pledge.pledgee_id],
+                risk={
+                    "asset_id": str(asset["id"]),
+                    "identifier": asset["identifier"],
+                    "changes": risk,
+                    "legal_status": asset["legal_status"],
+                    "expires_on": expires_on.isoformat() if expires_on else None,
+                },
+            )
+            raised += 1
+    if raised:
+        await session.flush()
+    return raised
 
 
 # ----------------------------------------------------------------------------- holds

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.listing.assets.rules import changed_fields, differs, is_holder, merge_stated
 from services.listing.assets.service import corrected_values
+from services.listing.financing import service as financing
 from services.listing.imports.parsing import RejectedRow, ValidRow
 from services.listing.imports.repository import ImportRepository
 from services.listing.listings.documents import (
@@ -481,6 +482,14 @@ async def apply_batch(
     await repo.bump_listings(bumps)
     await repo.insert_history(history)
     await repo.insert_events(events)
+    # A pledged right whose status or term the file corrected: its pledgees hear of it.
+    await financing.rights_changed(
+        session,
+        ctx.seller.id,
+        ctx.actor_key_id,
+        ctx.actor_roles,
+        [(asset_by_id[asset_id], fields) for asset_id, fields in corrections.items()],
+    )
     return rejected
 
 

@@ -10,6 +10,7 @@ import asyncio
 import csv
 import hashlib
 import io
+import json
 from collections.abc import Callable, Iterator
 from datetime import date, timedelta
 from decimal import Decimal
@@ -982,3 +983,48 @@ async def test_an_accept_days_later_still_ends_within_the_right(
         ("term_past_expiry", "assets[0].asset_id")
     ]
     assert await counts(listing_app) == before
+
+
+async def test_a_reimport_that_lapses_a_pledged_right_warns_the_bank(
+    listing: httpx.AsyncClient, service_key: str, holder: Org, bank: Org
+) -> None:
+    number = next(NUMBERS)
+    right = patent(
+        HOLDER,
+        number,
+        holders=[{"name": HOLDER, "region": "110108"}],
+        granted_on=f"{int(number[:4]) + 2}-05-05",
+    )
+    created = await listing.post("/v1/assets", json=right, headers=bearer(holder[1]))
+    assert created.status_code == 201, created.text
+    asset = created.json()
+    request = await ask(listing, holder[1], request_body(asset["id"]))
+    made = await offer(listing, bank[1], request["id"])
+    pledge = (
+        await listing.post(f"/v1/financing/offers/{made['id']}/accept", headers=bearer(holder[1]))
+    ).json()
+    row = {
+        "asset": {**right, "legal_status": "lapsed"},
+        "transaction": terms("nonexclusive_license"),
+    }
+    imported = await listing.post(
+        "/v1/imports",
+        content=json.dumps(row, ensure_ascii=False).encode(),
+        headers={**bearer(holder[1]), "Content-Type": "application/x-ndjson"},
+    )
+    assert imported.status_code == 201, imported.text
+    assert imported.json()["rejected"] == 0, imported.text
+    changes = await feed_until(
+        listing,
+        service_key,
+        lambda events: any(
+            e["entity_id"] == pledge["id"] and e["type"] == "pledge.at_risk" for e in events
+        ),
+    )
+    [risk] = [
+        e for e in changes if e["entity_id"] == pledge["id"] and e["type"] == "pledge.at_risk"
+    ]
+    assert risk["data"]["parties"] == [bank[0]]
+    assert risk["data"]["risk"]["changes"] == {"legal_status": ["granted", "lapsed"]}
+    history = await listing.get(f"/v1/pledges/{pledge['id']}/history", headers=bearer(bank[1]))
+    assert [e["action"] for e in history.json()["items"]] == ["file", "at_risk"]
