@@ -97,6 +97,9 @@ def test_the_term_ends_within_the_right_and_the_longest_term() -> None:
     assert late[0].field == "f"
     long = check_term(date(2026, 12, 7), 121, None, max_term_months=120, field="f")
     assert rules(long) == ["term_too_long"]
+    beyond = check_term(date(9999, 6, 1), 12, None, max_term_months=120, field="f")
+    assert rules(beyond) == ["term_out_of_range"]
+    assert beyond[0].field == "term_months"
 
 
 def test_no_forfeiture_clause() -> None:

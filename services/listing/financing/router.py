@@ -319,7 +319,7 @@ async def pledge_history(
 @pledges_router.post(
     "/{pledge_id}/registration",
     response_model=PledgePublic,
-    responses=problem_responses(401, 404, 409, 422),
+    responses=problem_responses(401, 403, 404, 409, 422),
 )
 async def register_pledge(
     pledge_id: UUID,
@@ -341,7 +341,7 @@ async def register_pledge(
 @pledges_router.post(
     "/{pledge_id}/changes",
     response_model=PledgePublic,
-    responses=problem_responses(401, 404, 409, 422),
+    responses=problem_responses(401, 403, 404, 409, 422),
 )
 async def change_pledge(
     pledge_id: UUID,

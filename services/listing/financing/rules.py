@@ -175,7 +175,13 @@ def check_term(
                 f"a pledge loan runs at most {max_term_months} months",
             )
         )
-    ends_on = pledge_ends_on(starts_on, term_months)
+    try:
+        ends_on = pledge_ends_on(starts_on, term_months)
+    except (OverflowError, ValueError):  # past year 9999
+        errors.append(
+            _error(term_field, "term_out_of_range", "the term ends after the calendar does")
+        )
+        return errors
     if expires_on is not None and ends_on > expires_on:
         errors.append(
             _error(
