@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     meili_master_key: SecretStr = SecretStr("")
     # The catalogue index's name (tests give each module its own).
     meili_index: str = "catalogue"
+    # More Meilisearch nodes (comma-separated URLs, the same master key), each fed from the
+    # change feed by an indexer of its own: read replicas of the one at meili_url (issue 21).
+    meili_replica_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # A node further behind the primary's last indexed event than this leaves the searches'
+    # rotation until it catches up.
+    meili_replica_max_lag_seconds: float = Field(default=5.0, gt=0)
     # Background workers (indexer, expiry, deliveries); a process serving only the API can
     # turn them off.
     run_workers: bool = True
@@ -146,6 +152,13 @@ class Settings(BaseSettings):
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("meili_replica_urls", mode="before")
+    @classmethod
+    def _split_nodes(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [url.strip().rstrip("/") for url in value.split(",") if url.strip()]
         return value
 
     @field_validator("secret_keys", mode="before")

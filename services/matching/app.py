@@ -16,6 +16,7 @@ from services.matching.demands.workers import match_workers
 from services.matching.indexer import Indexer
 from services.matching.meili import MeiliClient
 from services.matching.models import SCHEMA
+from services.matching.nodes import replica_nodes
 from services.matching.search.router import router as search_router
 from services.matching.status import router as status_router
 from services.matching.workers import indexer_workers
@@ -49,6 +50,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             # worker searches the demands.
             match_queue=queue.IndexerQueue(),
         )
+        # Read replicas of the catalogue index, each fed by an indexer of its own.
+        app.state.replica_nodes = replica_nodes(settings, app.state.sessionmaker, client)
+        for node in app.state.replica_nodes:
+            app.state.readiness_checks[f"meilisearch@{node.name}"] = meilisearch_check(
+                client, node.url
+            )
+            app.state.readiness_optional.add(f"meilisearch@{node.name}")  # searches skip it
         app.state.feed_notifier = FeedNotifier(
             settings.direct_database_url(), channel="matching_changes"
         )

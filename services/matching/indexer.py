@@ -157,15 +157,23 @@ class Indexer:
         index_uid: str,
         match_queue: MatchQueue | None = None,
         page_size: int = 1000,
+        node: str | None = None,
     ) -> None:
+        """`node`: a read replica's name (issue 21: a Meilisearch node of its own fed from the
+        feed with a cursor and a lease of its own); None, the primary node, whose indexer keeps
+        the versions indexed (`indexed_listings`: matching, rebuild and check read them) and
+        queues new listings for matching."""
         self.settings = settings
         self.sessionmaker = sessionmaker
         self.http = http
         self.meili = meili
         self.index_uid = index_uid
-        self.match_queue = match_queue
+        self.node = node
+        # Where its cursor is kept (and what its lease is named after).
+        self.state_key = index_uid if node is None else f"{index_uid}@{node}"
+        self.match_queue = match_queue if node is None else None
         self.page_size = page_size
-        self.lease_key = lease_key(index_uid)
+        self.lease_key = lease_key(self.state_key)
         self._flight: Flight | None = None  # the pages in flight, while the pipeline runs
 
     def backlog(self) -> bool:
@@ -178,7 +186,7 @@ class Indexer:
 
     async def cursor(self) -> str:
         async with self.sessionmaker() as session:
-            return await repository.cursor(session, self.index_uid)
+            return await repository.cursor(session, self.state_key)
 
     async def fetch(self, after: str, wait: float) -> ChangeFeedPage:
         response = await self.http.get(
@@ -205,8 +213,10 @@ class Indexer:
         # Taken before PostgreSQL is read: a page committed meanwhile leaves the overlay only
         # after its versions are in PostgreSQL, so one of the two always has it.
         sent = {i: overlay[i] for i in latest if i in overlay}
-        async with self.sessionmaker() as session:
-            known = await repository.indexed_versions(session, list(latest))
+        known: dict[UUID, tuple[int, bool]] = {}
+        if self.node is None:  # a replica node applies the feed in order, versions unkept
+            async with self.sessionmaker() as session:
+                known = await repository.indexed_versions(session, list(latest))
         plan = Plan(
             events=len(page.events),
             after=after,
@@ -300,17 +310,17 @@ class Indexer:
             # Compared first, under the row's lock: a replica that lost its lease without
             # noticing, an operator's replay or a rebuild's swap moved it, and this run's pages
             # must not be recorded over theirs (issue 21).
-            stored = await repository.lock_cursor(session, self.index_uid)
+            stored = await repository.lock_cursor(session, self.state_key)
             if stored != plans[0].after:
-                raise CursorMoved(self.index_uid, plans[0].after, stored)
-            if records:
+                raise CursorMoved(self.state_key, plans[0].after, stored)
+            if records and self.node is None:
                 await repository.record_indexed(session, list(records.values()), only_newer=True)
             if self.match_queue is not None:
                 if published:
                     await self.match_queue.enqueue(session, list(published.values()), None)
                 if held:
                     await self.match_queue.release(session, held)
-            await repository.save_cursor(session, self.index_uid, plans[-1].cursor, last_at)
+            await repository.save_cursor(session, self.state_key, plans[-1].cursor, last_at)
 
     async def apply(self, page: ChangeFeedPage, after: str) -> PageResult:
         """Index one page (read `after` a cursor) and record it (cursor, versions, match queue)

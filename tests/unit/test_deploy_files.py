@@ -219,9 +219,13 @@ def test_meilisearch_is_a_statefulset_of_several_nodes_each_with_a_volume() -> N
     assert [claim["metadata"]["name"] for claim in meili["volumeClaimTemplates"]] == ["data"]
     headless = of_kind("Service")[meili["serviceName"]]["spec"]
     assert headless["clusterIP"] == "None"  # a stable name per node, no load balancing
-    # Until the services feed several nodes (issue 21 item 2) they use one node, by name.
+    # The primary node and every other node as a read replica, each by its own name.
     url = urlsplit(config()["IPX_MEILI_URL"])
     assert url.hostname == f"meilisearch-0.{meili['serviceName']}"
+    replicas = [urlsplit(u).hostname for u in config()["IPX_MEILI_REPLICA_URLS"].split(",")]
+    assert replicas == [
+        f"meilisearch-{n}.{meili['serviceName']}" for n in range(1, meili["replicas"])
+    ]
 
 
 def postgres_max_connections() -> int:

@@ -92,3 +92,9 @@ def test_a_user_agent_with_a_control_character_is_refused(
     monkeypatch.setenv("IPX_WEBHOOK_USER_AGENT", "ipx\r\nX-Injected: 1")
     with pytest.raises(ValidationError, match="control characters"):
         Settings()
+
+
+def test_replica_nodes_are_a_comma_separated_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().meili_replica_urls == []
+    monkeypatch.setenv("IPX_MEILI_REPLICA_URLS", " http://meili-1:7700/ ,http://meili-2:7700,")
+    assert Settings().meili_replica_urls == ["http://meili-1:7700", "http://meili-2:7700"]

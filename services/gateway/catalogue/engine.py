@@ -3,8 +3,11 @@ straight to Meilisearch with the read-only key matching provisions, instead of t
 matching's API (one Python hop less on the hottest path). Matching still owns the index, its
 settings and every write; the query itself is built by shared/search.py for both services.
 
-The key, the index and Meilisearch's address are asked of matching on first use and kept; when
-Meilisearch refuses the key (rotated, index rebuilt elsewhere), they are asked again once.
+The key, the index and the Meilisearch nodes searches may use (the primary and the read
+replicas that are caught up: services/matching/nodes.py) are asked of matching on first use and
+again every TARGET_SECONDS; searches go round the nodes, and a node that does not answer is
+skipped for DOWN_SECONDS while the next one answers (issue 21). When Meilisearch refuses the key
+(rotated, index rebuilt elsewhere), they are asked again once.
 
 The hop uses aiohttp, not the service's httpx client, and pydantic-core's JSON, not the json
 module, as in matching's Meilisearch client: each costs the gateway less CPU a search
@@ -14,7 +17,9 @@ module, as in matching's Meilisearch client: each costs the gateway less CPU a s
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+import itertools
+import time
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
@@ -31,10 +36,26 @@ __all__ = ["CatalogueEngine"]
 IDENTITY = {"Accept-Encoding": "identity", "Content-Type": "application/json"}
 
 
-@dataclass(frozen=True)
+TARGET_SECONDS = 5.0  # how often the nodes in the rotation are asked of matching again
+DOWN_SECONDS = 2.0  # a node that did not answer is skipped this long
+
+
+@dataclass
 class Target:
-    index_url: str
+    index_urls: list[str]  # one per node, the primary first
     headers: dict[str, str]
+    fetched: float = field(default_factory=time.monotonic)
+    down: dict[str, float] = field(default_factory=dict)  # index url -> skipped until
+    turn: itertools.count[int] = field(default_factory=itertools.count)
+
+    def order(self) -> list[str]:
+        """The nodes to try for one request: the next in turn first, those down last."""
+        start = next(self.turn) % len(self.index_urls)
+        turns = self.index_urls[start:] + self.index_urls[:start]
+        now = time.monotonic()
+        return [u for u in turns if self.down.get(u, 0) <= now] + [
+            u for u in turns if self.down.get(u, 0) > now
+        ]
 
 
 class CatalogueEngine:
@@ -67,10 +88,13 @@ class CatalogueEngine:
             await self.session.close()
 
     async def _target(self) -> Target:
-        if self.target is not None:
-            return self.target
+        target = self.target
+        if target is not None and time.monotonic() - target.fetched < TARGET_SECONDS:
+            return target
+        if target is not None and self._lock.locked():
+            return target  # another search is asking matching: this one goes on meanwhile
         async with self._lock:  # one request to matching, however many searches wait
-            if self.target is None:
+            if self.target is None or time.monotonic() - self.target.fetched >= TARGET_SECONDS:
                 try:
                     response = await self.http.get(
                         f"{self.settings.matching_url}/v1/index/search-key",
@@ -80,16 +104,28 @@ class CatalogueEngine:
                         },
                     )
                 except httpx.HTTPError as exc:
+                    if self.target is not None:
+                        self.target.fetched = time.monotonic()  # the nodes we know, meanwhile
+                        return self.target
                     raise MeiliUnavailable("matching is unreachable") from exc
                 if response.status_code != 200:
+                    if self.target is not None:
+                        self.target.fetched = time.monotonic()
+                        return self.target
                     raise MeiliUnavailable(f"matching answered {response.status_code}")
                 found = response.json()
                 headers = dict(IDENTITY)
                 if found["key"]:
                     headers["Authorization"] = f"Bearer {found['key']}"
+                urls = found.get("urls") or [found["url"]]
+                previous = self.target
                 self.target = Target(
-                    f"{found['url'].rstrip('/')}/indexes/{found['index']}", headers
+                    [f"{url.rstrip('/')}/indexes/{found['index']}" for url in urls], headers
                 )
+                if previous is not None:  # a node found down stays skipped a while
+                    self.target.down = {
+                        u: t for u, t in previous.down.items() if u in self.target.index_urls
+                    }
             return self.target
 
     async def _post(self, url: str, target: Target, content: bytes) -> tuple[int, bytes]:
@@ -115,18 +151,31 @@ class CatalogueEngine:
         content = to_json(body)
         for _attempt in (1, 2):  # a refused key is asked for again once
             target = await self._target()
-            status, answer = await self._post(f"{target.index_url}/{route}", target, content)
-            if status in (401, 403):
-                if self.target is target:
-                    self.target = None  # the key or the index changed: ask matching again
-                continue
-            if status >= 500:
-                raise MeiliUnavailable(f"HTTP {status}")
-            if status >= 400:
-                error = from_json(answer) if answer else {}
-                raise MeiliError(
-                    status, error.get("code", "unknown"), error.get("message", "refused")
-                )
-            result: dict[str, Any] = from_json(answer)
-            return result
+            refused = False
+            unavailable: MeiliUnavailable | None = None
+            for index_url in target.order():
+                try:
+                    status, answer = await self._post(f"{index_url}/{route}", target, content)
+                except MeiliUnavailable as exc:  # the next node, if any
+                    target.down[index_url] = time.monotonic() + DOWN_SECONDS
+                    unavailable = exc
+                    continue
+                if status in (401, 403):
+                    refused = True
+                    break
+                if status >= 500:
+                    target.down[index_url] = time.monotonic() + DOWN_SECONDS
+                    unavailable = MeiliUnavailable(f"HTTP {status}")
+                    continue
+                if status >= 400:
+                    error = from_json(answer) if answer else {}
+                    raise MeiliError(
+                        status, error.get("code", "unknown"), error.get("message", "refused")
+                    )
+                result: dict[str, Any] = from_json(answer)
+                return result
+            if not refused:
+                raise unavailable or MeiliUnavailable("no Meilisearch node to search")
+            if self.target is target:
+                self.target = None  # the key or the index changed: ask matching again
         raise MeiliUnavailable("Meilisearch refused the search key matching provided")
