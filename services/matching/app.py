@@ -16,7 +16,7 @@ from services.matching.demands.workers import match_workers
 from services.matching.indexer import Indexer
 from services.matching.meili import MeiliClient
 from services.matching.models import SCHEMA
-from services.matching.nodes import replica_nodes
+from services.matching.nodes import NodePool, replica_nodes
 from services.matching.search.router import router as search_router
 from services.matching.status import router as status_router
 from services.matching.workers import indexer_workers
@@ -57,6 +57,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 client, node.url
             )
             app.state.readiness_optional.add(f"meilisearch@{node.name}")  # searches skip it
+        app.state.search_nodes = NodePool(
+            app.state.sessionmaker,
+            app.state.indexer,
+            app.state.replica_nodes,
+            settings.meili_replica_max_lag_seconds,
+        )
         app.state.feed_notifier = FeedNotifier(
             settings.direct_database_url(), channel="matching_changes"
         )

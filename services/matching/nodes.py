@@ -11,8 +11,12 @@ leaves the rotation until it catches up, and the searcher skips a node that does
 
 from __future__ import annotations
 
+import itertools
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -20,10 +24,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.matching import repository
 from services.matching.indexer import Indexer
-from services.matching.meili import MeiliClient
+from services.matching.meili import IndexReader, MeiliClient
+from shared.search import MeiliUnavailable
 from shared.settings import Settings
 
-__all__ = ["Node", "NodeState", "node_states", "replica_nodes"]
+__all__ = ["Node", "NodePool", "NodeState", "node_states", "replica_nodes"]
+
+ROTATION_SECONDS = 5.0  # how long the nodes in the rotation are kept before they are read again
 
 
 @dataclass(frozen=True)
@@ -90,3 +97,58 @@ async def node_states(
             )
         )
     return states
+
+
+class NodePool:
+    """The catalogue index on the nodes in the rotation, read as shared.search.CatalogueIndex:
+    matching's own searches go round them (the primary and the caught-up replicas, read again
+    every ROTATION_SECONDS) and a node that does not answer is left for the next one."""
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        primary: Indexer,
+        replicas: list[Node],
+        max_lag_seconds: float,
+    ) -> None:
+        self.sessionmaker = sessionmaker
+        self.primary = primary
+        self.replicas = replicas
+        self.max_lag_seconds = max_lag_seconds
+        self.readers = [primary.meili.index(primary.index_uid)]
+        self.read_at = float("-inf") if replicas else float("inf")
+        self.turn = itertools.count()
+
+    async def _rotation(self) -> list[IndexReader]:
+        if time.monotonic() - self.read_at >= ROTATION_SECONDS:
+            async with self.sessionmaker() as session:
+                states = await node_states(
+                    session, self.primary, self.replicas, self.max_lag_seconds
+                )
+            caught_up = {state.name for state in states if state.in_rotation}
+            self.readers = [self.primary.meili.index(self.primary.index_uid)] + [
+                node.indexer.meili.index(node.indexer.index_uid)
+                for node in self.replicas
+                if node.name in caught_up
+            ]
+            self.read_at = time.monotonic()
+        start = next(self.turn) % len(self.readers)
+        return self.readers[start:] + self.readers[:start]
+
+    async def _first_answer(
+        self, read: Callable[[IndexReader], Awaitable[dict[str, Any]]]
+    ) -> dict[str, Any]:
+        failed: MeiliUnavailable | None = None
+        for reader in await self._rotation():
+            try:
+                return await read(reader)
+            except MeiliUnavailable as exc:
+                failed = exc
+        assert failed is not None
+        raise failed
+
+    async def search(self, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._first_answer(lambda reader: reader.search(body))
+
+    async def fetch(self, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._first_answer(lambda reader: reader.fetch(body))

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from services.matching.meili import MeiliClient
+from services.matching.nodes import NodePool
 from shared.contracts.search import SearchResult
 from shared.errors import problem_responses
 from shared.search import SearchParams, catalogue_search, search_params
@@ -20,7 +20,8 @@ async def search_listings(
     request: Request, params: Annotated[SearchParams, Depends(search_params)]
 ) -> Response:
     """Search the catalogue (published listings) in Chinese or English, or by patent number
-    (matched exactly), with filters, facets, sorting and pages."""
-    meili: MeiliClient = request.app.state.meili
-    content = await catalogue_search(meili.index(request.app.state.index_uid), params)
+    (matched exactly), with filters, facets, sorting and pages. Any node of the catalogue index
+    that is caught up may answer."""
+    nodes: NodePool = request.app.state.search_nodes
+    content = await catalogue_search(nodes, params)
     return Response(content, media_type="application/json")

@@ -137,6 +137,11 @@ async def test_a_replica_node_catches_up_and_searches_survive_the_primary(
             assert answer.json()["items"][0]["identifier"] == identifier
         await asyncio.sleep(0.1)
     assert set(answers) == {200}, answers
+    # Matching's own search too.
+    for _ in range(5):
+        answer = await matching.get("/v1/search", params={"q": identifier})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["items"][0]["identifier"] == identifier
 
 
 async def _holds(node: MeiliHandle, key: str, uid: str, count: int) -> bool:
