@@ -75,11 +75,14 @@ def replica_nodes(
 async def node_states(
     session: AsyncSession, primary: Indexer, nodes: list[Node], max_lag_seconds: float
 ) -> list[NodeState]:
-    """Each replica node's place in the feed against the primary's."""
-    reference = await repository.indexer_state(session, primary.state_key)
+    """Each replica node's place in the feed against the primary's (one read of the states)."""
+    found = await repository.indexer_states(
+        session, [primary.state_key, *(node.indexer.state_key for node in nodes)]
+    )
+    reference = found.get(primary.state_key)
     states = []
     for node in nodes:
-        state = await repository.indexer_state(session, node.indexer.state_key)
+        state = found.get(node.indexer.state_key)
         lag: float | None = None
         if state is not None:
             if reference is None or reference.last_event_at is None:

@@ -22,6 +22,7 @@ __all__ = [
     "delete_records",
     "indexed_versions",
     "indexer_state",
+    "indexer_states",
     "record_indexed",
     "records",
     "save_cursor",
@@ -52,6 +53,14 @@ _INDEXED_VERSIONS = text(
 
 async def indexer_state(session: AsyncSession, index_uid: str) -> IndexerState | None:
     return await session.get(IndexerState, index_uid)
+
+
+async def indexer_states(session: AsyncSession, keys: Sequence[str]) -> dict[str, IndexerState]:
+    """The states of several indexers (the primary node's and its replicas'), by key."""
+    rows = await session.execute(
+        select(IndexerState).where(col(IndexerState.index_uid).in_(list(keys)))
+    )
+    return {state.index_uid: state for state in rows.scalars()}
 
 
 async def cursor(session: AsyncSession, index_uid: str) -> str:

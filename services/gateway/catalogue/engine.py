@@ -104,15 +104,10 @@ class CatalogueEngine:
                         },
                     )
                 except httpx.HTTPError as exc:
-                    if self.target is not None:
-                        self.target.fetched = time.monotonic()  # the nodes we know, meanwhile
-                        return self.target
-                    raise MeiliUnavailable("matching is unreachable") from exc
+                    return self._known(MeiliUnavailable("matching is unreachable"), exc)
                 if response.status_code != 200:
-                    if self.target is not None:
-                        self.target.fetched = time.monotonic()
-                        return self.target
-                    raise MeiliUnavailable(f"matching answered {response.status_code}")
+                    failed = MeiliUnavailable(f"matching answered {response.status_code}")
+                    return self._known(failed, None)
                 found = response.json()
                 headers = dict(IDENTITY)
                 if found["key"]:
@@ -127,6 +122,13 @@ class CatalogueEngine:
                         u: t for u, t in previous.down.items() if u in self.target.index_urls
                     }
             return self.target
+
+    def _known(self, failed: MeiliUnavailable, cause: BaseException | None) -> Target:
+        """Matching cannot say which nodes to use now: the nodes known, for another while."""
+        if self.target is None:
+            raise failed from cause
+        self.target.fetched = time.monotonic()
+        return self.target
 
     async def _post(self, url: str, target: Target, content: bytes) -> tuple[int, bytes]:
         assert self.session is not None, "use the engine as an async context manager"
